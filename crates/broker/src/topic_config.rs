@@ -1,0 +1,186 @@
+//! Topic configs: Kafka's names, validated, with Ferry's own `ferry.storage`.
+
+use std::collections::BTreeMap;
+
+use ferry_log::{LogConfig, MEMORY_LOG_DEFAULT_BYTES};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, EngineResult};
+
+/// Where a topic's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Segments on disk; acks=all is answered after fsync.
+    Disk,
+    /// Bounded memory only: for at-most-once use; gone on restart.
+    Memory,
+}
+
+/// The effective configuration of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub storage: StorageKind,
+    pub log: LogConfig,
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: usize,
+    /// The configs set explicitly on this topic (the rest are defaults).
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// One config a topic understands: its name, default, and documentation.
+pub struct ConfigSpec {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
+    ConfigSpec { name: "cleanup.policy", default: "delete", doc: "Only `delete` is supported." },
+    ConfigSpec { name: "ferry.storage", default: "disk", doc: "`disk`, or `memory` for at-most-once topics that never touch disk." },
+    ConfigSpec { name: "index.interval.bytes", default: "4096", doc: "Bytes between sparse offset index entries." },
+    ConfigSpec { name: "max.message.bytes", default: "1048588", doc: "Largest record batch accepted." },
+    ConfigSpec { name: "retention.bytes", default: "-1", doc: "Delete oldest segments past this size; bounds memory topics." },
+    ConfigSpec { name: "retention.ms", default: "604800000", doc: "Delete segments older than this; -1 keeps forever." },
+    ConfigSpec { name: "segment.bytes", default: "1073741824", doc: "Roll a new segment past this size." },
+    ConfigSpec { name: "segment.ms", default: "604800000", doc: "Roll a new segment after this time." },
+];
+
+fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
+    name: &str,
+    value: &str,
+    min: T,
+) -> EngineResult<T> {
+    let v: T = value.trim().parse().map_err(|_| EngineError::InvalidConfig {
+        name: name.into(),
+        value: value.into(),
+        reason: "not a number".into(),
+    })?;
+    if v < min {
+        return Err(EngineError::InvalidConfig { name: name.into(), value: value.into(), reason: format!("must be at least {min}") });
+    }
+    Ok(v)
+}
+
+impl TopicConfig {
+    /// Builds a config from explicit overrides on top of the defaults,
+    /// refusing unknown names and bad values.
+    pub fn from_overrides(overrides: BTreeMap<String, String>) -> EngineResult<TopicConfig> {
+        let mut config = TopicConfig {
+            storage: StorageKind::Disk,
+            log: LogConfig::default(),
+            max_message_bytes: 1_048_588,
+            overrides: BTreeMap::new(),
+        };
+        for (name, value) in &overrides {
+            config.apply(name, value)?;
+        }
+        config.overrides = overrides;
+        Ok(config)
+    }
+
+    fn apply(&mut self, name: &str, value: &str) -> EngineResult<()> {
+        match name {
+            "cleanup.policy" => {
+                if value != "delete" {
+                    return Err(EngineError::InvalidConfig {
+                        name: name.into(),
+                        value: value.into(),
+                        reason: "only `delete` is supported".into(),
+                    });
+                }
+            }
+            "ferry.storage" => {
+                self.storage = match value {
+                    "disk" => StorageKind::Disk,
+                    "memory" => StorageKind::Memory,
+                    _ => {
+                        return Err(EngineError::InvalidConfig {
+                            name: name.into(),
+                            value: value.into(),
+                            reason: "must be `disk` or `memory`".into(),
+                        })
+                    }
+                }
+            }
+            "index.interval.bytes" => self.log.index_interval_bytes = parse_num(name, value, 1u64)?,
+            "max.message.bytes" => self.max_message_bytes = parse_num(name, value, 64usize)?,
+            "retention.bytes" => self.log.retention_bytes = parse_num(name, value, -1i64)?,
+            "retention.ms" => self.log.retention_ms = parse_num(name, value, -1i64)?,
+            "segment.bytes" => self.log.segment_bytes = parse_num(name, value, 1024u64)?,
+            "segment.ms" => self.log.segment_ms = parse_num(name, value, 1i64)?,
+            _ => {
+                return Err(EngineError::InvalidConfig {
+                    name: name.into(),
+                    value: value.into(),
+                    reason: "unknown topic config".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The bound on a memory topic's partition.
+    pub fn memory_bytes(&self) -> u64 {
+        if self.log.retention_bytes >= 0 {
+            self.log.retention_bytes as u64
+        } else {
+            MEMORY_LOG_DEFAULT_BYTES
+        }
+    }
+
+    /// Every config with its effective value and whether it was set explicitly.
+    pub fn describe(&self) -> Vec<(&'static str, String, bool)> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|spec| match self.overrides.get(spec.name) {
+                Some(v) => (spec.name, v.clone(), true),
+                None => (spec.name, spec.default.to_string(), false),
+            })
+            .collect()
+    }
+}
+
+/// Kafka's rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> EngineResult<()> {
+    let bad = |reason: &str| Err(EngineError::InvalidTopic { name: name.into(), reason: reason.into() });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are not allowed");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
+        return bad("only ASCII letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_and_bad_values() {
+        let mut m = BTreeMap::new();
+        m.insert("retention.ms".to_string(), "abc".to_string());
+        assert!(TopicConfig::from_overrides(m).is_err());
+        let mut m = BTreeMap::new();
+        m.insert("no.such".to_string(), "1".to_string());
+        assert!(TopicConfig::from_overrides(m).is_err());
+        let mut m = BTreeMap::new();
+        m.insert("ferry.storage".to_string(), "memory".to_string());
+        assert_eq!(TopicConfig::from_overrides(m).unwrap().storage, StorageKind::Memory);
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! `ferry serve` settings: defaults, then the TOML file, then `FERRY_*`
+//! environment variables, then flags (clap reads env and flags into the
+//! same fields, flags winning).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `ferry serve`. Each also reads `FERRY_<NAME>`; each is also a
+/// key of the `--config` TOML file (snake_case). Kafka's name for the same
+/// setting is given in the help.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HOST:PORT clients are told to connect to (Kafka: advertised.listeners) [default: the listen address].
+    #[arg(long, env = "FERRY_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Directory for topics and logs (Kafka: log.dirs) [default: ./data].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This broker's id (Kafka: node.id) [default: 1].
+    #[arg(long, env = "FERRY_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create unknown topics on first use (Kafka: auto.create.topics.enable) [default: true].
+    #[arg(long, env = "FERRY_AUTO_CREATE_TOPICS_ENABLE")]
+    pub auto_create_topics_enable: Option<bool>,
+    /// Partitions of an auto-created topic (Kafka: num.partitions) [default: 1].
+    #[arg(long, env = "FERRY_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Most client connections at once (Kafka: max.connections) [default: 10000].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request frame accepted (Kafka: socket.request.max.bytes) [default: 104857600].
+    #[arg(long, env = "FERRY_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Largest fetch response (Kafka: fetch.max.bytes) [default: 57671680].
+    #[arg(long, env = "FERRY_FETCH_MAX_BYTES")]
+    pub fetch_max_bytes: Option<usize>,
+    /// Close connections idle this long (Kafka: connections.max.idle.ms) [default: 600000].
+    #[arg(long, env = "FERRY_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// How often retention runs (Kafka: log.retention.check.interval.ms) [default: 300000].
+    #[arg(long, env = "FERRY_LOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Most partitions across all topics [default: 10000].
+    #[arg(long, env = "FERRY_MAX_PARTITIONS")]
+    pub max_partitions: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    advertised_listener: Option<String>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<i32>,
+    auto_create_topics_enable: Option<bool>,
+    num_partitions: Option<i32>,
+    max_connections: Option<usize>,
+    socket_request_max_bytes: Option<usize>,
+    fetch_max_bytes: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
+    log_retention_check_interval_ms: Option<u64>,
+    max_partitions: Option<usize>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub max_connections: usize,
+    pub socket_request_max_bytes: usize,
+    pub fetch_max_bytes: usize,
+    pub connections_max_idle_ms: u64,
+    pub log_retention_check_interval_ms: u64,
+    pub max_partitions: usize,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
+        let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.trim_matches(['[', ']']).to_string(), p)))
+            .with_context(|| format!("advertised listener `{advertised}` is not HOST:PORT"))?;
+        let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if num_partitions < 1 {
+            bail!("num_partitions must be at least 1, got {num_partitions}");
+        }
+        let socket_request_max_bytes = self.socket_request_max_bytes.or(file.socket_request_max_bytes).unwrap_or(100 * 1024 * 1024);
+        if !(1024..=i32::MAX as usize).contains(&socket_request_max_bytes) {
+            bail!("socket_request_max_bytes must be between 1024 and {}", i32::MAX);
+        }
+        let max_connections = self.max_connections.or(file.max_connections).unwrap_or(10_000);
+        if max_connections == 0 || max_connections > u32::MAX as usize / 2 {
+            bail!("max_connections must be between 1 and {}", u32::MAX / 2);
+        }
+        Ok(Settings {
+            listen,
+            advertised_host: host,
+            advertised_port: port as i32,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            auto_create_topics_enable: self.auto_create_topics_enable.or(file.auto_create_topics_enable).unwrap_or(true),
+            num_partitions,
+            max_connections,
+            socket_request_max_bytes,
+            fetch_max_bytes: self.fetch_max_bytes.or(file.fetch_max_bytes).unwrap_or(55 * 1024 * 1024),
+            connections_max_idle_ms: self.connections_max_idle_ms.or(file.connections_max_idle_ms).unwrap_or(600_000),
+            log_retention_check_interval_ms: self
+                .log_retention_check_interval_ms
+                .or(file.log_retention_check_interval_ms)
+                .unwrap_or(300_000)
+                .max(100),
+            max_partitions: self.max_partitions.or(file.max_partitions).unwrap_or(10_000),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! `ferry serve`: open the data directory, serve Kafka clients, shut down
+//! cleanly on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferry_broker::{Engine, EngineConfig};
+use ferry_kafka::{serve, Context, ServerConfig};
+use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+
+/// Testing hook: storage faults to inject, as `kind:path-substring:after,...`
+/// (kinds: write-error, fsync-error, disk-full). Never set in production.
+const FAULT_ENV: &str = "FERRY_FAULT_INJECT";
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let fs: Arc<dyn Storage> = Arc::new(FsStorage);
+    let storage: Arc<dyn Storage> = match std::env::var(FAULT_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let plan = FaultPlan::parse(&spec).map_err(|e| anyhow::anyhow!("{FAULT_ENV}: {e}"))?;
+            warn!(spec = %spec, "storage fault injection is ON");
+            Arc::new(FaultyStorage::new(fs, plan))
+        }
+        _ => fs,
+    };
+    let engine_config = EngineConfig {
+        data_dir: settings.data_dir.clone(),
+        node_id: settings.node_id,
+        auto_create_topics_enable: settings.auto_create_topics_enable,
+        num_partitions: settings.num_partitions,
+        max_partitions: settings.max_partitions,
+        ..EngineConfig::default()
+    };
+    let data_dir = settings.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, storage))
+        .await?
+        .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    let engine = Arc::new(engine);
+
+    let mut server_config = ServerConfig::new(settings.listen);
+    server_config.advertised_host = settings.advertised_host.clone();
+    server_config.advertised_port = settings.advertised_port;
+    server_config.max_connections = settings.max_connections;
+    server_config.socket_request_max_bytes = settings.socket_request_max_bytes;
+    server_config.fetch_max_bytes = settings.fetch_max_bytes;
+    server_config.connections_max_idle_ms = settings.connections_max_idle_ms;
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    info!(
+        listen = %listener.local_addr()?,
+        advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
+        data_dir = %settings.data_dir.display(),
+        "ferry is ready"
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let retention_engine = engine.clone();
+    let interval = Duration::from_millis(settings.log_retention_check_interval_ms);
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let e = retention_engine.clone();
+            let _ = tokio::task::spawn_blocking(move || e.apply_retention()).await;
+        }
+    });
+
+    let ctx = Context { engine: engine.clone(), config: Arc::new(server_config) };
+    let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
+    wait_for_signal().await;
+    info!("shutting down: no new connections, answering in-flight requests");
+    let _ = shutdown_tx.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "server stopped with an error"),
+        Err(e) => warn!(error = %e, "server task failed"),
+    }
+    retention.abort();
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
+    info!("logs synced; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the broker");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

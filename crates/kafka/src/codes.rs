@@ -1,0 +1,45 @@
+//! Kafka error codes Ferry answers with, and the one place engine errors
+//! become wire codes.
+
+use ferry_broker::EngineError;
+
+pub const NONE: i16 = 0;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const REQUEST_TIMED_OUT: i16 = 7;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_REQUEST: i16 = 42;
+pub const POLICY_VIOLATION: i16 = 44;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub const INVALID_RECORD: i16 = 87;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The Kafka error code for an engine error.
+pub fn for_engine_error(e: &EngineError) -> i16 {
+    match e {
+        EngineError::UnknownTopicOrPartition(_) => UNKNOWN_TOPIC_OR_PARTITION,
+        EngineError::TopicAlreadyExists(_) => TOPIC_ALREADY_EXISTS,
+        EngineError::InvalidTopic { .. } => INVALID_TOPIC_EXCEPTION,
+        EngineError::InvalidConfig { .. } => INVALID_CONFIG,
+        EngineError::InvalidPartitions(_) => INVALID_PARTITIONS,
+        EngineError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
+        EngineError::CorruptMessage(_) => CORRUPT_MESSAGE,
+        EngineError::InvalidRecord(_) => INVALID_RECORD,
+        EngineError::MessageTooLarge { .. } => MESSAGE_TOO_LARGE,
+        EngineError::OffsetOutOfRange(_) => OFFSET_OUT_OF_RANGE,
+        EngineError::Storage(_) | EngineError::ShuttingDown => KAFKA_STORAGE_ERROR,
+        EngineError::Timeout => REQUEST_TIMED_OUT,
+        EngineError::LimitReached(_) => POLICY_VIOLATION,
+    }
+}

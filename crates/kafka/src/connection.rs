@@ -1,0 +1,140 @@
+//! One client connection: frames in, answers out, in request order.
+//!
+//! The reader decodes a frame and spawns its handler at once, so a fetch
+//! waiting for data does not stop the next request from being read; the
+//! writer awaits the handlers in arrival order, so answers keep the order
+//! Kafka clients rely on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::codec::{decode_request, Decoded};
+use crate::handlers::{self, Reply};
+use crate::server::Context;
+
+enum FrameRead {
+    Frame(Bytes),
+    /// The peer closed between frames.
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("frame length {0} is negative")]
+    Negative(i32),
+    #[error("frame of {len} bytes is over socket.request.max.bytes={max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("peer closed the connection mid-frame ({got} of {want} bytes)")]
+    Truncated { got: usize, want: usize },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, max_bytes: usize) -> Result<FrameRead, FrameError> {
+    let mut len_buf = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = rd.read(&mut len_buf[got..]).await?;
+        if n == 0 {
+            return if got == 0 { Ok(FrameRead::Closed) } else { Err(FrameError::Truncated { got, want: 4 }) };
+        }
+        got += n;
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 0 {
+        return Err(FrameError::Negative(len));
+    }
+    let len = len as usize;
+    if len > max_bytes {
+        return Err(FrameError::TooLarge { len, max: max_bytes });
+    }
+    // Grow with the data that actually arrives: a peer announcing a large
+    // frame and sending nothing holds no large buffer.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *rd).take(len as u64).read_to_end(&mut body).await?;
+    if read < len {
+        return Err(FrameError::Truncated { got: read, want: len });
+    }
+    Ok(FrameRead::Frame(Bytes::from(body)))
+}
+
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context, mut shutdown: watch::Receiver<bool>) {
+    debug!(%peer, "connection opened");
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Reply>>(ctx.config.max_inflight_requests_per_connection);
+    let writer = tokio::spawn(async move {
+        while let Some(handle) = rx.recv().await {
+            let reply = match handle.await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(%peer, error = %e, "request handler failed; closing connection");
+                    return;
+                }
+            };
+            match reply {
+                Reply::Send(bytes) => {
+                    if let Err(e) = wr.write_all(&bytes).await {
+                        debug!(%peer, error = %e, "write failed; closing connection");
+                        return;
+                    }
+                }
+                Reply::Nothing => {}
+                Reply::Close(reason) => {
+                    info!(%peer, %reason, "closing connection");
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let idle = Duration::from_millis(ctx.config.connections_max_idle_ms);
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = tokio::time::timeout(idle, read_frame(&mut rd, ctx.config.socket_request_max_bytes)) => match r {
+                Err(_) => {
+                    info!(%peer, idle_ms = ctx.config.connections_max_idle_ms, "closing idle connection");
+                    break;
+                }
+                Ok(Ok(FrameRead::Frame(f))) => f,
+                Ok(Ok(FrameRead::Closed)) => break,
+                Ok(Err(e)) => {
+                    warn!(%peer, error = %e, "closing connection: bad frame");
+                    break;
+                }
+            },
+        };
+        let handle = match decode_request(frame) {
+            Ok(Decoded::Request(header, body)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handlers::dispatch(&ctx, header, body).await })
+            }
+            Ok(Decoded::UnsupportedVersion(prefix, api)) => {
+                let reply = handlers::unsupported_version(prefix, api);
+                if api != ApiKey::ApiVersions {
+                    warn!(%peer, api = ?api, version = prefix.api_version, "unsupported API version");
+                }
+                tokio::spawn(async move { reply })
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "closing connection: undecodable request");
+                break;
+            }
+        };
+        if tx.send(handle).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    debug!(%peer, "connection closed");
+}

@@ -1,0 +1,67 @@
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::str_bytes;
+use crate::codes;
+use crate::server::Context;
+
+pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let engine = &ctx.engine;
+    let node = BrokerId(engine.config.node_id);
+    // v0: an empty list means all topics; v1+: null means all.
+    let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            for t in engine.topics() {
+                topics.push(describe_topic(Some(&t), &t.name, node, codes::NONE));
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let (topic, label, missing_code) = match name {
+                    Some(name) => match engine.topic_or_auto_create(&name, allow_auto_create).await {
+                        Ok(t) => (Some(t), name, codes::NONE),
+                        Err(e) => (None, name, codes::for_engine_error(&e)),
+                    },
+                    None => (engine.topic_by_id(id), String::new(), codes::UNKNOWN_TOPIC_ID),
+                };
+                let label = topic.as_ref().map(|t| t.name.clone()).unwrap_or(label);
+                topics.push(describe_topic(topic.as_deref(), &label, node, missing_code));
+            }
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(str_bytes(ctx.config.advertised_host.clone()))
+            .with_port(ctx.config.advertised_port)])
+        .with_cluster_id(Some(str_bytes(ctx.config.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+fn describe_topic(topic: Option<&ferry_broker::Topic>, name: &str, node: BrokerId, missing_code: i16) -> MetadataResponseTopic {
+    let base = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(name))))
+        .with_topic_authorized_operations(i32::MIN);
+    let Some(topic) = topic else {
+        return base.with_error_code(missing_code);
+    };
+    let partitions = (0..topic.partition_count())
+        .map(|i| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    base.with_topic_id(topic.id).with_partitions(partitions)
+}

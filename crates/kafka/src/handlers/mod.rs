@@ -1,0 +1,85 @@
+//! One module per API family. `dispatch` routes a decoded request to its
+//! handler and encodes the answer.
+
+mod admin;
+mod api_versions;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use tracing::error;
+
+use crate::codec::{encode_response, HeaderPrefix};
+use crate::server::Context;
+
+/// What the connection writer does with a request's outcome.
+#[derive(Debug)]
+pub enum Reply {
+    Send(Bytes),
+    /// No answer (produce with acks=0).
+    Nothing,
+    /// Close the connection (acks=0 produce that failed: the only way to
+    /// tell such a producer something went wrong, as Kafka does).
+    Close(String),
+}
+
+fn encode(api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
+    match encode_response(api, version, correlation_id, &body) {
+        Ok(bytes) => Reply::Send(bytes),
+        Err(e) => {
+            error!(api = ?api, version, error = %e, "cannot encode response");
+            Reply::Close(format!("cannot encode {api:?} v{version} response: {e}"))
+        }
+    }
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -> Reply {
+    let version = header.request_api_version;
+    let cid = header.correlation_id;
+    let (api, response): (ApiKey, ResponseKind) = match body {
+        RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
+        RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
+        RequestKind::Produce(r) => match produce::handle(ctx, r, version).await {
+            produce::Outcome::Respond(resp) => (ApiKey::Produce, resp.into()),
+            produce::Outcome::Silent => return Reply::Nothing,
+            produce::Outcome::Close(reason) => return Reply::Close(reason),
+        },
+        RequestKind::Fetch(r) => (ApiKey::Fetch, fetch::handle(ctx, r, version).await.into()),
+        RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
+        RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),
+        RequestKind::DeleteTopics(r) => (ApiKey::DeleteTopics, admin::delete_topics(ctx, r, version).await.into()),
+        RequestKind::CreatePartitions(r) => (ApiKey::CreatePartitions, admin::create_partitions(ctx, r).await.into()),
+        RequestKind::DescribeConfigs(r) => (ApiKey::DescribeConfigs, configs::describe(ctx, r, version).into()),
+        RequestKind::AlterConfigs(r) => (ApiKey::AlterConfigs, configs::alter(ctx, r).await.into()),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            (ApiKey::IncrementalAlterConfigs, configs::incremental_alter(ctx, r).await.into())
+        }
+        other => {
+            // Only reachable if versions.rs lists an API this match lacks.
+            return Reply::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
+        }
+    };
+    encode(api, version, cid, response)
+}
+
+/// The answer to a request at a version Ferry does not serve. ApiVersions
+/// gets Kafka's v0-format UNSUPPORTED_VERSION answer listing what is
+/// served, so the client can retry with a version both support. Other APIs
+/// close the connection, as Kafka does: their answer format at an unknown
+/// version is unknowable.
+pub fn unsupported_version(prefix: HeaderPrefix, api: ApiKey) -> Reply {
+    if api == ApiKey::ApiVersions {
+        let body = api_versions::handle(crate::codes::UNSUPPORTED_VERSION);
+        return encode(api, 0, prefix.correlation_id, body.into());
+    }
+    Reply::Close(format!("{api:?} v{} is not supported", prefix.api_version))
+}

@@ -1,0 +1,154 @@
+//! Produce: validate every batch, append, then keep the acks promise:
+//! acks=0 answers nothing, acks=1 answers once the write reached the OS,
+//! acks=all answers only after fsync (shared through group commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferry_broker::{now_ms, EngineError, Partition};
+use ferry_log::batch::split_and_validate;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::str_bytes;
+use crate::codes;
+use crate::server::Context;
+
+pub enum Outcome {
+    Respond(ProduceResponse),
+    Silent,
+    Close(String),
+}
+
+/// One partition's result while the request is being worked on.
+struct PartResult {
+    index: i32,
+    error: Option<(i16, String)>,
+    base_offset: i64,
+    log_start_offset: i64,
+    /// For acks=all: the partition and the offset that must become durable.
+    pending_sync: Option<(Arc<Partition>, i64)>,
+}
+
+impl PartResult {
+    fn failed(index: i32, code: i16, message: String) -> PartResult {
+        PartResult { index, error: Some((code, message)), base_offset: -1, log_start_offset: -1, pending_sync: None }
+    }
+}
+
+pub async fn handle(ctx: &Context, req: ProduceRequest, version: i16) -> Outcome {
+    let acks = req.acks;
+    let mut topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<PartResult>)> = Vec::new();
+    let mut any_appended = false;
+    for topic_data in req.topic_data {
+        let topic = if version >= 13 {
+            ctx.engine.topic_by_id(topic_data.topic_id)
+        } else {
+            ctx.engine.topic(topic_data.name.as_str())
+        };
+        let mut results = Vec::new();
+        for p in topic_data.partition_data {
+            let result = if !matches!(acks, 0 | 1 | -1) {
+                PartResult::failed(p.index, codes::INVALID_REQUIRED_ACKS, format!("acks={acks} is not 0, 1 or -1"))
+            } else {
+                match topic.as_ref().and_then(|t| t.partition(p.index).map(|part| (t, part))) {
+                    None => PartResult::failed(p.index, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
+                    Some((topic, partition)) => {
+                        let max_message_bytes = topic.config.read().max_message_bytes;
+                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), max_message_bytes) {
+                            Ok(info) => {
+                                any_appended = true;
+                                PartResult {
+                                    index: p.index,
+                                    error: None,
+                                    base_offset: info.base_offset,
+                                    log_start_offset: info.log_start_offset,
+                                    pending_sync: (acks == -1).then(|| (partition.clone(), info.last_offset + 1)),
+                                }
+                            }
+                            Err(e) => PartResult::failed(p.index, codes::for_engine_error(&e), e.to_string()),
+                        }
+                    }
+                }
+            };
+            results.push(result);
+        }
+        topics.push((topic_data.name, topic_data.topic_id, results));
+    }
+    if any_appended {
+        ctx.engine.notify_data_arrived();
+    }
+
+    if acks == 0 {
+        let failure = topics.iter().flat_map(|(_, _, r)| r).find_map(|r| r.error.clone());
+        return match failure {
+            Some((code, message)) => Outcome::Close(format!("acks=0 produce failed with error {code}: {message}")),
+            None => Outcome::Silent,
+        };
+    }
+
+    if acks == -1 {
+        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+        let waits = topics.iter_mut().flat_map(|(_, _, r)| r.iter_mut()).filter(|r| r.pending_sync.is_some()).map(|r| {
+            let (partition, offset) = r.pending_sync.take().expect("filtered");
+            async move {
+                let outcome = match tokio::time::timeout(timeout, partition.wait_durable(offset)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some((codes::for_engine_error(&e), e.to_string())),
+                    Err(_) => Some((codes::REQUEST_TIMED_OUT, EngineError::Timeout.to_string())),
+                };
+                if let Some(err) = outcome {
+                    r.error = Some(err);
+                    r.base_offset = -1;
+                }
+            }
+        });
+        join_all(waits).await;
+    }
+
+    let responses = topics
+        .into_iter()
+        .map(|(name, topic_id, results)| {
+            TopicProduceResponse::default().with_name(name).with_topic_id(topic_id).with_partition_responses(
+                results
+                    .into_iter()
+                    .map(|r| {
+                        let (code, message) = r.error.map_or((codes::NONE, None), |(c, m)| (c, Some(m)));
+                        PartitionProduceResponse::default()
+                            .with_index(r.index)
+                            .with_error_code(code)
+                            .with_error_message(message.map(|m: String| -> StrBytes { str_bytes(m) }))
+                            .with_base_offset(r.base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(r.log_start_offset)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Outcome::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+fn append_partition(partition: &Partition, records: &[u8], max_message_bytes: usize) -> Result<ferry_log::AppendInfo, EngineError> {
+    let batches = split_and_validate(records).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+    let mut headers = Vec::with_capacity(batches.len());
+    for (range, header) in batches {
+        if range.len() > max_message_bytes {
+            return Err(EngineError::MessageTooLarge { size: range.len(), max: max_message_bytes });
+        }
+        if header.is_control() {
+            return Err(EngineError::InvalidRecord("clients may not write control batches".into()));
+        }
+        if header.producer_id >= 0 || header.is_transactional() {
+            return Err(EngineError::InvalidRecord(
+                "idempotent and transactional batches need InitProducerId, which this broker does not offer yet".into(),
+            ));
+        }
+        headers.push(header);
+    }
+    let mut payload = BytesMut::from(records);
+    partition.append(&mut payload, &headers, now_ms())
+}

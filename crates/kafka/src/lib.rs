@@ -1,0 +1,12 @@
+//! The Kafka wire protocol front end: framing, version negotiation, and one
+//! handler module per API family, translating requests into engine calls and
+//! engine errors into Kafka error codes.
+
+pub mod codec;
+pub mod codes;
+mod connection;
+mod handlers;
+mod server;
+pub mod versions;
+
+pub use server::{serve, Context, ServerConfig};

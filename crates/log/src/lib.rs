@@ -1,0 +1,50 @@
+//! Ferry's partition log.
+//!
+//! A partition is a directory of segments holding Kafka v2 record batches
+//! verbatim, with broker-assigned offsets written into each batch header.
+//! All file access goes through [`storage::Storage`], the seam tests use to
+//! inject failed writes and fsyncs.
+
+pub mod batch;
+mod config;
+mod disk;
+mod error;
+mod memory;
+mod segment;
+pub mod storage;
+
+use std::sync::Arc;
+
+pub use config::{LogConfig, MEMORY_LOG_DEFAULT_BYTES};
+pub use disk::{read_slice, DiskLog, SyncJob};
+pub use error::LogError;
+pub use memory::MemoryLog;
+
+use bytes::Bytes;
+use storage::StorageFile;
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// A part of a segment file to read outside the log's lock. The bytes below
+/// `end_position` never change while the file exists, and an unlinked file
+/// stays readable through the open handle.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    pub file: Arc<dyn StorageFile>,
+    pub start_position: u64,
+    pub end_position: u64,
+    pub target_offset: i64,
+}
+
+/// How to get the bytes of a read.
+#[derive(Debug, Clone)]
+pub enum ReadPlan {
+    Disk(ReadSlice),
+    Ready(Bytes),
+}
