@@ -1,1 +1,268 @@
+//! Test harness: start and stop the real `ferry` binary, and small helpers
+//! for talking to it with rdkafka and with raw Kafka frames.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod raw;
+
+/// Path of the binary under test: `FERRY_BIN`, else the workspace's release
+/// build, else its debug build.
+pub fn ferry_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FERRY_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("ferry");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no ferry binary: run `cargo build --release -p ferry` first or set FERRY_BIN");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running broker process with its own data directory.
+pub struct Ferry {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Ferry {
+    pub fn start() -> Ferry {
+        Self::start_with(&[], &[])
+    }
+
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Ferry {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut f = Ferry {
+            port: free_port(),
+            data_dir: tmp.path().join("data"),
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log_path: tmp.path().join("ferry.log"),
+            _tmp: Some(tmp),
+        };
+        f.spawn_and_wait();
+        f
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Spawns the process; returns it without waiting for the port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let mut cmd = Command::new(ferry_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("FERRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn ferry"));
+    }
+
+    pub fn spawn_and_wait(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.bootstrap()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ferry exited with {status} at start:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ferry did not start listening:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to sync or close anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn_and_wait();
+    }
+
+    /// Starts and expects the process to exit by itself; returns (code, log).
+    pub fn start_expecting_exit(&mut self) -> (Option<i32>, String) {
+        self.spawn();
+        let mut c = self.child.take().expect("spawned");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return (status.code(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("ferry kept running; expected it to refuse to start:\n{}", self.log());
+    }
+
+    /// Directory of a disk partition's segments.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join("topics").join(topic).join(partition.to_string())
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The segment files of a partition, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Sends raw bytes and reads one length-prefixed frame back, or None if the
+/// broker closed the connection.
+pub fn raw_roundtrip(addr: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(bytes).ok()?;
+    read_frame(&mut s)
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// True if the broker closed the connection (EOF) within the timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 1];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+pub mod kafka {
+    //! rdkafka helpers shared by the tests.
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap).set("message.timeout.ms", "30000").set("linger.ms", "2");
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c.create().expect("producer")
+    }
+
+    /// Sends `values` to partition 0 and returns each one's acknowledged offset.
+    pub async fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) -> Vec<i64> {
+        let futures: Vec<_> = values
+            .iter()
+            .map(|v| p.send_result(FutureRecord::<str, str>::to(topic).partition(0).payload(v)).expect("enqueue"))
+            .collect();
+        let mut offsets = Vec::new();
+        for f in futures {
+            let d = f.await.expect("delivery future").expect("delivered");
+            offsets.push(d.offset);
+        }
+        offsets
+    }
+
+    /// Reads partition 0 from the start until `until` offsets are read or
+    /// nothing arrives for `idle`. Returns offset → value.
+    pub fn read_partition(bootstrap: &str, topic: &str, partition: i32, idle: Duration) -> BTreeMap<i64, String> {
+        read_partition_from(bootstrap, topic, partition, 0, idle)
+    }
+
+    pub fn read_partition_from(bootstrap: &str, topic: &str, partition: i32, from: i64, idle: Duration) -> BTreeMap<i64, String> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "ferry-tests-reader")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from)).expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let mut out = BTreeMap::new();
+        let mut last = Instant::now();
+        while last.elapsed() < idle {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                    assert!(out.insert(m.offset(), v).is_none(), "offset {} delivered twice", m.offset());
+                    last = Instant::now();
+                }
+                Some(Err(e)) => panic!("consume error: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
+    pub fn wait(d: Duration) -> Duration {
+        d
+    }
+}

@@ -1,9 +1,10 @@
 //! One client connection: frames in, answers out, in request order.
 //!
-//! The reader decodes a frame and spawns its handler at once, so a fetch
-//! waiting for data does not stop the next request from being read; the
-//! writer awaits the handlers in arrival order, so answers keep the order
-//! Kafka clients rely on.
+//! The reader decodes and handles each request in order (so pipelined
+//! produces append in the order they were sent); work that only waits (a
+//! fetch's long poll, an acks=all fsync) is spawned, so the next request is
+//! read meanwhile and concurrent producers share fsyncs. The writer sends
+//! answers in request order, as Kafka clients require.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,8 +18,14 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::codec::{decode_request, Decoded};
-use crate::handlers::{self, Reply};
+use crate::handlers::{self, Dispatched, Reply};
 use crate::server::Context;
+
+/// An answer in the making, queued in request order.
+enum Pending {
+    Ready(Reply),
+    Task(JoinHandle<Reply>),
+}
 
 enum FrameRead {
     Frame(Bytes),
@@ -69,15 +76,18 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, max_bytes: usize) -> Resul
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context, mut shutdown: watch::Receiver<bool>) {
     debug!(%peer, "connection opened");
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Reply>>(ctx.config.max_inflight_requests_per_connection);
+    let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests_per_connection);
     let writer = tokio::spawn(async move {
-        while let Some(handle) = rx.recv().await {
-            let reply = match handle.await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(%peer, error = %e, "request handler failed; closing connection");
-                    return;
-                }
+        while let Some(pending) = rx.recv().await {
+            let reply = match pending {
+                Pending::Ready(r) => r,
+                Pending::Task(handle) => match handle.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "request handler failed; closing connection");
+                        return;
+                    }
+                },
             };
             match reply {
                 Reply::Send(bytes) => {
@@ -113,24 +123,23 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
                 }
             },
         };
-        let handle = match decode_request(frame) {
-            Ok(Decoded::Request(header, body)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move { handlers::dispatch(&ctx, header, body).await })
-            }
+        let pending = match decode_request(frame) {
+            Ok(Decoded::Request(header, body)) => match handlers::dispatch(&ctx, header, body).await {
+                Dispatched::Ready(reply) => Pending::Ready(reply),
+                Dispatched::Later(work) => Pending::Task(tokio::spawn(work)),
+            },
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
-                let reply = handlers::unsupported_version(prefix, api);
                 if api != ApiKey::ApiVersions {
                     warn!(%peer, api = ?api, version = prefix.api_version, "unsupported API version");
                 }
-                tokio::spawn(async move { reply })
+                Pending::Ready(handlers::unsupported_version(prefix, api))
             }
             Err(e) => {
                 warn!(%peer, error = %e, "closing connection: undecodable request");
                 break;
             }
         };
-        if tx.send(handle).await.is_err() {
+        if tx.send(pending).await.is_err() {
             break;
         }
     }

@@ -9,6 +9,9 @@ mod list_offsets;
 mod metadata;
 mod produce;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
@@ -42,18 +45,40 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -> Reply {
+/// A request's outcome as the connection sees it.
+pub enum Dispatched {
+    Ready(Reply),
+    /// Work that waits (a fetch's long poll, acks=all's fsync): run it
+    /// concurrently, answer in order.
+    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+}
+
+/// Handles one request. Runs in the connection's reader, so everything
+/// that must happen in request order (appends, admin changes) happens here;
+/// only waiting is deferred.
+pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -> Dispatched {
     let version = header.request_api_version;
     let cid = header.correlation_id;
     let (api, response): (ApiKey, ResponseKind) = match body {
+        RequestKind::Produce(r) => {
+            let appended = produce::append(ctx, r, version);
+            return Dispatched::Later(Box::pin(async move {
+                match produce::finish(appended).await {
+                    produce::Outcome::Respond(resp) => encode(ApiKey::Produce, version, cid, resp.into()),
+                    produce::Outcome::Silent => Reply::Nothing,
+                    produce::Outcome::Close(reason) => Reply::Close(reason),
+                }
+            }));
+        }
+        RequestKind::Fetch(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = fetch::handle(&ctx, r, version).await;
+                encode(ApiKey::Fetch, version, cid, resp.into())
+            }));
+        }
         RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
         RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
-        RequestKind::Produce(r) => match produce::handle(ctx, r, version).await {
-            produce::Outcome::Respond(resp) => (ApiKey::Produce, resp.into()),
-            produce::Outcome::Silent => return Reply::Nothing,
-            produce::Outcome::Close(reason) => return Reply::Close(reason),
-        },
-        RequestKind::Fetch(r) => (ApiKey::Fetch, fetch::handle(ctx, r, version).await.into()),
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
         RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),
         RequestKind::DeleteTopics(r) => (ApiKey::DeleteTopics, admin::delete_topics(ctx, r, version).await.into()),
@@ -65,10 +90,10 @@ pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -
         }
         other => {
             // Only reachable if versions.rs lists an API this match lacks.
-            return Reply::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
+            return Dispatched::Ready(Reply::Close(format!("no handler for {:?}", std::mem::discriminant(&other))));
         }
     };
-    encode(api, version, cid, response)
+    Dispatched::Ready(encode(api, version, cid, response))
 }
 
 /// The answer to a request at a version Ferry does not serve. ApiVersions

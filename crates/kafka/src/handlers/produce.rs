@@ -39,7 +39,17 @@ impl PartResult {
     }
 }
 
-pub async fn handle(ctx: &Context, req: ProduceRequest, version: i16) -> Outcome {
+/// A produce request whose batches are appended, waiting for its promise.
+pub struct Appended {
+    acks: i16,
+    timeout: Duration,
+    topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<PartResult>)>,
+}
+
+/// Validates and appends every partition's batches. Runs in the
+/// connection's reader, in request order, so pipelined produces land in the
+/// order they were sent; the wait for durability happens in [`finish`].
+pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
     let acks = req.acks;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<PartResult>)> = Vec::new();
     let mut any_appended = false;
@@ -81,7 +91,13 @@ pub async fn handle(ctx: &Context, req: ProduceRequest, version: i16) -> Outcome
     if any_appended {
         ctx.engine.notify_data_arrived();
     }
+    Appended { acks, timeout: Duration::from_millis(req.timeout_ms.max(0) as u64), topics }
+}
 
+/// Keeps the acks promise: nothing for acks=0, the answer at once for
+/// acks=1, and after fsync (group commit) for acks=all.
+pub async fn finish(appended: Appended) -> Outcome {
+    let Appended { acks, timeout, mut topics } = appended;
     if acks == 0 {
         let failure = topics.iter().flat_map(|(_, _, r)| r).find_map(|r| r.error.clone());
         return match failure {
@@ -91,7 +107,6 @@ pub async fn handle(ctx: &Context, req: ProduceRequest, version: i16) -> Outcome
     }
 
     if acks == -1 {
-        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
         let waits = topics.iter_mut().flat_map(|(_, _, r)| r.iter_mut()).filter(|r| r.pending_sync.is_some()).map(|r| {
             let (partition, offset) = r.pending_sync.take().expect("filtered");
             async move {

@@ -1,0 +1,90 @@
+//! Raw Kafka frames, for tests that must send what no well-behaved client
+//! sends (bad CRCs, odd versions, pipelined bursts).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// A length-prefixed request frame.
+pub fn frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("ferry-tests")));
+    header.encode(&mut buf, api.request_header_version(version)).expect("header");
+    body.encode(&mut buf, version).expect("body");
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An uncompressed v2 record batch holding `values`, with a correct CRC.
+pub fn record_batch(values: &[&[u8]]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8];
+        put_varint(&mut r, 0);
+        put_varint(&mut r, i as i64);
+        put_varint(&mut r, -1);
+        put_varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        put_varint(&mut r, 0);
+        put_varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&((values.len() as i32) - 1).to_be_bytes());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(values.len() as i32).to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A Produce v8 frame writing `batch` to partition 0 of `topic`.
+pub fn produce_frame(topic: &str, batch: Vec<u8>, acks: i16, correlation_id: i32) -> Vec<u8> {
+    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch)))])]);
+    frame(ApiKey::Produce, 8, correlation_id, &req)
+}
+
+/// Decodes a Produce v8 response frame body; returns (error code, base offset) of the first partition.
+pub fn produce_result(frame_body: &[u8]) -> (i16, i64) {
+    let mut b = Bytes::copy_from_slice(&frame_body[4..]); // skip correlation id
+    let resp = ProduceResponse::decode(&mut b, 8).expect("produce response");
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+pub fn correlation_id(frame_body: &[u8]) -> i32 {
+    i32::from_be_bytes([frame_body[0], frame_body[1], frame_body[2], frame_body[3]])
+}
