@@ -34,8 +34,8 @@ pub struct Ferry {
     pub port: u16,
     pub data_dir: PathBuf,
     child: Option<Child>,
-    extra_args: Vec<String>,
-    envs: Vec<(String, String)>,
+    pub extra_args: Vec<String>,
+    pub envs: Vec<(String, String)>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }

@@ -88,3 +88,14 @@ pub fn produce_result(frame_body: &[u8]) -> (i16, i64) {
 pub fn correlation_id(frame_body: &[u8]) -> i32 {
     i32::from_be_bytes([frame_body[0], frame_body[1], frame_body[2], frame_body[3]])
 }
+
+/// Creates `topic` (one partition) through a Metadata request with
+/// auto-creation, as clients do; Produce alone never creates a topic.
+pub fn ensure_topic(addr: &str, topic: &str) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::MetadataRequest;
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    crate::raw_roundtrip(addr, &frame(ApiKey::Metadata, 4, 1, &req)).expect("metadata answer");
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: build, Rust unit and integration
+# tests (which start the real ferry binary), the real-client compatibility
+# suite, and a short fuzz run. Installs what it needs by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "build"
+cargo build --release --locked -p ferry
+
+step "unit and integration tests"
+cargo test --release --locked --workspace 2>&1 | tee /tmp/ferry-cargo-test.log
+if grep -q "test result: FAILED" /tmp/ferry-cargo-test.log; then exit 1; fi
+
+step "compatibility with real Kafka clients"
+FERRY_BIN="$PWD/target/release/ferry" tests/compat/run.sh
+
+if [ -x fuzz/run.sh ]; then
+  step "fuzz (short run)"
+  FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run.sh
+fi
+
+step "all tests passed"
