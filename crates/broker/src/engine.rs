@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::error::{EngineError, EngineResult};
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::partition::{Partition, PartitionLog};
 use crate::topic_config::{validate_topic_name, StorageKind, TopicConfig};
 
@@ -31,6 +32,7 @@ pub struct EngineConfig {
     pub max_partitions: usize,
     /// Upper bound on partitions of one topic.
     pub max_partitions_per_topic: i32,
+    pub group: GroupConfig,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +44,7 @@ impl Default for EngineConfig {
             num_partitions: 1,
             max_partitions: 10_000,
             max_partitions_per_topic: 1_000,
+            group: GroupConfig::default(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Engine {
     data_arrived: Notify,
     /// Serialises topic creation/deletion (metadata file writes).
     admin_lock: tokio::sync::Mutex<()>,
+    /// Consumer groups and their committed offsets.
+    pub groups: GroupCoordinator,
 }
 
 pub fn now_ms() -> i64 {
@@ -116,8 +121,10 @@ impl Engine {
             let topic = Self::open_topic(&storage, entry.path(), &meta, topic_config)?;
             topics.insert(meta.name.clone(), Arc::new(topic));
         }
+        let groups = GroupCoordinator::open(&config.data_dir, storage.clone(), config.group.clone())?;
         info!(topics = topics.len(), data_dir = %config.data_dir.display(), "engine opened");
         Ok(Engine {
+            groups,
             config,
             storage,
             topics: RwLock::new(topics),

@@ -3,6 +3,7 @@
 
 mod engine;
 mod error;
+pub mod group;
 mod partition;
 mod topic_config;
 

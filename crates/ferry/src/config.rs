@@ -53,6 +53,21 @@ pub struct ServeArgs {
     /// Most partitions across all topics [default: 10000].
     #[arg(long, env = "FERRY_MAX_PARTITIONS")]
     pub max_partitions: Option<usize>,
+    /// Wait for more members when an empty group forms (Kafka: group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, env = "FERRY_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Smallest session timeout a member may ask (Kafka: group.min.session.timeout.ms) [default: 6000].
+    #[arg(long, env = "FERRY_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a member may ask (Kafka: group.max.session.timeout.ms) [default: 1800000].
+    #[arg(long, env = "FERRY_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Most members in one group (Kafka: group.max.size) [default: 1000].
+    #[arg(long, env = "FERRY_GROUP_MAX_SIZE")]
+    pub group_max_size: Option<usize>,
+    /// Keep an empty group's committed offsets this long (Kafka: offsets.retention.minutes) [default: 10080].
+    #[arg(long, env = "FERRY_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +85,11 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
     max_partitions: Option<usize>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_max_size: Option<usize>,
+    offsets_retention_minutes: Option<i64>,
 }
 
 /// The resolved settings.
@@ -88,6 +108,7 @@ pub struct Settings {
     pub connections_max_idle_ms: u64,
     pub log_retention_check_interval_ms: u64,
     pub max_partitions: usize,
+    pub group: ferry_broker::group::GroupConfig,
 }
 
 impl ServeArgs {
@@ -117,7 +138,30 @@ impl ServeArgs {
         if max_connections == 0 || max_connections > u32::MAX as usize / 2 {
             bail!("max_connections must be between 1 and {}", u32::MAX / 2);
         }
+        let defaults = ferry_broker::group::GroupConfig::default();
+        let group = ferry_broker::group::GroupConfig {
+            initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(defaults.initial_rebalance_delay_ms),
+            min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(defaults.min_session_timeout_ms),
+            max_session_timeout_ms: self.group_max_session_timeout_ms.or(file.group_max_session_timeout_ms).unwrap_or(defaults.max_session_timeout_ms),
+            max_size: self.group_max_size.or(file.group_max_size).unwrap_or(defaults.max_size),
+            offsets_retention_ms: self
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes)
+                .map(|m| m * 60_000)
+                .unwrap_or(defaults.offsets_retention_ms),
+            ..defaults
+        };
+        if group.min_session_timeout_ms > group.max_session_timeout_ms || group.min_session_timeout_ms < 1 {
+            bail!("group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms");
+        }
+        if group.max_size == 0 {
+            bail!("group_max_size must be at least 1");
+        }
         Ok(Settings {
+            group,
             listen,
             advertised_host: host,
             advertised_port: port as i32,

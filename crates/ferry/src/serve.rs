@@ -34,6 +34,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         auto_create_topics_enable: settings.auto_create_topics_enable,
         num_partitions: settings.num_partitions,
         max_partitions: settings.max_partitions,
+        group: settings.group.clone(),
         ..EngineConfig::default()
     };
     let data_dir = settings.data_dir.clone();
@@ -73,6 +74,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    let group_engine = engine.clone();
+    let group_ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            for (group, keys) in group_engine.groups.tick() {
+                if let Err(e) = group_engine.groups.offsets.delete(&group, keys).await {
+                    warn!(%group, error = %e, "expiring committed offsets failed");
+                }
+            }
+            if ticks % 600 == 0 {
+                group_engine.groups.drop_empty_groups();
+            }
+        }
+    });
+
     let ctx = Context { engine: engine.clone(), config: Arc::new(server_config) };
     let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
     wait_for_signal().await;
@@ -84,6 +103,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "server task failed"),
     }
     retention.abort();
+    group_ticker.abort();
     let e = engine.clone();
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");

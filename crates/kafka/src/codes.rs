@@ -43,3 +43,46 @@ pub fn for_engine_error(e: &EngineError) -> i16 {
         EngineError::LimitReached(_) => POLICY_VIOLATION,
     }
 }
+
+pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const INVALID_GROUP_ID: i16 = 24;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+pub const FENCED_INSTANCE_ID: i16 = 82;
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+/// The Kafka error code for a group protocol refusal.
+pub fn for_group_error(e: &ferry_broker::group::GroupError) -> i16 {
+    use ferry_broker::group::GroupError as G;
+    match e {
+        G::InvalidGroupId => INVALID_GROUP_ID,
+        G::UnknownMemberId => UNKNOWN_MEMBER_ID,
+        G::IllegalGeneration => ILLEGAL_GENERATION,
+        G::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        G::MemberIdRequired => MEMBER_ID_REQUIRED,
+        G::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
+        G::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        G::GroupMaxSizeReached => GROUP_MAX_SIZE_REACHED,
+        G::FencedInstanceId => FENCED_INSTANCE_ID,
+        G::GroupIdNotFound => GROUP_ID_NOT_FOUND,
+        G::NonEmptyGroup => NON_EMPTY_GROUP,
+        G::GroupSubscribedToTopic => GROUP_SUBSCRIBED_TO_TOPIC,
+        G::OffsetMetadataTooLarge => OFFSET_METADATA_TOO_LARGE,
+        G::UnknownTopicOrPartition => UNKNOWN_TOPIC_OR_PARTITION,
+        G::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
+        G::Storage(_) => COORDINATOR_NOT_AVAILABLE,
+        G::LimitReached(_) => POLICY_VIOLATION,
+    }
+}
+
+pub fn group_code(r: &Result<(), ferry_broker::group::GroupError>) -> i16 {
+    r.as_ref().err().map_or(NONE, for_group_error)
+}

@@ -124,7 +124,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
             },
         };
         let pending = match decode_request(frame) {
-            Ok(Decoded::Request(header, body)) => match handlers::dispatch(&ctx, header, body).await {
+            Ok(Decoded::Request(header, body)) => match handlers::dispatch(&ctx, peer, header, body).await {
                 Dispatched::Ready(reply) => Pending::Ready(reply),
                 Dispatched::Later(work) => Pending::Task(tokio::spawn(work)),
             },

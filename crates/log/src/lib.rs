@@ -10,6 +10,7 @@ mod config;
 mod disk;
 mod error;
 mod memory;
+pub mod meta;
 mod segment;
 pub mod storage;
 

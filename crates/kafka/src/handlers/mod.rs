@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -56,7 +57,7 @@ pub enum Dispatched {
 /// Handles one request. Runs in the connection's reader, so everything
 /// that must happen in request order (appends, admin changes) happens here;
 /// only waiting is deferred.
-pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -> Dispatched {
+pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: RequestHeader, body: RequestKind) -> Dispatched {
     let version = header.request_api_version;
     let cid = header.correlation_id;
     let (api, response): (ApiKey, ResponseKind) = match body {
@@ -77,6 +78,37 @@ pub async fn dispatch(ctx: &Context, header: RequestHeader, body: RequestKind) -
                 encode(ApiKey::Fetch, version, cid, resp.into())
             }));
         }
+        RequestKind::JoinGroup(r) => {
+            let ctx = ctx.clone();
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            let client_host = format!("/{}", peer.ip());
+            return Dispatched::Later(Box::pin(async move {
+                let resp = groups::join_group(&ctx, r, version, client_id, client_host).await;
+                encode(ApiKey::JoinGroup, version, cid, resp.into())
+            }));
+        }
+        RequestKind::SyncGroup(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = groups::sync_group(&ctx, r).await;
+                encode(ApiKey::SyncGroup, version, cid, resp.into())
+            }));
+        }
+        RequestKind::OffsetCommit(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = groups::offset_commit(&ctx, r).await;
+                encode(ApiKey::OffsetCommit, version, cid, resp.into())
+            }));
+        }
+        RequestKind::FindCoordinator(r) => (ApiKey::FindCoordinator, groups::find_coordinator(ctx, r, version).into()),
+        RequestKind::Heartbeat(r) => (ApiKey::Heartbeat, groups::heartbeat(ctx, r).into()),
+        RequestKind::LeaveGroup(r) => (ApiKey::LeaveGroup, groups::leave_group(ctx, r, version).into()),
+        RequestKind::OffsetFetch(r) => (ApiKey::OffsetFetch, groups::offset_fetch(ctx, r, version).into()),
+        RequestKind::OffsetDelete(r) => (ApiKey::OffsetDelete, groups::offset_delete(ctx, r).await.into()),
+        RequestKind::ListGroups(r) => (ApiKey::ListGroups, groups::list_groups(ctx, r).into()),
+        RequestKind::DescribeGroups(r) => (ApiKey::DescribeGroups, groups::describe_groups(ctx, r).into()),
+        RequestKind::DeleteGroups(r) => (ApiKey::DeleteGroups, groups::delete_groups(ctx, r).await.into()),
         RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
         RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
