@@ -136,6 +136,8 @@ pub struct JoinResponse {
     pub leader: String,
     pub member_id: String,
     pub members: Vec<JoinMember>,
+    /// The leader must not compute a new plan (static leader rejoin).
+    pub skip_assignment: bool,
 }
 
 impl JoinResponse {
@@ -148,6 +150,7 @@ impl JoinResponse {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -288,9 +291,17 @@ impl GroupCoordinator {
                     }
                     group.static_members.insert(req.group_instance_id.clone().expect("static"), new_id.clone());
                     group.members.insert(new_id.clone(), member);
-                    if group.state == GroupState::Stable && unchanged && !was_leader {
+                    if group.state == GroupState::Stable && unchanged {
+                        // KIP-345: the group stays Stable and keeps its plan. A
+                        // leader gets the member list with skip_assignment, and
+                        // its SyncGroup returns the stored assignment.
                         info!(group = %group.id, instance = ?req.group_instance_id, "static member rejoined; assignment kept without a rebalance");
-                        reply_now(tx, group.current_join_response(&new_id));
+                        let mut answer = group.current_join_response(&new_id);
+                        if was_leader {
+                            answer.members = group.join_members();
+                            answer.skip_assignment = true;
+                        }
+                        reply_now(tx, answer);
                         return rx;
                     }
                     new_id

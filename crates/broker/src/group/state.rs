@@ -239,11 +239,7 @@ impl Group {
         self.state = GroupState::CompletingRebalance;
         info!(group = %self.id, generation = self.generation_id, members = self.members.len(), protocol = %protocol, "rebalance: join phase complete");
         let leader = self.leader_id.clone().unwrap_or_default();
-        let all: Vec<JoinMember> = self
-            .members
-            .values()
-            .map(|m| JoinMember { member_id: m.id.clone(), group_instance_id: m.instance_id.clone(), metadata: m.metadata_for(&protocol).unwrap_or_default() })
-            .collect();
+        let all = self.join_members();
         let generation = self.generation_id;
         let protocol_type = self.protocol_type.clone();
         for m in self.members.values_mut() {
@@ -257,6 +253,7 @@ impl Group {
                     leader: leader.clone(),
                     member_id: m.id.clone(),
                     members: if m.id == leader { all.clone() } else { Vec::new() },
+                    skip_assignment: false,
                 });
             }
         }
@@ -298,7 +295,17 @@ impl Group {
             leader: self.leader_id.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
+    }
+
+    /// Every member with its metadata for the chosen protocol (the leader's view).
+    pub fn join_members(&self) -> Vec<JoinMember> {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        self.members
+            .values()
+            .map(|m| JoinMember { member_id: m.id.clone(), group_instance_id: m.instance_id.clone(), metadata: m.metadata_for(&protocol).unwrap_or_default() })
+            .collect()
     }
 
     pub fn sync_ok(&self, assignment: Bytes) -> SyncResponse {

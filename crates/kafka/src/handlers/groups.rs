@@ -74,6 +74,7 @@ pub async fn join_group(ctx: &Context, req: JoinGroupRequest, version: i16, clie
         .with_protocol_name(opt(answer.protocol_name))
         .with_leader(str_bytes(answer.leader))
         .with_member_id(str_bytes(answer.member_id))
+        .with_skip_assignment(answer.skip_assignment && version >= 9)
         .with_members(
             answer
                 .members

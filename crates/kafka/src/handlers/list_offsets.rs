@@ -32,7 +32,7 @@ pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsRespon
                         ts => partition.offset_for_timestamp(ts).map(|o| o.filter(|o| *o < latest)),
                     };
                     match found {
-                        Ok(Some(offset)) => base.with_offset(offset).with_leader_epoch(0),
+                        Ok(Some(offset)) => base.with_offset(offset),
                         Ok(None) => base,
                         Err(e) => base.with_error_code(codes::for_engine_error(&e)),
                     }
