@@ -693,6 +693,11 @@ fn consumer_settings(bootstrap: &str) -> Vec<(&'static str, String)> {
         ("max.partition.fetch.bytes", "4194304".into()),
         ("fetch.max.bytes", "52428800".into()),
         ("fetch.wait.max.ms", "100".into()),
+        // librdkafka postpones the next fetch by fetch.queue.backoff.ms (1 s by
+        // default) whenever its local queue holds more than queued.min.messages;
+        // a consumer this fast would spend most of the phase in that backoff.
+        ("queued.min.messages", "1000000".into()),
+        ("fetch.queue.backoff.ms", "10".into()),
     ]
 }
 

@@ -30,8 +30,21 @@ use libfuzzer_sys::arbitrary::{self, Unstructured};
 // Set FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH=1 to restore "every panic is a crash"
 // (useful to hunt for panics in kafka-protocol that Ferry defends against).
 
+/// What the hook saw of the last panic on this thread. The backtrace is
+/// captured unresolved; symbolizing happens only when it is printed.
+struct PanicReport {
+    message: String,
+    backtrace: std::backtrace::Backtrace,
+}
+
+impl std::fmt::Display for PanicReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nstack backtrace:\n{}", self.message, self.backtrace)
+    }
+}
+
 thread_local! {
-    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    static LAST_PANIC: RefCell<Option<PanicReport>> = const { RefCell::new(None) };
 }
 static CAUGHT_PANICS: AtomicU64 = AtomicU64::new(0);
 static CAUGHT_PANIC_IS_CRASH: AtomicBool = AtomicBool::new(false);
@@ -46,9 +59,11 @@ pub fn install_panic_hook() {
     let strict = std::env::var_os("FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH").is_some_and(|v| v != "0" && !v.is_empty());
     CAUGHT_PANIC_IS_CRASH.store(strict, Ordering::Relaxed);
     std::panic::set_hook(Box::new(|info| {
-        let backtrace = std::backtrace::Backtrace::force_capture();
         let thread = std::thread::current();
-        let report = format!("thread '{}' {info}\nstack backtrace:\n{backtrace}", thread.name().unwrap_or("<unnamed>"));
+        let report = PanicReport {
+            message: format!("thread '{}' {info}", thread.name().unwrap_or("<unnamed>")),
+            backtrace: std::backtrace::Backtrace::force_capture(),
+        };
         if CAUGHT_PANIC_IS_CRASH.load(Ordering::Relaxed) {
             eprintln!("panic (FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH is set, so every panic is a crash):\n{report}");
             std::process::abort();
@@ -61,13 +76,15 @@ pub fn install_panic_hook() {
 /// a panic (e.g. `DecodeError::Malformed { reason: "decoder panicked" }`).
 pub fn note_caught_panic(context: &str) {
     let n = CAUGHT_PANICS.fetch_add(1, Ordering::Relaxed) + 1;
+    let report = LAST_PANIC.with(|p| p.borrow_mut().take());
     if n <= PRINT_CAUGHT {
-        let report = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "<no panic recorded>".into());
-        let first_line = report.lines().next().unwrap_or("").to_string();
-        eprintln!("[ferry-fuzz] caught panic #{n} in {context} (defended, not a crash): {first_line}");
+        let message = report.map(|r| r.message.replace('\n', " ")).unwrap_or_else(|| "<no panic recorded>".into());
+        eprintln!("[ferry-fuzz] caught panic #{n} in {context} (defended, not a crash): {message}");
         if n == PRINT_CAUGHT {
-            eprintln!("[ferry-fuzz] further caught panics are counted silently");
+            eprintln!("[ferry-fuzz] further caught panics are only counted (printed at 10, 100, 1000, ...)");
         }
+    } else if n >= 10 && 10u64.pow(n.ilog10()) == n {
+        eprintln!("[ferry-fuzz] caught panics so far: {n}");
     }
 }
 
@@ -82,7 +99,7 @@ pub fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let report = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
+            let report = LAST_PANIC.with(|p| p.borrow_mut().take()).map(|r| r.to_string()).unwrap_or_else(|| {
                 let msg = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())

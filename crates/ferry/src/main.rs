@@ -1,5 +1,6 @@
 //! The `ferry` binary.
 
+mod cli;
 mod config;
 mod serve;
 
@@ -19,12 +20,24 @@ struct Cli {
 enum Command {
     /// Run the broker (Kafka protocol on --listen, data under --data-dir).
     Serve(config::ServeArgs),
+    /// Consumer groups: list, describe (members, offsets, lag), reset-offsets, delete.
+    Group(cli::group::GroupArgs),
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The broker logs at info; client commands keep librdkafka's chatter out
+    // of the way and report failures themselves.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn,librdkafka=off,rdkafka=off",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -32,6 +45,7 @@ fn main() -> std::process::ExitCode {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(settings))
         }),
+        Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

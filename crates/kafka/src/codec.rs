@@ -61,8 +61,10 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, DecodeError> {
         let header_version = api.request_header_version(version);
         let header = RequestHeader::decode(&mut buf, header_version).map_err(|e| e.to_string())?;
         let body = RequestKind::decode(api, &mut buf, version).map_err(|e| e.to_string())?;
+        // Trailing bytes are tolerated, as Kafka does: librdkafka 2.12 sends
+        // Metadata v12 requests with three of them.
         if buf.has_remaining() {
-            return Err(format!("{} bytes left after the request body", buf.remaining()));
+            tracing::debug!(api = ?api, version, trailing = buf.remaining(), "bytes left after the request body");
         }
         Ok((header, body))
     });
