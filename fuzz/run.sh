@@ -19,7 +19,7 @@ FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-request_decode batch_validate log_recovery}"
 read -r -a EXTRA_ARGS <<<"${FUZZ_ARGS:-}"
 
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 # Make "every panic aborts" and similar debugging switches explicit, not inherited.
 unset FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH FERRY_FUZZ_STRICT
 

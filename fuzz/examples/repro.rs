@@ -10,25 +10,40 @@ use std::sync::Arc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (target, inputs) = args.split_first().expect("usage: repro <target> <input>...");
+    let (target, inputs) = args
+        .split_first()
+        .expect("usage: repro <target> <input>...");
     for input in inputs {
         let data = std::fs::read(input).unwrap_or_else(|e| panic!("{input}: {e}"));
         eprintln!("== {target} {input} ({} bytes)", data.len());
         match target.as_str() {
             "request_decode" => {
                 let r = ferry_kafka::codec::decode_request(bytes::Bytes::from(data));
-                eprintln!("decode_request -> {:?}", r.map(|d| format!("{d:?}").chars().take(200).collect::<String>()));
+                eprintln!(
+                    "decode_request -> {:?}",
+                    r.map(|d| format!("{d:?}").chars().take(200).collect::<String>())
+                );
             }
             "batch_validate" => {
-                eprintln!("validate_batch -> {:?}", ferry_log::batch::validate_batch(&data));
-                eprintln!("split_and_validate -> {:?}", ferry_log::batch::split_and_validate(&data));
+                eprintln!(
+                    "validate_batch -> {:?}",
+                    ferry_log::batch::validate_batch(&data)
+                );
+                eprintln!(
+                    "split_and_validate -> {:?}",
+                    ferry_log::batch::split_and_validate(&data)
+                );
             }
             "log_recovery" => {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("00000000000000000000.log");
                 let segment = ferry_fuzz::log_recovery_segment(&data);
                 std::fs::write(&path, &segment).unwrap();
-                match ferry_log::DiskLog::open(dir.path(), Arc::new(ferry_log::storage::FsStorage), ferry_log::LogConfig::default()) {
+                match ferry_log::DiskLog::open(
+                    dir.path(),
+                    Arc::new(ferry_log::storage::FsStorage),
+                    ferry_log::LogConfig::default(),
+                ) {
                     Ok(log) => {
                         eprintln!(
                             "open -> Ok: segment {} -> {} bytes, log start {}, log end {}",
@@ -39,7 +54,11 @@ fn main() {
                         );
                         match log.read_plan(log.log_start_offset()) {
                             Ok(Some(ferry_log::ReadPlan::Disk(slice))) => {
-                                eprintln!("read_slice -> {:?}", ferry_log::read_slice(&slice, 1 << 20, i64::MAX).map(|b| b.len()))
+                                eprintln!(
+                                    "read_slice -> {:?}",
+                                    ferry_log::read_slice(&slice, 1 << 20, i64::MAX)
+                                        .map(|b| b.len())
+                                )
                             }
                             other => eprintln!("read_plan -> {:?}", other.map(|p| p.is_some())),
                         }

@@ -33,9 +33,15 @@ fn init() {
     ferry_fuzz::install_panic_hook();
     // tmpfs when there is one: thousands of directories per second.
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     BASE.set(base).unwrap();
-    STRICT.set(std::env::var_os("FERRY_FUZZ_STRICT").is_some_and(|v| v != "0" && !v.is_empty())).unwrap();
+    STRICT
+        .set(std::env::var_os("FERRY_FUZZ_STRICT").is_some_and(|v| v != "0" && !v.is_empty()))
+        .unwrap();
 }
 
 fn open(dir: &Path) -> Result<DiskLog, ferry_log::LogError> {
@@ -44,62 +50,106 @@ fn open(dir: &Path) -> Result<DiskLog, ferry_log::LogError> {
 
 fuzz_target!(
     init: init(),
-    |data: &[u8]| {
-        let segment = ferry_fuzz::log_recovery_segment(data);
-        let dir = tempfile::Builder::new().prefix("ferry-fuzz-").tempdir_in(BASE.get().unwrap()).expect("temp dir");
-        let path = dir.path().join(SEGMENT);
-        std::fs::write(&path, &segment).expect("write segment");
+    |data: &[u8]| ferry_fuzz::guarded("log_recovery checks", || check(data))
+);
 
-        let Ok(mut log) = ferry_fuzz::guarded("DiskLog::open", || open(dir.path())) else {
-            return;
-        };
-        let file_len = std::fs::metadata(&path).expect("segment still exists").len();
-        assert!(file_len <= segment.len() as u64, "recovery grew the segment from {} to {file_len} bytes", segment.len());
-        assert_eq!(log.size_bytes(), file_len, "log size disagrees with the segment file");
+fn check(data: &[u8]) {
+    let segment = ferry_fuzz::log_recovery_segment(data);
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-fuzz-")
+        .tempdir_in(BASE.get().unwrap())
+        .expect("temp dir");
+    let path = dir.path().join(SEGMENT);
+    std::fs::write(&path, &segment).expect("write segment");
 
-        let start = log.log_start_offset();
-        let end = log.next_offset();
-        if *STRICT.get().unwrap() {
-            strict_checks(&log, &path, file_len);
+    let Ok(mut log) = ferry_fuzz::guarded("DiskLog::open", || open(dir.path())) else {
+        return;
+    };
+    let file_len = std::fs::metadata(&path)
+        .expect("segment still exists")
+        .len();
+    assert!(
+        file_len <= segment.len() as u64,
+        "recovery grew the segment from {} to {file_len} bytes",
+        segment.len()
+    );
+    assert_eq!(
+        log.size_bytes(),
+        file_len,
+        "log size disagrees with the segment file"
+    );
+
+    let start = log.log_start_offset();
+    let end = log.next_offset();
+    if *STRICT.get().unwrap() {
+        strict_checks(&log, &path, file_len);
+    }
+
+    ferry_fuzz::guarded("read_plan/read_slice/offset_for_timestamp", || {
+        if let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(start) {
+            let _ = read_slice(&slice, 1 << 20, i64::MAX);
         }
+        consume(&log, start);
+        for ts in [
+            i64::MIN,
+            -1,
+            0,
+            1_700_000_000_000,
+            1_700_000_050_000,
+            i64::MAX,
+        ] {
+            let _ = log.offset_for_timestamp(ts);
+        }
+    });
 
-        ferry_fuzz::guarded("read_plan/read_slice/offset_for_timestamp", || {
-            if let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(start) {
-                let _ = read_slice(&slice, 1 << 20, i64::MAX);
-            }
-            consume(&log, start);
-            for ts in [i64::MIN, -1, 0, 1_700_000_000_000, 1_700_000_050_000, i64::MAX] {
-                let _ = log.offset_for_timestamp(ts);
-            }
-        });
-
-        // A recovered log must take writes and come back after a restart.
-        let mut payload = ferry_fuzz::make_batch(0, &[b"after-recovery"]);
-        let headers: Vec<BatchHeader> = split_and_validate(&payload).expect("valid batch").into_iter().map(|(_, h)| h).collect();
-        let appended = ferry_fuzz::guarded("DiskLog::append", || log.append(&mut payload, &headers, 1_700_000_000_000));
-        let Ok(info) = appended else { return };
-        assert_eq!(info.base_offset, end);
-        drop(log);
-        let reopened = ferry_fuzz::guarded("DiskLog::open (after append)", || open(dir.path()));
-        match reopened {
-            Ok(log) => {
-                assert_eq!(log.log_start_offset(), start, "log start moved across a restart");
-                assert_eq!(log.next_offset(), end + 1, "log end after restart != log end after append");
-            }
-            Err(e) => panic!("recovered log (end offset {end}) took an append but then failed to reopen: {e}"),
+    // A recovered log must take writes and come back after a restart.
+    let mut payload = ferry_fuzz::make_batch(0, &[b"after-recovery"]);
+    let headers: Vec<BatchHeader> = split_and_validate(&payload)
+        .expect("valid batch")
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    let appended = ferry_fuzz::guarded("DiskLog::append", || {
+        log.append(&mut payload, &headers, 1_700_000_000_000)
+    });
+    let Ok(info) = appended else { return };
+    assert_eq!(info.base_offset, end);
+    drop(log);
+    let reopened = ferry_fuzz::guarded("DiskLog::open (after append)", || open(dir.path()));
+    match reopened {
+        Ok(log) => {
+            assert_eq!(
+                log.log_start_offset(),
+                start,
+                "log start moved across a restart"
+            );
+            assert_eq!(
+                log.next_offset(),
+                end + 1,
+                "log end after restart != log end after append"
+            );
+        }
+        Err(e) => {
+            panic!("recovered log (end offset {end}) took an append but then failed to reopen: {e}")
         }
     }
-);
+}
 
 /// Reads the log batch by batch from `offset`, as a consumer would.
 fn consume(log: &DiskLog, mut offset: i64) {
     for _ in 0..64 {
-        let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(offset) else { return };
-        let Ok(bytes) = read_slice(&slice, 1, i64::MAX) else { return };
+        let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(offset) else {
+            return;
+        };
+        let Ok(bytes) = read_slice(&slice, 1, i64::MAX) else {
+            return;
+        };
         let mut pos = 0;
         let mut last = None;
         while bytes.len() - pos >= BATCH_HEADER_LEN {
-            let Ok(h) = BatchHeader::parse(&bytes[pos..]) else { break };
+            let Ok(h) = BatchHeader::parse(&bytes[pos..]) else {
+                break;
+            };
             pos += h.total_len();
             last = Some(h.last_offset());
         }

@@ -33,6 +33,8 @@ use libfuzzer_sys::arbitrary::{self, Unstructured};
 /// What the hook saw of the last panic on this thread. The backtrace is
 /// captured unresolved; symbolizing happens only when it is printed.
 struct PanicReport {
+    /// `file:line:col` of the panic, to tell kinds of caught panics apart.
+    location: String,
     message: String,
     backtrace: std::backtrace::Backtrace,
 }
@@ -48,19 +50,24 @@ thread_local! {
 }
 static CAUGHT_PANICS: AtomicU64 = AtomicU64::new(0);
 static CAUGHT_PANIC_IS_CRASH: AtomicBool = AtomicBool::new(false);
-/// How many caught panics are printed before going quiet.
-const PRINT_CAUGHT: u64 = 5;
+static SEEN_LOCATIONS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 pub fn install_panic_hook() {
     #[cfg(feature = "alloc-error-panics")]
     std::alloc::set_alloc_error_hook(|layout| {
-        panic!("memory allocation of {} bytes failed (feature alloc-error-panics)", layout.size())
+        panic!(
+            "memory allocation of {} bytes failed (feature alloc-error-panics)",
+            layout.size()
+        )
     });
-    let strict = std::env::var_os("FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH").is_some_and(|v| v != "0" && !v.is_empty());
+    let strict = std::env::var_os("FERRY_FUZZ_CAUGHT_PANIC_IS_CRASH")
+        .is_some_and(|v| v != "0" && !v.is_empty());
     CAUGHT_PANIC_IS_CRASH.store(strict, Ordering::Relaxed);
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let report = PanicReport {
+            location: info.location().map(|l| l.to_string()).unwrap_or_default(),
             message: format!("thread '{}' {info}", thread.name().unwrap_or("<unnamed>")),
             backtrace: std::backtrace::Backtrace::force_capture(),
         };
@@ -74,16 +81,26 @@ pub fn install_panic_hook() {
 
 /// Call after code under test returned normally but reported that it caught
 /// a panic (e.g. `DecodeError::Malformed { reason: "decoder panicked" }`).
+/// Prints the first caught panic from each source location, and the running
+/// count at 10, 100, 1000, ...
 pub fn note_caught_panic(context: &str) {
     let n = CAUGHT_PANICS.fetch_add(1, Ordering::Relaxed) + 1;
     let report = LAST_PANIC.with(|p| p.borrow_mut().take());
-    if n <= PRINT_CAUGHT {
-        let message = report.map(|r| r.message.replace('\n', " ")).unwrap_or_else(|| "<no panic recorded>".into());
-        eprintln!("[ferry-fuzz] caught panic #{n} in {context} (defended, not a crash): {message}");
-        if n == PRINT_CAUGHT {
-            eprintln!("[ferry-fuzz] further caught panics are only counted (printed at 10, 100, 1000, ...)");
-        }
-    } else if n >= 10 && 10u64.pow(n.ilog10()) == n {
+    let location = report
+        .as_ref()
+        .map(|r| r.location.clone())
+        .unwrap_or_default();
+    let new_location = SEEN_LOCATIONS
+        .lock()
+        .map(|mut seen| seen.insert(location))
+        .unwrap_or(false);
+    if new_location {
+        let message = report
+            .map(|r| r.message.replace('\n', " "))
+            .unwrap_or_else(|| "<no panic recorded>".into());
+        eprintln!("[ferry-fuzz] caught panic #{n} in {context} (defended, not a crash), new location: {message}");
+    }
+    if n >= 10 && 10u64.pow(n.ilog10()) == n {
         eprintln!("[ferry-fuzz] caught panics so far: {n}");
     }
 }
@@ -99,14 +116,17 @@ pub fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let report = LAST_PANIC.with(|p| p.borrow_mut().take()).map(|r| r.to_string()).unwrap_or_else(|| {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "<non-string panic payload>".into());
-                format!("panicked: {msg} (no hook report)")
-            });
+            let report = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "<non-string panic payload>".into());
+                    format!("panicked: {msg} (no hook report)")
+                });
             eprintln!("==== UNCAUGHT PANIC in {what} ====\n{report}");
             std::process::abort();
         }
@@ -202,7 +222,13 @@ pub fn encode_records(values: &[&[u8]]) -> Vec<u8> {
 
 /// A v2 batch with the given payload (`records` is the part after the
 /// 61-byte header) and a correct CRC.
-pub fn batch_with_payload(base_offset: i64, record_count: i32, attributes: i16, base_timestamp: i64, payload: &[u8]) -> Vec<u8> {
+pub fn batch_with_payload(
+    base_offset: i64,
+    record_count: i32,
+    attributes: i16,
+    base_timestamp: i64,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(BATCH_HEADER_LEN + payload.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
     b.extend_from_slice(&((BATCH_HEADER_LEN - LOG_OVERHEAD + payload.len()) as i32).to_be_bytes());
@@ -212,7 +238,11 @@ pub fn batch_with_payload(base_offset: i64, record_count: i32, attributes: i16, 
     b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&(record_count - 1).to_be_bytes()); // lastOffsetDelta
     b.extend_from_slice(&base_timestamp.to_be_bytes());
-    b.extend_from_slice(&base_timestamp.saturating_add(record_count.max(1) as i64 - 1).to_be_bytes()); // maxTimestamp
+    b.extend_from_slice(
+        &base_timestamp
+            .saturating_add(record_count.max(1) as i64 - 1)
+            .to_be_bytes(),
+    ); // maxTimestamp
     b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
     b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
     b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
@@ -224,7 +254,13 @@ pub fn batch_with_payload(base_offset: i64, record_count: i32, attributes: i16, 
 
 /// A valid uncompressed batch holding `values`.
 pub fn make_batch(base_offset: i64, values: &[&[u8]]) -> Vec<u8> {
-    batch_with_payload(base_offset, values.len() as i32, 0, 1_700_000_000_000, &encode_records(values))
+    batch_with_payload(
+        base_offset,
+        values.len() as i32,
+        0,
+        1_700_000_000_000,
+        &encode_records(values),
+    )
 }
 
 /// Recomputes the CRC of one batch occupying all of `b`.
@@ -264,7 +300,9 @@ pub fn valid_segment(n: usize) -> Vec<u8> {
     let mut seg = Vec::new();
     let mut next = 0i64;
     for i in 0..n {
-        let values: Vec<Vec<u8>> = (0..=i).map(|j| format!("value-{i}-{j}").into_bytes()).collect();
+        let values: Vec<Vec<u8>> = (0..=i)
+            .map(|j| format!("value-{i}-{j}").into_bytes())
+            .collect();
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
         seg.extend_from_slice(&make_batch(next, &refs));
         next += refs.len() as i64;
@@ -316,7 +354,11 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
     for _ in 0..n {
         let count = u.int_in_range(1..=5u8)? as i32;
         let compressed = u.ratio(1, 8)?;
-        let ts: i64 = if u.ratio(1, 4)? { u.arbitrary()? } else { 1_700_000_000_000 + u.int_in_range(0..=100_000)? };
+        let ts: i64 = if u.ratio(1, 4)? {
+            u.arbitrary()?
+        } else {
+            1_700_000_000_000 + u.int_in_range(0..=100_000)?
+        };
         let mut b = if compressed {
             // Opaque payload: Ferry does not look inside compressed batches.
             let codec = u.int_in_range(1..=7i16)?;
@@ -357,10 +399,12 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
                 let (at, len) = *u.choose(&[(0usize, 8usize), (23, 4), (57, 4), (8, 4)])?;
                 let delta = u.int_in_range(-3i64..=3)?;
                 if len == 8 {
-                    let v = i64::from_be_bytes(b[at..at + 8].try_into().unwrap()).wrapping_add(delta);
+                    let v =
+                        i64::from_be_bytes(b[at..at + 8].try_into().unwrap()).wrapping_add(delta);
                     b[at..at + 8].copy_from_slice(&v.to_be_bytes());
                 } else {
-                    let v = i32::from_be_bytes(b[at..at + 4].try_into().unwrap()).wrapping_add(delta as i32);
+                    let v = i32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+                        .wrapping_add(delta as i32);
                     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
                 }
                 fix_crc(&mut b);
@@ -370,7 +414,11 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         // The next batch continues from whatever this one claims.
         let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
         let delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
-        next = if u.ratio(1, 16)? { u.arbitrary()? } else { base.wrapping_add(delta as i64).wrapping_add(1) };
+        next = if u.ratio(1, 16)? {
+            u.arbitrary()?
+        } else {
+            base.wrapping_add(delta as i64).wrapping_add(1)
+        };
         seg.extend_from_slice(&b);
     }
     // Damage to the file as a whole.
@@ -391,7 +439,10 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         }
         3 => {
             let at = u.int_in_range(0..=seg.len())?;
-            seg.splice(at..at, std::iter::repeat_n(0u8, u.int_in_range(1..=128usize)?));
+            seg.splice(
+                at..at,
+                std::iter::repeat_n(0u8, u.int_in_range(1..=128usize)?),
+            );
         }
         _ => {}
     }

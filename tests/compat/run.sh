@@ -2,13 +2,27 @@
 # Ferry client-compatibility suite.
 #
 # Starts a ferry broker on a free loopback port and runs one small program per
-# real Kafka client against it; each produces 10,000 records to a fresh topic
-# and reads them back, checking offsets, keys and values.
+# real Kafka client against it. The round-trip checks produce 10,000 records
+# to a fresh topic and read them back, checking offsets, keys and values. The
+# consumer-group checks (*-group*) create a 6-partition topic, produce 6,000
+# keyed records and consume them with a group of three members committing
+# after processing: "-group"/"-group-range"/"-group-cooperative" has a member
+# leave and a new one join mid-stream, "-kill" has the runner SIGKILL and
+# restart the broker mid-stream (see "broker control" below); both check that
+# every record was processed and the committed offsets reach the log end.
 #
 # Usage: tests/compat/run.sh [CLIENT...]
-#   CLIENT: confluent-kafka kafka-python kcat go java node
-#           (aliases: python = both Python clients, confluent, franz-go, kafkajs)
-#   Default: all clients.
+#   CLIENT: round trip: confluent-kafka kafka-python kcat go java node
+#           groups:     confluent-kafka-group confluent-kafka-group-kill
+#                       kafka-python-group kafka-python-group-kill
+#                       go-group go-group-kill node-group node-group-kill
+#                       java-group-range java-group-cooperative
+#                       java-group-range-kill java-group-cooperative-kill
+#           (aliases: python = both Python round trips, confluent, franz-go,
+#           kafkajs; roundtrip = all round trips; group = all group checks;
+#           kill = the group checks with a broker kill; java-group,
+#           python-group = those clients' group checks)
+#   Default: all of them.
 # Env:
 #   FERRY_BIN            broker binary (default: <repo>/target/release/ferry)
 #   FERRY_COMPAT_SKIP    comma-separated clients to skip (same names/aliases)
@@ -18,6 +32,14 @@
 # npm ci, go build, mvn package); each step is skipped when already done.
 # Client output is kept in tests/compat/.logs/<client>.log, the broker's in
 # tests/compat/.logs/ferry.log.
+#
+# Broker control: each client program runs with FERRY_CONTROL_DIR set to an
+# empty directory of its own. A program that creates the file `kill-request`
+# there (write elsewhere, then rename) makes the runner SIGKILL the broker,
+# restart it on the same port with the same data dir, delete the request and
+# create `kill-done` (one line: what was done), or `kill-failed` if the
+# broker did not come back. The program may ask again after deleting
+# `kill-done`. The broker's log gets a "=== compat:" marker line per kill.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +47,18 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 FERRY_BIN="${FERRY_BIN:-$ROOT/target/release/ferry}"
 export FERRY_COMPAT_TIMEOUT="${FERRY_COMPAT_TIMEOUT:-60}"
 LOGS="$HERE/.logs"
-ALL_CLIENTS=(confluent-kafka kafka-python kcat go java node)
+ROUNDTRIP_CLIENTS=(confluent-kafka kafka-python kcat go java node)
+GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-group kafka-python-group-kill
+  go-group go-group-kill node-group node-group-kill
+  java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}")
+# --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
+# first rebalance of every new or empty group that long, waiting for more
+# members. Each group check forms a new group, and the -kill checks form it
+# again after the broker restart (membership is not kept across restarts), so
+# 500 ms keeps each group check well under 30 s while the three members that
+# start together still join one generation.
+BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'compat: %s\n' "$*" >&2; exit 2; }
@@ -40,8 +73,21 @@ expand() { # name/alias -> canonical client names
     go | franz-go | franz | golang) echo go ;;
     java | kafka-clients) echo java ;;
     node | kafkajs | js) echo node ;;
+    roundtrip) echo "${ROUNDTRIP_CLIENTS[@]}" ;;
+    group | groups) echo "${GROUP_CLIENTS[@]}" ;;
+    kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
+      java-group-range-kill java-group-cooperative-kill ;;
+    java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
+    python-group) echo confluent-kafka-group confluent-kafka-group-kill kafka-python-group kafka-python-group-kill ;;
+    confluent-group) echo confluent-kafka-group ;;
+    franz-go-group) echo go-group ;;
+    kafkajs-group) echo node-group ;;
     all) echo "${ALL_CLIENTS[@]}" ;;
-    *) die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python)" ;;
+    *)
+      local k
+      for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group kill java-group python-group)"
+      ;;
   esac
 }
 
@@ -117,24 +163,44 @@ setup_node() {
   fi
 }
 
-# setup group for a client (both Python clients share one venv)
-group_of() { case "$1" in confluent-kafka | kafka-python) echo python ;; *) echo "$1" ;; esac; }
+# setup group for a client (both Python clients share one venv; a client's
+# group checks share its setup)
+group_of() {
+  case "$1" in
+    confluent-kafka* | kafka-python*) echo python ;;
+    *) echo "${1%%-*}" ;;
+  esac
+}
 
 client_cmd() { # sets CMD
+  local py="$HERE/.venv/bin/python" jar="$HERE/java/target/ferry-compat-java.jar"
+  local mode=rebalance
+  [[ "$1" == *-kill ]] && mode=kill
   case "$1" in
-    confluent-kafka) CMD=("$HERE/.venv/bin/python" "$HERE/python/test_confluent_kafka.py") ;;
-    kafka-python) CMD=("$HERE/.venv/bin/python" "$HERE/python/test_kafka_python.py") ;;
+    confluent-kafka) CMD=("$py" "$HERE/python/test_confluent_kafka.py") ;;
+    kafka-python) CMD=("$py" "$HERE/python/test_kafka_python.py") ;;
     kcat) CMD=(bash "$HERE/kcat/test_kcat.sh") ;;
     go) CMD=("$HERE/go/franz-go-compat") ;;
-    java) CMD=(java -jar "$HERE/java/target/ferry-compat-java.jar") ;;
+    java) CMD=(java -jar "$jar") ;;
     node) CMD=(node "$HERE/node/test_kafkajs.js") ;;
+    confluent-kafka-group*) CMD=("$py" "$HERE/python/test_confluent_kafka_group.py" "$mode") ;;
+    kafka-python-group*) CMD=("$py" "$HERE/python/test_kafka_python_group.py" "$mode") ;;
+    go-group*) CMD=("$HERE/go/franz-go-compat" group "$mode") ;;
+    node-group*) CMD=(node "$HERE/node/test_kafkajs_group.js" "$mode") ;;
+    java-group-range*) CMD=(java -cp "$jar" dev.ferry.compat.KafkaGroupCompat range "$mode") ;;
+    java-group-cooperative*) CMD=(java -cp "$jar" dev.ferry.compat.KafkaGroupCompat cooperative "$mode") ;;
   esac
 }
 
 # ---------------------------------------------------------------- broker
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-compat.XXXXXX")"
 BROKER_PID=""
+CLIENT_PID=""
 cleanup() {
+  if [[ -n "$CLIENT_PID" ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
+    kill "$CLIENT_PID" 2>/dev/null || true
+    wait "$CLIENT_PID" 2>/dev/null || true
+  fi
   if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
     kill "$BROKER_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -164,10 +230,10 @@ free_port() {
 }
 
 PORT=""
-start_broker() {
-  PORT="$(free_port)"
+start_broker() { # [PORT]: a given port is reused (restart after a kill), else a free one
+  PORT="${1:-$(free_port)}"
   mkdir -p "$WORK/data"
-  "$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >>"$WORK/ferry.log" 2>&1 &
+  "$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" "${BROKER_FLAGS[@]}" >>"$WORK/ferry.log" 2>&1 &
   BROKER_PID=$!
   local i
   for i in $(seq 300); do
@@ -185,6 +251,51 @@ start_broker() {
   done
   say "compat: ferry did not accept connections on 127.0.0.1:$PORT within 30s"
   return 1
+}
+
+# ---------------------------------------------------------------- broker control
+KILLS=0
+kill_and_restart_broker() { # CLIENT CONTROL_DIR: serve one kill-request
+  local c="$1" dir="$2" old="$BROKER_PID" t0 try
+  t0=$(date +%s%N)
+  KILLS=$((KILLS + 1))
+  printf '=== compat: %s requested a broker kill: SIGKILL pid %s ===\n' "$c" "$old" >>"$WORK/ferry.log"
+  kill -KILL "$old" 2>/dev/null || true
+  wait "$old" 2>/dev/null || true
+  for try in 1 2 3 4 5; do
+    if start_broker "$PORT"; then
+      local ms=$((($(date +%s%N) - t0) / 1000000))
+      printf '=== compat: restarted as pid %s (%s ms after the kill) ===\n' "$BROKER_PID" "$ms" >>"$WORK/ferry.log"
+      say "compat: $c: broker SIGKILLed (pid $old) and restarted (pid $BROKER_PID) in ${ms} ms"
+      echo "kill #$KILLS: SIGKILL pid $old, restarted as pid $BROKER_PID on 127.0.0.1:$PORT in ${ms} ms" >"$dir/.kill-done"
+      mv "$dir/.kill-done" "$dir/kill-done"
+      return 0
+    fi
+    wait "$BROKER_PID" 2>/dev/null || true
+    sleep 0.5
+  done
+  BROKER_UP=0
+  echo "broker did not restart on 127.0.0.1:$PORT after SIGKILL of pid $old (see $LOGS/ferry.log)" >"$dir/kill-failed"
+  return 1
+}
+
+run_client() { # CLIENT: runs CMD in the background, serving control requests; sets rc
+  local c="$1" dir="$WORK/control/$1"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  KILLS=0
+  FERRY_CONTROL_DIR="$dir" timeout -k 5 $((FERRY_COMPAT_TIMEOUT + 30)) "${CMD[@]}" </dev/null >"$LOGS/$c.log" 2>&1 &
+  CLIENT_PID=$!
+  while kill -0 "$CLIENT_PID" 2>/dev/null; do
+    if [[ -e "$dir/kill-request" ]]; then
+      rm -f "$dir/kill-request"
+      kill_and_restart_broker "$c" "$dir" || true
+    fi
+    sleep 0.05
+  done
+  rc=0
+  wait "$CLIENT_PID" || rc=$?
+  CLIENT_PID=""
 }
 
 # ---------------------------------------------------------------- run
@@ -243,23 +354,22 @@ for c in "${CLIENTS[@]}"; do
   fi
   client_cmd "$c"
   t=$SECONDS
-  set +e
-  timeout -k 5 $((FERRY_COMPAT_TIMEOUT + 30)) "${CMD[@]}" </dev/null >"$LOGS/$c.log" 2>&1
-  rc=$?
-  set -e
+  run_client "$c"
   dt=$((SECONDS - t))
   crashed=""
   if ! kill -0 "$BROKER_PID" 2>/dev/null; then crashed=" [broker died during this client]"; fi
+  killed=""
+  ((KILLS == 0)) || killed=", broker killed+restarted ${KILLS}x"
   if ((rc == 0)) && [[ -z "$crashed" ]]; then
     PASSED=$((PASSED + 1))
-    RESULTS+=("PASS $c (${dt}s)")
-    say "PASS $c (${dt}s)"
+    RESULTS+=("PASS $c (${dt}s$killed)")
+    say "PASS $c (${dt}s$killed)"
   else
     FAILED=$((FAILED + 1))
     why="exit $rc"
     ((rc == 124 || rc == 137)) && why="killed by runner timeout"
-    RESULTS+=("FAIL $c ($why, ${dt}s)$crashed")
-    say "FAIL $c ($why, ${dt}s)$crashed; last output ($LOGS/$c.log):"
+    RESULTS+=("FAIL $c ($why, ${dt}s$killed)$crashed")
+    say "FAIL $c ($why, ${dt}s$killed)$crashed; last output ($LOGS/$c.log):"
     tail -n 25 "$LOGS/$c.log" | sed 's/^/    /'
   fi
 done

@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use crate::error::{EngineError, EngineResult};
 use crate::group::{GroupConfig, GroupCoordinator};
+use crate::txn::{TxnConfig, TxnCoordinator};
 use crate::partition::{Partition, PartitionLog};
+use crate::producer_state::ProducerStateTable;
 use crate::topic_config::{validate_topic_name, StorageKind, TopicConfig};
 
 /// Engine settings (the `ferry serve` config file and flags fill these).
@@ -33,6 +35,7 @@ pub struct EngineConfig {
     /// Upper bound on partitions of one topic.
     pub max_partitions_per_topic: i32,
     pub group: GroupConfig,
+    pub txn: TxnConfig,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
             max_partitions: 10_000,
             max_partitions_per_topic: 1_000,
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
         }
     }
 }
@@ -90,7 +94,12 @@ pub struct Engine {
     admin_lock: tokio::sync::Mutex<()>,
     /// Consumer groups and their committed offsets.
     pub groups: GroupCoordinator,
+    /// Producer ids and transactions.
+    pub txns: TxnCoordinator,
 }
+
+/// Producers whose idempotence state one partition keeps at most.
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -122,9 +131,11 @@ impl Engine {
             topics.insert(meta.name.clone(), Arc::new(topic));
         }
         let groups = GroupCoordinator::open(&config.data_dir, storage.clone(), config.group.clone())?;
+        let txns = TxnCoordinator::open(&config.data_dir, storage.clone(), config.txn.clone())?;
         info!(topics = topics.len(), data_dir = %config.data_dir.display(), "engine opened");
         Ok(Engine {
             groups,
+            txns,
             config,
             storage,
             topics: RwLock::new(topics),
@@ -134,16 +145,20 @@ impl Engine {
     }
 
     fn open_partition(storage: &Arc<dyn Storage>, dir: &Path, topic: &str, index: i32, config: &TopicConfig) -> EngineResult<Partition> {
+        let mut producers = ProducerStateTable::new(MAX_PRODUCERS_PER_PARTITION);
+        let now = now_ms();
         let log = match config.storage {
             StorageKind::Disk => {
                 let pdir = dir.join(index.to_string());
-                PartitionLog::Disk(DiskLog::open(&pdir, storage.clone(), config.log.clone()).map_err(|e| {
+                // Producer state and the transaction index are rebuilt from the log itself.
+                let mut observe = |h: &ferry_log::batch::BatchHeader, bytes: &[u8]| producers.replay(h, bytes, now);
+                PartitionLog::Disk(DiskLog::open_observed(&pdir, storage.clone(), config.log.clone(), &mut observe).map_err(|e| {
                     EngineError::Storage(format!("topic {topic} partition {index}: {e}"))
                 })?)
             }
             StorageKind::Memory => PartitionLog::Memory(MemoryLog::new(config.memory_bytes())),
         };
-        Ok(Partition::new(topic.to_string(), index, log))
+        Ok(Partition::new(topic.to_string(), index, log, producers))
     }
 
     fn open_topic(storage: &Arc<dyn Storage>, dir: PathBuf, meta: &TopicMeta, config: TopicConfig) -> EngineResult<Topic> {
@@ -306,6 +321,16 @@ impl Engine {
                 if let Err(e) = result {
                     warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
                 }
+            }
+        }
+    }
+
+    /// Drops idle producers' state everywhere (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for p in topic.partitions.read().iter() {
+                p.expire_producers(now, self.config.txn.producer_id_expiration_ms);
             }
         }
     }

@@ -33,6 +33,12 @@ pub enum EngineError {
     LimitReached(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
 }
 
 impl From<LogError> for EngineError {

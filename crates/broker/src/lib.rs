@@ -5,9 +5,12 @@ mod engine;
 mod error;
 pub mod group;
 mod partition;
+pub mod producer_ids;
+pub mod producer_state;
+pub mod txn;
 mod topic_config;
 
 pub use engine::{now_ms, Engine, EngineConfig, Topic};
 pub use error::{EngineError, EngineResult};
-pub use partition::{Partition, PartitionLog, PartitionOffsets};
+pub use partition::{Appended, Partition, PartitionLog, PartitionOffsets};
 pub use topic_config::{validate_topic_name, ConfigSpec, StorageKind, TopicConfig, TOPIC_CONFIGS};

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_log::batch::BatchHeader;
+use ferry_log::batch::{BatchHeader, ControlType};
 use ferry_log::{read_slice, AppendInfo, DiskLog, MemoryLog, ReadPlan};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::error;
 
 use crate::error::{EngineError, EngineResult};
+use crate::producer_state::{AbortedTxn, ProducerStateTable, ProducerSummary, SequenceCheck};
 
 #[derive(Debug)]
 pub enum PartitionLog {
@@ -53,11 +54,25 @@ pub struct PartitionOffsets {
     pub last_stable_offset: i64,
 }
 
+/// The log and the producer state derived from it, changed together.
+#[derive(Debug)]
+struct Inner {
+    log: PartitionLog,
+    producers: ProducerStateTable,
+}
+
+/// Where an append landed, and whether it was a retry of an earlier one.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub info: AppendInfo,
+    pub duplicate: bool,
+}
+
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    log: Mutex<PartitionLog>,
+    inner: Mutex<Inner>,
     /// Set while one task runs an fsync for this partition.
     sync_running: AtomicBool,
     /// The durable offset, published to waiting producers.
@@ -65,45 +80,97 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog) -> Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog, producers: ProducerStateTable) -> Partition {
         let durable = match &log {
             PartitionLog::Disk(l) => l.durable_offset(),
             PartitionLog::Memory(_) => i64::MAX,
         };
         let (durable_tx, _) = watch::channel(durable);
-        Partition { topic, index, log: Mutex::new(log), sync_running: AtomicBool::new(false), durable_tx }
+        Partition { topic, index, inner: Mutex::new(Inner { log, producers }), sync_running: AtomicBool::new(false), durable_tx }
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
-        let log = self.log.lock();
-        let hw = log.next_offset();
-        PartitionOffsets { log_start_offset: log.log_start_offset(), high_watermark: hw, last_stable_offset: hw }
+        let inner = self.inner.lock();
+        let hw = inner.log.next_offset();
+        let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
+        PartitionOffsets { log_start_offset: inner.log.log_start_offset(), high_watermark: hw, last_stable_offset: lso }
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.log.lock().size_bytes()
+        self.inner.lock().log.size_bytes()
     }
 
     pub fn is_memory(&self) -> bool {
-        matches!(&*self.log.lock(), PartitionLog::Memory(_))
+        matches!(&self.inner.lock().log, PartitionLog::Memory(_))
     }
 
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
-        f(&mut self.log.lock())
+        f(&mut self.inner.lock().log)
     }
 
-    /// Appends validated batches. Returns once the bytes reached the OS
-    /// (or memory): the `acks=1` promise.
-    pub fn append(&self, payload: &mut [u8], headers: &[BatchHeader], now_ms: i64) -> EngineResult<AppendInfo> {
-        let mut log = self.log.lock();
-        let result = match &mut *log {
-            PartitionLog::Disk(l) => l.append(payload, headers, now_ms),
-            PartitionLog::Memory(l) => Ok(l.append(payload, headers)),
-        };
-        result.map_err(|e| {
+    /// Appends one validated batch. Idempotent and transactional batches
+    /// are checked against the producer state first; a retry of a batch
+    /// already in the log is not appended again but answered with its
+    /// original offsets. Returns once the bytes reached the OS (or memory):
+    /// the `acks=1` promise.
+    pub fn append(&self, payload: &mut [u8], header: &BatchHeader, now_ms: i64) -> EngineResult<Appended> {
+        let mut inner = self.inner.lock();
+        if header.producer_id >= 0 {
+            if let SequenceCheck::Duplicate { base_offset, last_offset } = inner.producers.check(header)? {
+                let info = AppendInfo { base_offset, last_offset, log_start_offset: inner.log.log_start_offset() };
+                return Ok(Appended { info, duplicate: true });
+            }
+        }
+        let info = Self::append_locked(&mut inner, payload, header, now_ms).map_err(|e| {
             error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
-            EngineError::Storage(e.to_string())
-        })
+            e
+        })?;
+        let mut stamped = *header;
+        stamped.base_offset = info.base_offset;
+        inner.producers.record_batch(&stamped, now_ms);
+        Ok(Appended { info, duplicate: false })
+    }
+
+    fn append_locked(inner: &mut Inner, payload: &mut [u8], header: &BatchHeader, now_ms: i64) -> EngineResult<AppendInfo> {
+        let headers = std::slice::from_ref(header);
+        match &mut inner.log {
+            PartitionLog::Disk(l) => l.append(payload, headers, now_ms).map_err(|e| EngineError::Storage(e.to_string())),
+            PartitionLog::Memory(l) => Ok(l.append(payload, headers)),
+        }
+    }
+
+    /// Writes a COMMIT or ABORT marker for the producer's transaction and
+    /// returns its offset (wait for [`Partition::wait_durable`] after it).
+    pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, now_ms: i64) -> EngineResult<i64> {
+        let mut inner = self.inner.lock();
+        inner.producers.check_marker(producer_id, epoch)?;
+        let mut batch = ferry_log::batch::control_batch(producer_id, epoch, commit, 0, now_ms);
+        let header = BatchHeader::parse(&batch).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+        let info = Self::append_locked(&mut inner, &mut batch, &header, now_ms)?;
+        let kind = if commit { ControlType::Commit } else { ControlType::Abort };
+        inner.producers.record_marker(producer_id, epoch, kind, info.base_offset, now_ms);
+        Ok(info.base_offset)
+    }
+
+    /// Lets the producer write transactional data here (AddPartitionsToTxn).
+    pub fn allow_txn(&self, producer_id: i64, epoch: i16, now_ms: i64) -> EngineResult<()> {
+        self.inner.lock().producers.allow_txn(producer_id, epoch, now_ms)
+    }
+
+    /// Aborted transactions overlapping `[from, to]`, for read_committed.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.inner.lock().producers.aborted_in(from, to)
+    }
+
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.inner.lock().producers.summaries()
+    }
+
+    /// Drops idle producers and aborted ranges below the log start.
+    pub fn expire_producers(&self, now_ms: i64, producer_expiration_ms: i64) {
+        let mut inner = self.inner.lock();
+        let start = inner.log.log_start_offset();
+        inner.producers.expire(start, now_ms, producer_expiration_ms);
     }
 
     /// Waits until every offset below `offset_exclusive` is fsynced: the
@@ -114,7 +181,7 @@ impl Partition {
             if *rx.borrow_and_update() >= offset_exclusive {
                 return Ok(());
             }
-            if let PartitionLog::Disk(l) = &*self.log.lock() {
+            if let PartitionLog::Disk(l) = &self.inner.lock().log {
                 if let Some(reason) = l.is_poisoned() {
                     return Err(EngineError::Storage(reason.to_string()));
                 }
@@ -131,7 +198,7 @@ impl Partition {
     }
 
     async fn run_one_sync(&self) {
-        let job = match &mut *self.log.lock() {
+        let job = match &mut self.inner.lock().log {
             PartitionLog::Disk(l) => l.sync_job(),
             PartitionLog::Memory(_) => None,
         };
@@ -145,7 +212,7 @@ impl Partition {
             if let Err(e) = &result {
                 error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; partition takes no more writes until restart");
             }
-            let durable = match &mut *self.log.lock() {
+            let durable = match &mut self.inner.lock().log {
                 PartitionLog::Disk(l) => {
                     l.finish_sync(&job, &result);
                     l.durable_offset()
@@ -156,7 +223,7 @@ impl Partition {
             self.durable_tx.send_replace(durable);
         } else {
             self.sync_running.store(false, Ordering::Release);
-            let durable = match &*self.log.lock() {
+            let durable = match &self.inner.lock().log {
                 PartitionLog::Disk(l) => l.durable_offset(),
                 PartitionLog::Memory(_) => i64::MAX,
             };
@@ -169,8 +236,8 @@ impl Partition {
     /// outside the lock.
     pub async fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> EngineResult<Bytes> {
         let plan = {
-            let log = self.log.lock();
-            match &*log {
+            let inner = self.inner.lock();
+            match &inner.log {
                 PartitionLog::Disk(l) => l.read_plan(offset)?,
                 PartitionLog::Memory(l) => Some(ReadPlan::Ready(l.read(offset, max_bytes, max_offset_exclusive)?)),
             }
@@ -188,7 +255,7 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, timestamp: i64) -> EngineResult<Option<i64>> {
-        match &*self.log.lock() {
+        match &self.inner.lock().log {
             PartitionLog::Disk(l) => Ok(l.offset_for_timestamp(timestamp)?),
             PartitionLog::Memory(l) => Ok(l.offset_for_timestamp(timestamp)),
         }
@@ -196,8 +263,8 @@ impl Partition {
 
     /// Fsyncs whatever is not yet durable (shutdown).
     pub fn sync_now(&self) -> EngineResult<()> {
-        let mut log = self.log.lock();
-        if let PartitionLog::Disk(l) = &mut *log {
+        let mut inner = self.inner.lock();
+        if let PartitionLog::Disk(l) = &mut inner.log {
             if let Some(job) = l.sync_job() {
                 let result = job.run();
                 l.finish_sync(&job, &result);

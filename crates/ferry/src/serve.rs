@@ -42,6 +42,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let engine = Arc::new(engine);
+    // Transactions left in Prepare* by a crash are finished before any client is served.
+    engine.txns.recover(&engine).await;
 
     let mut server_config = ServerConfig::new(settings.listen);
     server_config.advertised_host = settings.advertised_host.clone();
@@ -86,8 +88,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     warn!(%group, error = %e, "expiring committed offsets failed");
                 }
             }
+            if ticks % 10 == 0 {
+                group_engine.txns.tick(&group_engine).await;
+            }
             if ticks % 600 == 0 {
                 group_engine.groups.drop_empty_groups();
+                group_engine.expire_producers();
             }
         }
     });

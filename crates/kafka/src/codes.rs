@@ -24,6 +24,16 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+pub const PRODUCER_FENCED: i16 = 90;
 
 /// The Kafka error code for an engine error.
 pub fn for_engine_error(e: &EngineError) -> i16 {
@@ -41,6 +51,9 @@ pub fn for_engine_error(e: &EngineError) -> i16 {
         EngineError::Storage(_) | EngineError::ShuttingDown => KAFKA_STORAGE_ERROR,
         EngineError::Timeout => REQUEST_TIMED_OUT,
         EngineError::LimitReached(_) => POLICY_VIOLATION,
+        EngineError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        EngineError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
+        EngineError::InvalidTxnState(_) => INVALID_TXN_STATE,
     }
 }
 

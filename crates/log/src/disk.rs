@@ -63,6 +63,18 @@ impl DiskLog {
     /// tail of the last segment is truncated and the truncation fsynced; any
     /// other damage is a [`LogError::Corrupt`] naming file and position.
     pub fn open(dir: &Path, storage: Arc<dyn Storage>, config: LogConfig) -> Result<DiskLog, LogError> {
+        Self::open_observed(dir, storage, config, &mut |_, _| {})
+    }
+
+    /// Like [`DiskLog::open`], calling `observe` with every batch that stays
+    /// in the log (header with its offsets, and the whole batch), in order:
+    /// how producer state and the transaction index are rebuilt.
+    pub fn open_observed(
+        dir: &Path,
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        observe: &mut dyn FnMut(&BatchHeader, &[u8]),
+    ) -> Result<DiskLog, LogError> {
         storage.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let mut bases: Vec<i64> = storage
             .list_dir(dir)
@@ -88,7 +100,7 @@ impl DiskLog {
             let file = storage.open(&path, false).map_err(|e| LogError::io(&path, e))?;
             let mut segment = Segment::new(base, file);
             let is_last = i + 1 == bases.len();
-            match scan_segment(&mut segment, &config)? {
+            match scan_segment(&mut segment, &config, observe)? {
                 ScanEnd::Clean => {}
                 ScanEnd::TornTail { position, reason } if is_last => {
                     warn!(file = %path.display(), position, %reason, "truncating torn tail of the last segment");
@@ -374,7 +386,7 @@ pub fn read_slice(slice: &ReadSlice, max_bytes: usize, max_offset_exclusive: i64
 /// Scans a segment from the start, validating every batch, and fills in its
 /// index. Stops at the first bad batch: if anything valid follows it, that
 /// is corruption; otherwise it is a torn tail.
-fn scan_segment(segment: &mut Segment, config: &LogConfig) -> Result<ScanEnd, LogError> {
+fn scan_segment(segment: &mut Segment, config: &LogConfig, observe: &mut dyn FnMut(&BatchHeader, &[u8])) -> Result<ScanEnd, LogError> {
     let path = segment.file.path().to_path_buf();
     let file_len = segment.file.len().map_err(|e| LogError::io(&path, e))?;
     let mut position = 0u64;
@@ -409,6 +421,7 @@ fn scan_segment(segment: &mut Segment, config: &LogConfig) -> Result<ScanEnd, Lo
                 });
             }
             segment.note_batch(&header, position, config.index_interval_bytes);
+            observe(&header, &batch);
             position += len;
             None
         };

@@ -5,8 +5,12 @@
 // them back from offset 0 with ConsumePartitions (no consumer group) and
 // checks offset, key and value of every record.
 //
+// `franz-go-compat group rebalance|kill` runs the consumer-group check
+// instead (group.go).
+//
 // Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
-// FERRY_COMPAT_DEBUG=1 for franz-go debug logging.
+// FERRY_COMPAT_DEBUG=1 for franz-go debug logging, FERRY_CONTROL_DIR (set by
+// run.sh; needed for "group kill").
 package main
 
 import (
@@ -56,6 +60,10 @@ func franzVersion() string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "group" {
+		groupMain(os.Args[2:])
+		return
+	}
 	bootstrap := os.Getenv("FERRY_BOOTSTRAP")
 	if bootstrap == "" {
 		bootstrap = "127.0.0.1:9092"

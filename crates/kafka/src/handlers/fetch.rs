@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::codes;
 use crate::server::Context;
@@ -76,6 +76,17 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 Ok(records) => {
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
+                    let base = if read_committed && !records.is_empty() {
+                        // The aborted transactions a read_committed client must drop from this range.
+                        let aborted = partition
+                            .aborted_in(p.fetch_offset, visible_end - 1)
+                            .into_iter()
+                            .map(|a| AbortedTransaction::default().with_producer_id(ProducerId(a.producer_id)).with_first_offset(a.first_offset))
+                            .collect();
+                        base.with_aborted_transactions(Some(aborted))
+                    } else {
+                        base
+                    };
                     partitions.push(base.with_records(Some(records)));
                 }
                 Err(e) => {

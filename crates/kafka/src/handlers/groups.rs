@@ -204,8 +204,15 @@ pub async fn offset_commit(ctx: &Context, req: OffsetCommitRequest) -> OffsetCom
 }
 
 /// One group's committed offsets for the requested topics (None: all).
-fn fetch_group_offsets(ctx: &Context, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, i64, i32, Option<String>)>)> {
+/// Rows of (partition, offset, leader epoch, metadata, error code). With
+/// `require_stable`, a partition whose offset waits on an open transaction
+/// answers UNSTABLE_OFFSET_COMMIT so the consumer retries.
+type OffsetRow = (i32, i64, i32, Option<String>, i16);
+
+fn fetch_group_offsets(ctx: &Context, group: &str, topics: Option<Vec<(String, Vec<i32>)>>, require_stable: bool) -> Vec<(String, Vec<OffsetRow>)> {
     let committed = ctx.engine.groups.offsets.get(group);
+    let unstable = if require_stable { ctx.engine.txns.pending_offsets(group) } else { Default::default() };
+    let code = |t: &str, p: i32| if unstable.contains(&(t.to_string(), p)) { codes::UNSTABLE_OFFSET_COMMIT } else { codes::NONE };
     match topics {
         Some(list) => list
             .into_iter()
@@ -213,17 +220,18 @@ fn fetch_group_offsets(ctx: &Context, group: &str, topics: Option<Vec<(String, V
                 let rows = parts
                     .into_iter()
                     .map(|p| match committed.get(&(topic.clone(), p)) {
-                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone()),
-                        None => (p, -1, -1, None),
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone(), code(&topic, p)),
+                        None => (p, -1, -1, None, code(&topic, p)),
                     })
                     .collect();
                 (topic, rows)
             })
             .collect(),
         None => {
-            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, i64, i32, Option<String>)>> = Default::default();
+            let mut by_topic: std::collections::BTreeMap<String, Vec<OffsetRow>> = Default::default();
             for ((topic, p), c) in committed {
-                by_topic.entry(topic).or_default().push((p, c.offset, c.leader_epoch, c.metadata));
+                let e = code(&topic, p);
+                by_topic.entry(topic).or_default().push((p, c.offset, c.leader_epoch, c.metadata, e));
             }
             by_topic.into_iter().collect()
         }
@@ -237,15 +245,16 @@ pub fn offset_fetch(ctx: &Context, req: OffsetFetchRequest, version: i16) -> Off
             .into_iter()
             .map(|g| {
                 let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-                let rows = fetch_group_offsets(ctx, g.group_id.as_str(), topics);
+                let rows = fetch_group_offsets(ctx, g.group_id.as_str(), topics, req.require_stable);
                 OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(
                     rows.into_iter()
                         .map(|(topic, parts)| {
                             OffsetFetchResponseTopics::default().with_name(TopicName(str_bytes(topic))).with_partitions(
                                 parts
                                     .into_iter()
-                                    .map(|(p, offset, epoch, metadata)| {
+                                    .map(|(p, offset, epoch, metadata, error)| {
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(error)
                                             .with_partition_index(p)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
@@ -261,15 +270,16 @@ pub fn offset_fetch(ctx: &Context, req: OffsetFetchRequest, version: i16) -> Off
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let topics = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-    let rows = fetch_group_offsets(ctx, req.group_id.as_str(), topics);
+    let rows = fetch_group_offsets(ctx, req.group_id.as_str(), topics, version >= 7 && req.require_stable);
     OffsetFetchResponse::default().with_topics(
         rows.into_iter()
             .map(|(topic, parts)| {
                 OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(topic))).with_partitions(
                     parts
                         .into_iter()
-                        .map(|(p, offset, epoch, metadata)| {
+                        .map(|(p, offset, epoch, metadata, error)| {
                             OffsetFetchResponsePartition::default()
+                                .with_error_code(error)
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)

@@ -9,6 +9,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,6 +102,44 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
                 encode(ApiKey::OffsetCommit, version, cid, resp.into())
             }));
         }
+        RequestKind::InitProducerId(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = txn::init_producer_id(&ctx, r, version).await;
+                encode(ApiKey::InitProducerId, version, cid, resp.into())
+            }));
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = txn::add_partitions(&ctx, r, version).await;
+                encode(ApiKey::AddPartitionsToTxn, version, cid, resp.into())
+            }));
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = txn::add_offsets(&ctx, r, version).await;
+                encode(ApiKey::AddOffsetsToTxn, version, cid, resp.into())
+            }));
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = txn::txn_offset_commit(&ctx, r, version).await;
+                encode(ApiKey::TxnOffsetCommit, version, cid, resp.into())
+            }));
+        }
+        RequestKind::EndTxn(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Later(Box::pin(async move {
+                let resp = txn::end_txn(&ctx, r, version).await;
+                encode(ApiKey::EndTxn, version, cid, resp.into())
+            }));
+        }
+        RequestKind::DescribeTransactions(r) => (ApiKey::DescribeTransactions, txn::describe_transactions(ctx, r).await.into()),
+        RequestKind::ListTransactions(r) => (ApiKey::ListTransactions, txn::list_transactions(ctx, r).await.into()),
+        RequestKind::DescribeProducers(r) => (ApiKey::DescribeProducers, txn::describe_producers(ctx, r).into()),
         RequestKind::FindCoordinator(r) => (ApiKey::FindCoordinator, groups::find_coordinator(ctx, r, version).into()),
         RequestKind::Heartbeat(r) => (ApiKey::Heartbeat, groups::heartbeat(ctx, r).into()),
         RequestKind::LeaveGroup(r) => (ApiKey::LeaveGroup, groups::leave_group(ctx, r, version).into()),

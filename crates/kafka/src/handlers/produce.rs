@@ -69,8 +69,9 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                     Some((topic, partition)) => {
                         let max_message_bytes = topic.config.read().max_message_bytes;
                         match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), max_message_bytes) {
-                            Ok(info) => {
-                                any_appended = true;
+                            Ok(appended) => {
+                                let info = appended.info;
+                                any_appended |= !appended.duplicate;
                                 PartResult {
                                     index: p.index,
                                     error: None,
@@ -147,23 +148,22 @@ pub async fn finish(appended: Appended) -> Outcome {
     Outcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
-fn append_partition(partition: &Partition, records: &[u8], max_message_bytes: usize) -> Result<ferry_log::AppendInfo, EngineError> {
+/// Validates the partition's record batch and appends it. Kafka's rule
+/// since Produce v3: exactly one batch per partition.
+fn append_partition(partition: &Partition, records: &[u8], max_message_bytes: usize) -> Result<ferry_broker::Appended, EngineError> {
     let batches = split_and_validate(records).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
-    let mut headers = Vec::with_capacity(batches.len());
-    for (range, header) in batches {
-        if range.len() > max_message_bytes {
-            return Err(EngineError::MessageTooLarge { size: range.len(), max: max_message_bytes });
-        }
-        if header.is_control() {
-            return Err(EngineError::InvalidRecord("clients may not write control batches".into()));
-        }
-        if header.producer_id >= 0 || header.is_transactional() {
-            return Err(EngineError::InvalidRecord(
-                "idempotent and transactional batches need InitProducerId, which this broker does not offer yet".into(),
-            ));
-        }
-        headers.push(header);
+    let [(range, header)] = batches.as_slice() else {
+        return Err(EngineError::InvalidRecord(format!("{} record batches for one partition; exactly one is allowed", batches.len())));
+    };
+    if range.len() > max_message_bytes {
+        return Err(EngineError::MessageTooLarge { size: range.len(), max: max_message_bytes });
+    }
+    if header.is_control() {
+        return Err(EngineError::InvalidRecord("clients may not write control batches".into()));
+    }
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(EngineError::InvalidRecord("a transactional batch needs a producer id".into()));
     }
     let mut payload = BytesMut::from(records);
-    partition.append(&mut payload, &headers, now_ms())
+    partition.append(&mut payload, header, now_ms())
 }
