@@ -1383,7 +1383,8 @@ fn markdown(r: &Report) -> String {
         s,
         "Records/s and MB/s count record values only (MB = 10^6 bytes). Produce time runs from the first send to the last \
          delivery report; consume time from assign() to the last record. CPU is percent of one core \
-         ({} cores here, shared by the broker and the client). See bench/README.md.",
+         ({} cores here, shared by the broker and the client); \"other\" is every other process, counted in \
+         10 ms ticks, so it is rough on phases shorter than a second. See bench/README.md.",
         r.machine.nproc
     );
     s

@@ -36,6 +36,11 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 
 /// An uncompressed v2 record batch holding `values`, with a correct CRC.
 pub fn record_batch(values: &[&[u8]]) -> Vec<u8> {
+    producer_batch(values, -1, -1, -1)
+}
+
+/// Like [`record_batch`], from an idempotent producer.
+pub fn producer_batch(values: &[&[u8]], producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
     let mut records = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let mut r = vec![0u8];
@@ -59,9 +64,9 @@ pub fn record_batch(values: &[&[u8]]) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     b.extend_from_slice(&now.to_be_bytes());
     b.extend_from_slice(&now.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.extend_from_slice(&base_sequence.to_be_bytes());
     b.extend_from_slice(&(values.len() as i32).to_be_bytes());
     b.extend_from_slice(&records);
     let crc = crc32c::crc32c(&b[21..]);
@@ -98,4 +103,15 @@ pub fn ensure_topic(addr: &str, topic: &str) {
         .with_allow_auto_topic_creation(true)
         .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
     crate::raw_roundtrip(addr, &frame(ApiKey::Metadata, 4, 1, &req)).expect("metadata answer");
+}
+
+/// InitProducerId v1 for an idempotent producer: (producer id, epoch).
+pub fn init_producer_id(addr: &str) -> (i64, i16) {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let req = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1);
+    let resp = crate::raw_roundtrip(addr, &frame(ApiKey::InitProducerId, 1, 1, &req)).expect("answer");
+    let mut b = Bytes::copy_from_slice(&resp[4..]);
+    let r = InitProducerIdResponse::decode(&mut b, 1).expect("InitProducerId response");
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
 }

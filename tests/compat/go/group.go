@@ -411,7 +411,7 @@ func (g *groupRun) committedRetry() ([gPartitions]int64, error) {
 func (g *groupRun) produce() {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.ClientID("ferry-compat-franz-go-producer"),
-		// The broker has no InitProducerId; idempotence stays off.
+		// Idempotence off: this check is about the consumer group, not the producer.
 		kgo.DisableIdempotentWrite(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5 * time.Millisecond),

@@ -68,7 +68,7 @@ class Ops:
             bootstrap_servers=BOOTSTRAP,
             client_id="ferry-compat-kafka-python-producer",
             acks="all",
-            # The broker has no InitProducerId; idempotence stays off.
+            # Idempotence off: this check is about the consumer group, not the producer.
             enable_idempotence=False,
             linger_ms=5,
             request_timeout_ms=15000,

@@ -55,6 +55,7 @@ pub async fn init_producer_id(ctx: &Context, req: InitProducerIdRequest, version
                 }
             }
         }
+        Some(tid) if tid.is_empty() => fail(codes::INVALID_REQUEST),
         Some(tid) => {
             let hint = (version >= 3 && req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
             match ctx.engine.txns.init_producer(&ctx.engine, tid.as_str(), req.transaction_timeout_ms, hint).await {

@@ -422,7 +422,7 @@ public final class KafkaGroupCompat {
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.CLIENT_ID_CONFIG, "ferry-compat-java-producer");
         p.put(ProducerConfig.ACKS_CONFIG, "all");
-        // The broker has no InitProducerId; idempotence stays off.
+        // Idempotence off: this check is about the consumer group, not the producer.
         p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
         p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
         p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");

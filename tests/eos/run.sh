@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# Ferry exactly-once suite: real clients doing transactions against a ferry
+# broker that the runner SIGKILLs and restarts mid-run. See README.md.
+#
+# Usage: tests/eos/run.sh [TEST...]
+#   default set: java-ctp java-fencing streams-eos
+#   optional:    franz-go-kgo (franz-go's own kgo integration tests, long)
+#   aliases:     all (default set + franz-go-kgo), java (java-ctp java-fencing),
+#                streams, kgo
+# Env:
+#   FERRY_BIN          broker binary (default: the newer of <repo>/target/release/ferry
+#                      and /tmp/ferry-dist/ferry); copied to a private path first
+#   FERRY_EOS_TIMEOUT  per-test timeout in seconds (default: per test, see below)
+#   FERRY_EOS_KEEP=1   keep the work dir (broker data dirs) after the run
+#   FERRY_EOS_KGO_RUN  go test -run pattern for franz-go-kgo (default 'Txn')
+#   FERRY_EOS_KGO_RECORDS  KGO_TEST_RECORDS for franz-go-kgo (default: franz-go's own, 500000)
+#   FERRY_EOS_KGO_TIMEOUT  go test -timeout for franz-go-kgo (default 40m)
+# Each test gets a fresh broker (fresh data dir) on a free loopback port. Logs:
+# tests/eos/.logs/<test>.log (client) and <test>.ferry.log (broker).
+#
+# Broker control (same protocol as tests/compat): a test program run with
+# FERRY_CONTROL_DIR=<dir> creates <dir>/kill-request (write elsewhere, then
+# rename); the runner SIGKILLs the broker, restarts it on the same port with
+# the same data dir, deletes the request and creates <dir>/kill-done (one line),
+# or <dir>/kill-failed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+LOGS="$HERE/.logs"
+DEFAULT_TESTS=(java-ctp java-fencing streams-eos)
+ALL_TESTS=(java-ctp java-fencing streams-eos franz-go-kgo)
+BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
+JAR="$HERE/java/target/ferry-eos-java.jar"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'eos: %s\n' "$*" >&2; exit 2; }
+
+# ---------------------------------------------------------------- selection
+expand() {
+  case "$1" in
+    all) echo "${ALL_TESTS[@]}" ;;
+    default) echo "${DEFAULT_TESTS[@]}" ;;
+    java) echo java-ctp java-fencing ;;
+    ctp) echo java-ctp ;;
+    fencing) echo java-fencing ;;
+    streams) echo streams-eos ;;
+    kgo | franz-go) echo franz-go-kgo ;;
+    *)
+      local t
+      for t in "${ALL_TESTS[@]}"; do [[ "$1" == "$t" ]] && { echo "$1"; return; }; done
+      die "unknown test '$1' (known: ${ALL_TESTS[*]}; aliases: all default java streams kgo)"
+      ;;
+  esac
+}
+if (($# == 0)); then set -- default; fi
+declare -A WANT=()
+for a in "$@"; do for t in $(expand "$a"); do WANT[$t]=1; done; done
+TESTS=()
+for t in "${ALL_TESTS[@]}"; do [[ -n "${WANT[$t]:-}" ]] && TESTS+=("$t"); done
+
+# ---------------------------------------------------------------- broker binary
+if [[ -n "${FERRY_BIN:-}" ]]; then
+  SRC_BIN="$FERRY_BIN"
+else
+  SRC_BIN=""
+  for b in "$ROOT/target/release/ferry" /tmp/ferry-dist/ferry; do
+    [[ -x "$b" ]] || continue
+    if [[ -z "$SRC_BIN" || "$b" -nt "$SRC_BIN" ]]; then SRC_BIN="$b"; fi
+  done
+fi
+[[ -n "$SRC_BIN" && -x "$SRC_BIN" ]] || die "no ferry binary (set FERRY_BIN, or build target/release/ferry)"
+
+mkdir -p "$LOGS"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-eos.XXXXXX")"
+cp "$SRC_BIN" "$WORK/ferry"
+FERRY="$WORK/ferry"
+say "eos: broker binary $SRC_BIN ($(stat -c '%y' "$SRC_BIN" | cut -d. -f1)), copied to $FERRY"
+
+BROKER_PID=""
+CLIENT_PID=""
+cleanup() {
+  if [[ -n "$CLIENT_PID" ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
+    kill -- "-$CLIENT_PID" 2>/dev/null || kill "$CLIENT_PID" 2>/dev/null || true
+    wait "$CLIENT_PID" 2>/dev/null || true
+  fi
+  stop_broker
+  if [[ "${FERRY_EOS_KEEP:-}" == 1 ]]; then say "eos: kept work dir $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- installs
+as_root() { if ((EUID == 0)); then "$@"; else sudo -n "$@"; fi; }
+need() { command -v "$1" >/dev/null 2>&1 || { echo "'$1' not found on PATH ($2)" >&2; return 1; }; }
+
+setup_java() {
+  need java "Java 17+ is required"
+  if ! command -v mvn >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq maven >/dev/null
+  fi
+  need mvn "Maven is required"
+  if [[ ! -f "$JAR" ]] || [[ -n "$(cd "$HERE/java" && find pom.xml src -newer "$JAR" | head -1)" ]]; then
+    (cd "$HERE/java" && mvn -q -B -Dstyle.color=never package)
+  fi
+  [[ -f "$JAR" ]]
+}
+
+# The franz-go version the project uses (tests/compat/go/go.mod), else this one.
+KGO_VERSION_DEFAULT=v1.22.3
+kgo_version() {
+  local v=""
+  if [[ -f "$ROOT/tests/compat/go/go.mod" ]]; then
+    v="$(awk '$1 == "github.com/twmb/franz-go" { print $2; exit } $1 == "require" && $2 == "github.com/twmb/franz-go" { print $3; exit }' "$ROOT/tests/compat/go/go.mod")"
+  fi
+  echo "${v:-$KGO_VERSION_DEFAULT}"
+}
+KGO_DIR=""
+setup_go() {
+  need go "Go toolchain is required"
+  local v json
+  v="$(kgo_version)"
+  json="$(cd "$WORK" && GOFLAGS=-mod=mod go mod download -json "github.com/twmb/franz-go@$v")"
+  KGO_DIR="$(printf '%s' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -1)"
+  [[ -n "$KGO_DIR" && -d "$KGO_DIR/pkg/kgo" ]] || { echo "go mod download gave no module dir: $json"; return 1; }
+  echo "franz-go $v in $KGO_DIR"
+  # Build the test binary now, so that the compile time is not counted in the test.
+  (cd "$KGO_DIR" && go test -count=1 -run '^$' ./pkg/kgo >/dev/null)
+  echo "$KGO_DIR" >"$WORK/kgo-dir"
+}
+
+setup_for() {
+  case "$1" in
+    java-* | streams-*) echo java ;;
+    franz-go-kgo) echo go ;;
+  esac
+}
+
+# ---------------------------------------------------------------- broker
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null || {
+    local p
+    while :; do
+      p=$((20000 + RANDOM % 40000))
+      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+  }
+}
+
+PORT=""
+DATA=""
+BLOG=""
+start_broker() { # uses PORT, DATA, BLOG
+  NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
+  BROKER_PID=$!
+  local i
+  for i in $(seq 300); do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      say "eos: ferry exited during startup; last log lines:"
+      tail -n 20 "$BLOG" | sed 's/^/    /' || true
+      wait "$BROKER_PID" 2>/dev/null || true
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  say "eos: ferry did not accept connections on 127.0.0.1:$PORT within 15s"
+  return 1
+}
+
+stop_broker() {
+  if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$BROKER_PID" 2>/dev/null || true
+  fi
+  [[ -z "$BROKER_PID" ]] || wait "$BROKER_PID" 2>/dev/null || true
+  BROKER_PID=""
+}
+
+KILLS=0
+kill_and_restart() { # TEST CONTROL_DIR WHY
+  local t="$1" dir="$2" why="$3" old="$BROKER_PID" t0 try ms
+  t0=$(date +%s%N)
+  KILLS=$((KILLS + 1))
+  printf '=== eos: %s requested a broker kill (%s): SIGKILL pid %s ===\n' "$t" "$why" "$old" >>"$BLOG"
+  kill -KILL "$old" 2>/dev/null || true
+  wait "$old" 2>/dev/null || true
+  for try in 1 2 3 4 5; do
+    if start_broker; then
+      ms=$((($(date +%s%N) - t0) / 1000000))
+      printf '=== eos: restarted as pid %s (%s ms after the kill) ===\n' "$BROKER_PID" "$ms" >>"$BLOG"
+      say "eos: $t: broker SIGKILLed (pid $old; $why) and restarted (pid $BROKER_PID) in ${ms} ms"
+      echo "kill #$KILLS: SIGKILL pid $old, restarted as pid $BROKER_PID on 127.0.0.1:$PORT in ${ms} ms" >"$dir/.kill-done"
+      mv "$dir/.kill-done" "$dir/kill-done"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "broker did not restart on 127.0.0.1:$PORT after SIGKILL of pid $old (see $BLOG)" >"$dir/kill-failed"
+  return 1
+}
+
+# ---------------------------------------------------------------- tests
+test_timeout() {
+  if [[ -n "${FERRY_EOS_TIMEOUT:-}" ]]; then echo "$FERRY_EOS_TIMEOUT"; return; fi
+  case "$1" in
+    java-ctp) echo 240 ;;
+    java-fencing) echo 90 ;;
+    streams-eos) echo 200 ;;
+    franz-go-kgo) echo 2700 ;;
+  esac
+}
+
+client_cmd() { # TEST -> CMD
+  local jv=(java -XX:+UseSerialGC -Xmx1g -cp "$JAR")
+  case "$1" in
+    java-ctp) CMD=("${jv[@]}" dev.ferry.eos.Ctp) ;;
+    java-fencing) CMD=("${jv[@]}" dev.ferry.eos.Fencing) ;;
+    streams-eos) CMD=("${jv[@]}" dev.ferry.eos.StreamsEos) ;;
+    franz-go-kgo)
+      CMD=(env "KGO_SEEDS=127.0.0.1:$PORT" KGO_TEST_RF=1)
+      [[ -z "${FERRY_EOS_KGO_RECORDS:-}" ]] || CMD+=("KGO_TEST_RECORDS=$FERRY_EOS_KGO_RECORDS")
+      CMD+=(bash -c 'cd "$1" && exec go test -count=1 -v -timeout "$2" -run "$3" ./pkg/kgo' _
+        "$(cat "$WORK/kgo-dir")" "${FERRY_EOS_KGO_TIMEOUT:-40m}" "${FERRY_EOS_KGO_RUN:-Txn}")
+      ;;
+  esac
+}
+
+run_test() { # TEST; sets rc
+  local t="$1" dir="$WORK/$1/control" limit why
+  limit="$(test_timeout "$t")"
+  mkdir -p "$dir" "$WORK/$t/state"
+  KILLS=0
+  client_cmd "$t"
+  FERRY_BOOTSTRAP="127.0.0.1:$PORT" FERRY_CONTROL_DIR="$dir" FERRY_EOS_TIMEOUT="$limit" \
+    FERRY_EOS_RUN_ID="$(date +%s)" FERRY_EOS_STATE_DIR="$WORK/$t/state" \
+    setsid timeout -k 5 $((limit + 30)) "${CMD[@]}" </dev/null >"$LOGS/$t.log" 2>&1 &
+  CLIENT_PID=$!
+  while kill -0 "$CLIENT_PID" 2>/dev/null; do
+    if [[ -e "$dir/kill-request" ]]; then
+      why="$(head -c 200 "$dir/kill-request" 2>/dev/null | head -1)"
+      rm -f "$dir/kill-request"
+      kill_and_restart "$t" "$dir" "$why" || true
+    fi
+    sleep 0.05
+  done
+  rc=0
+  wait "$CLIENT_PID" || rc=$?
+  CLIENT_PID=""
+}
+
+kgo_summary() { # prints franz-go's per-test results
+  local f="$LOGS/franz-go-kgo.log"
+  grep -E '^[[:space:]]*--- (PASS|FAIL|SKIP)' "$f" | sed 's/^[[:space:]]*/    /' || true
+  grep -E '^(ok|FAIL|panic:)' "$f" | sed 's/^/    /' | head -5 || true
+}
+
+txn_summary() { # the broker's completed transactions in this test
+  local c a
+  c=$(grep -c 'transaction completed.*outcome="\?commit' "$BLOG" 2>/dev/null || true)
+  a=$(grep -c 'transaction completed.*outcome="\?abort' "$BLOG" 2>/dev/null || true)
+  echo "broker: ${c:-0} committed, ${a:-0} aborted transactions"
+}
+
+# ---------------------------------------------------------------- run
+declare -A SETUP_OK=() SETUP_DONE=()
+for t in "${TESTS[@]}"; do
+  g="$(setup_for "$t")"
+  [[ -z "${SETUP_DONE[$g]:-}" ]] || continue
+  SETUP_DONE[$g]=1
+  s=$SECONDS
+  set +e
+  (set -e; "setup_$g") >"$LOGS/setup-$g.log" 2>&1
+  src=$?
+  set -e
+  if ((src == 0)); then
+    SETUP_OK[$g]=1
+    say "eos: setup $g ok ($((SECONDS - s))s)"
+  else
+    say "eos: setup $g FAILED (exit $src, $((SECONDS - s))s):"
+    tail -n 30 "$LOGS/setup-$g.log" | sed 's/^/    /'
+  fi
+done
+
+PASSED=0
+FAILED=0
+RESULTS=()
+for t in "${TESTS[@]}"; do
+  g="$(setup_for "$t")"
+  if [[ -z "${SETUP_OK[$g]:-}" ]]; then
+    FAILED=$((FAILED + 1))
+    RESULTS+=("FAIL $t (setup failed, see $LOGS/setup-$g.log)")
+    say "FAIL $t (setup failed)"
+    continue
+  fi
+  PORT="$(free_port)"
+  DATA="$WORK/$t/data"
+  BLOG="$LOGS/$t.ferry.log"
+  mkdir -p "$DATA"
+  : >"$BLOG"
+  if ! start_broker; then
+    FAILED=$((FAILED + 1))
+    RESULTS+=("FAIL $t (broker did not start, see $BLOG)")
+    say "FAIL $t (broker did not start)"
+    continue
+  fi
+  say "eos: $t: ferry pid $BROKER_PID on 127.0.0.1:$PORT"
+  s=$SECONDS
+  run_test "$t"
+  dt=$((SECONDS - s))
+  crashed=""
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then crashed=" [broker died during the test]"; fi
+  stop_broker
+  extra=", $(txn_summary)"
+  ((KILLS == 0)) || extra+=", broker killed+restarted ${KILLS}x"
+  if [[ "$t" == franz-go-kgo ]]; then kgo_summary; fi
+  if ((rc == 0)) && [[ -z "$crashed" ]]; then
+    PASSED=$((PASSED + 1))
+    RESULTS+=("PASS $t (${dt}s$extra)")
+    say "PASS $t (${dt}s$extra)"
+  else
+    FAILED=$((FAILED + 1))
+    why="exit $rc"
+    ((rc == 124 || rc == 137)) && why="killed by the runner's timeout"
+    RESULTS+=("FAIL $t ($why, ${dt}s$extra)$crashed")
+    say "FAIL $t ($why, ${dt}s$extra)$crashed; last output ($LOGS/$t.log):"
+    grep -E 'CHECK FAILED|FAILED|Exception' "$LOGS/$t.log" | head -n 10 | sed 's/^/    /' || true
+    tail -n 15 "$LOGS/$t.log" | sed 's/^/    /'
+  fi
+done
+
+say ""
+say "eos summary (total ${SECONDS}s; logs in $LOGS):"
+for r in "${RESULTS[@]}"; do say "  $r"; done
+say "eos: $PASSED passed, $FAILED failed"
+((FAILED == 0))
