@@ -6,7 +6,7 @@
 #
 # Optional:
 #   FUZZ_TARGETS="log_recovery"      # a subset (default: all targets)
-#   FUZZ_ARGS="-jobs=2 -workers=2"   # extra libFuzzer flags
+#   FUZZ_ARGS="-max_len=8192"       # extra libFuzzer flags
 #
 # Needs only rustup with a nightly toolchain; installs cargo-fuzz if missing.
 # Each target fuzzes a scratch corpus fuzz/corpus/<target> (git-ignored),

@@ -1432,6 +1432,8 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+// `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+#[allow(unknown_lints, clippy::manual_is_multiple_of)]
 fn group_thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();

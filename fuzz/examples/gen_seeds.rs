@@ -368,6 +368,20 @@ fn log_seeds(dir: &Path) {
     let mut wrong_base = seg.clone();
     wrong_base.extend_from_slice(&make_batch(99, &[b"gap"]));
     write(dir, "raw_offset_gap", &raw(&wrong_base));
+    // Idempotent and transactional producers: an aborted transaction (data,
+    // marker) and one left open, as the producer-state rebuild sees them.
+    let mut txn = Vec::new();
+    let mut b = make_batch(0, &[b"idempotent", b"x"]);
+    ferry_fuzz::set_producer(&mut b, 0, 0, 0, false);
+    txn.extend_from_slice(&b);
+    let mut b = make_batch(2, &[b"in-txn"]);
+    ferry_fuzz::set_producer(&mut b, 1, 0, 0, true);
+    txn.extend_from_slice(&b);
+    txn.extend_from_slice(&ferry_fuzz::control_batch(3, 1, 0, 0, 5));
+    let mut b = make_batch(4, &[b"open-txn", b"y", b"z"]);
+    ferry_fuzz::set_producer(&mut b, 1, 0, 1, true);
+    txn.extend_from_slice(&b);
+    write(dir, "raw_transactions", &raw(&txn));
     // Structured mode: any bytes work; these pick a few different paths.
     write(
         dir,
@@ -419,6 +433,7 @@ fn check_seeds(root: &Path) {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     for (name, expect_end) in [
+        ("raw_transactions", Some(7)),
         ("raw_clean_3", Some(6)),
         ("raw_torn_tail", Some(3)),
         ("raw_partial_header", Some(6)),

@@ -39,11 +39,16 @@ fn main() {
                 let path = dir.path().join("00000000000000000000.log");
                 let segment = ferry_fuzz::log_recovery_segment(&data);
                 std::fs::write(&path, &segment).unwrap();
-                match ferry_log::DiskLog::open(
+                // As the broker opens a partition: rebuild producer state too.
+                let mut producers = ferry_broker::producer_state::ProducerStateTable::new(10_000);
+                let opened = ferry_log::DiskLog::open_observed(
                     dir.path(),
                     Arc::new(ferry_log::storage::FsStorage),
                     ferry_log::LogConfig::default(),
-                ) {
+                    &mut |h, bytes| producers.replay(h, bytes, 1_700_000_000_000),
+                );
+                eprintln!("producers after recovery: {:?}", producers.summaries());
+                match opened {
                     Ok(log) => {
                         eprintln!(
                             "open -> Ok: segment {} -> {} bytes, log start {}, log end {}",

@@ -1,10 +1,15 @@
 //! Crash recovery of the on-disk log: arbitrary bytes become the segment file
-//! `00000000000000000000.log` of a fresh partition directory, then
-//! `DiskLog::open` runs exactly as at broker start. It must return Ok or Err,
-//! never panic. When it recovers the log:
+//! `00000000000000000000.log` of a fresh partition directory, then the log
+//! is opened exactly as at broker start (`Engine::open_partition`):
+//! `DiskLog::open_observed` (what `DiskLog::open` calls, with a no-op
+//! observer) rebuilding a `ProducerStateTable` with `replay` from every batch
+//! kept. It must return Ok or Err, never panic. When it recovers the log:
+//! * the observer saw whole batches, each matching its header;
 //! * the segment file may only have shrunk (a torn tail is truncated);
 //! * reading from `log_start_offset` (`read_plan` + `read_slice`), walking
 //!   the log like a consumer, and `offset_for_timestamp` must not panic;
+//! * the rebuilt producer state answers queries (last stable offset,
+//!   aborted transactions, summaries, sequence checks, expiry) without panic;
 //! * the recovered log must take an append and reopen cleanly at the new
 //!   end offset (what a restart after recovery does).
 //!
@@ -19,12 +24,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use ferry_broker::producer_state::ProducerStateTable;
 use ferry_log::batch::{split_and_validate, BatchHeader, BATCH_HEADER_LEN};
 use ferry_log::storage::FsStorage;
 use ferry_log::{read_slice, DiskLog, LogConfig, ReadPlan};
 use libfuzzer_sys::fuzz_target;
 
 const SEGMENT: &str = "00000000000000000000.log";
+/// ferry_broker's MAX_PRODUCERS_PER_PARTITION (not exported).
+const MAX_PRODUCERS: usize = 10_000;
+const NOW_MS: i64 = 1_700_000_000_000;
 
 static BASE: OnceLock<PathBuf> = OnceLock::new();
 static STRICT: OnceLock<bool> = OnceLock::new();
@@ -44,8 +53,30 @@ fn init() {
         .unwrap();
 }
 
-fn open(dir: &Path) -> Result<DiskLog, ferry_log::LogError> {
-    DiskLog::open(dir, Arc::new(FsStorage), LogConfig::default())
+/// Opens the log as the broker does, rebuilding producer state; returns the
+/// headers and lengths the observer was given.
+fn open(
+    dir: &Path,
+    producers: &mut ProducerStateTable,
+) -> (
+    Result<DiskLog, ferry_log::LogError>,
+    Vec<(BatchHeader, Vec<u8>)>,
+) {
+    let mut seen = Vec::new();
+    let mut observe = |h: &BatchHeader, bytes: &[u8]| {
+        seen.push((*h, bytes[..bytes.len().min(BATCH_HEADER_LEN)].to_vec()));
+        assert_eq!(
+            bytes.len(),
+            h.total_len(),
+            "observer got {} bytes for a batch of {}",
+            bytes.len(),
+            h.total_len()
+        );
+        producers.replay(h, bytes, NOW_MS);
+    };
+    let result =
+        DiskLog::open_observed(dir, Arc::new(FsStorage), LogConfig::default(), &mut observe);
+    (result, seen)
 }
 
 fuzz_target!(
@@ -62,9 +93,21 @@ fn check(data: &[u8]) {
     let path = dir.path().join(SEGMENT);
     std::fs::write(&path, &segment).expect("write segment");
 
-    let Ok(mut log) = ferry_fuzz::guarded("DiskLog::open", || open(dir.path())) else {
+    let mut producers = ProducerStateTable::new(MAX_PRODUCERS);
+    let (opened, seen) = ferry_fuzz::guarded(
+        "DiskLog::open_observed + ProducerStateTable::replay",
+        || open(dir.path(), &mut producers),
+    );
+    let Ok(mut log) = opened else {
         return;
     };
+    for (h, head) in &seen {
+        assert_eq!(
+            BatchHeader::parse(head).as_ref(),
+            Ok(h),
+            "observer header disagrees with the batch bytes"
+        );
+    }
     let file_len = std::fs::metadata(&path)
         .expect("segment still exists")
         .len();
@@ -90,6 +133,14 @@ fn check(data: &[u8]) {
             let _ = read_slice(&slice, 1 << 20, i64::MAX);
         }
         consume(&log, start);
+        let _ = producers.first_unstable_offset();
+        let _ = producers.aborted_in(start, end);
+        let _ = producers.aborted_in(i64::MIN, i64::MAX);
+        let _ = producers.summaries();
+        for (h, _) in &seen {
+            let _ = producers.check(h);
+            let _ = producers.check_marker(h.producer_id, h.producer_epoch);
+        }
         for ts in [
             i64::MIN,
             -1,
@@ -100,6 +151,8 @@ fn check(data: &[u8]) {
         ] {
             let _ = log.offset_for_timestamp(ts);
         }
+        producers.expire(start, NOW_MS + 1, 7 * 24 * 3600 * 1000);
+        producers.expire(end, i64::MAX, 0);
     });
 
     // A recovered log must take writes and come back after a restart.
@@ -110,12 +163,14 @@ fn check(data: &[u8]) {
         .map(|(_, h)| h)
         .collect();
     let appended = ferry_fuzz::guarded("DiskLog::append", || {
-        log.append(&mut payload, &headers, 1_700_000_000_000)
+        log.append(&mut payload, &headers, NOW_MS)
     });
     let Ok(info) = appended else { return };
     assert_eq!(info.base_offset, end);
     drop(log);
-    let reopened = ferry_fuzz::guarded("DiskLog::open (after append)", || open(dir.path()));
+    let reopened = ferry_fuzz::guarded("DiskLog::open_observed (after append)", || {
+        open(dir.path(), &mut ProducerStateTable::new(MAX_PRODUCERS)).0
+    });
     match reopened {
         Ok(log) => {
             assert_eq!(

@@ -12,6 +12,10 @@ use ferry_kafka::versions;
 use kafka_protocol::messages::ApiKey;
 use libfuzzer_sys::fuzz_target;
 
+/// The broker's allocator, so untrusted array counts behave as in production.
+#[global_allocator]
+static ALLOCATOR: ferry_kafka::alloc::NoReserveLargeAlloc = ferry_kafka::alloc::NoReserveLargeAlloc;
+
 fuzz_target!(
     init: ferry_fuzz::install_panic_hook(),
     |data: &[u8]| ferry_fuzz::guarded("request_decode checks", || check(data))

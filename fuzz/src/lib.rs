@@ -263,6 +263,56 @@ pub fn make_batch(base_offset: i64, values: &[&[u8]]) -> Vec<u8> {
     )
 }
 
+/// Sets producerId, producerEpoch and baseSequence (and the transactional
+/// attribute bit) of a batch and recomputes its CRC.
+pub fn set_producer(
+    b: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) {
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let mut attributes = i16::from_be_bytes([b[21], b[22]]);
+    if transactional {
+        attributes |= 0x10;
+    } else {
+        attributes &= !0x10;
+    }
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    fix_crc(b);
+}
+
+/// A transaction marker as Kafka writes it: a transactional control batch
+/// with one record, key (version 0, `kind`: 0 abort, 1 commit), value
+/// (version 0, coordinator epoch).
+pub fn control_batch(
+    base_offset: i64,
+    producer_id: i64,
+    epoch: i16,
+    kind: i16,
+    coordinator_epoch: i32,
+) -> Vec<u8> {
+    let mut record = vec![0u8]; // attributes
+    put_varint(&mut record, 0); // timestamp delta
+    put_varint(&mut record, 0); // offset delta
+    put_varint(&mut record, 4);
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&kind.to_be_bytes());
+    put_varint(&mut record, 6);
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    put_varint(&mut record, 0); // no headers
+    let mut records = Vec::new();
+    put_varint(&mut records, record.len() as i64);
+    records.extend_from_slice(&record);
+    let mut b = batch_with_payload(base_offset, 1, 0x30, 1_700_000_000_000, &records);
+    set_producer(&mut b, producer_id, epoch, -1, true);
+    b
+}
+
 /// Recomputes the CRC of one batch occupying all of `b`.
 pub fn fix_crc(b: &mut [u8]) {
     if b.len() >= CRC_START {
@@ -351,6 +401,7 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
     let n = u.int_in_range(1..=8)?;
     let mut seg = Vec::new();
     let mut next = 0i64;
+    let mut sequences = [0i32; 3];
     for _ in 0..n {
         let count = u.int_in_range(1..=5u8)? as i32;
         let compressed = u.ratio(1, 8)?;
@@ -359,7 +410,24 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         } else {
             1_700_000_000_000 + u.int_in_range(0..=100_000)?
         };
-        let mut b = if compressed {
+        // Who wrote it: nobody (-1), or one of three idempotent or
+        // transactional producers, in sequence or not; sometimes a marker.
+        let producer = u.int_in_range(0..=3usize)?;
+        let control = producer > 0 && u.ratio(1, 4)?;
+        let mut b = if control {
+            let kind = if u.ratio(1, 8)? {
+                u.arbitrary()?
+            } else {
+                u.int_in_range(0..=1i16)?
+            };
+            control_batch(
+                next,
+                producer as i64 - 1,
+                u.int_in_range(0..=2i16)?,
+                kind,
+                u.arbitrary()?,
+            )
+        } else if compressed {
             // Opaque payload: Ferry does not look inside compressed batches.
             let codec = u.int_in_range(1..=7i16)?;
             let len = u.int_in_range(0..=32usize)?;
@@ -374,6 +442,19 @@ pub fn structured_segment(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
             let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
             make_batch(next, &refs)
         };
+        if producer > 0 && !control {
+            let seq = &mut sequences[producer - 1];
+            let base_sequence = if u.ratio(1, 8)? { u.arbitrary()? } else { *seq };
+            *seq = base_sequence.wrapping_add(count);
+            let epoch = u.int_in_range(0..=2i16)?;
+            set_producer(
+                &mut b,
+                producer as i64 - 1,
+                epoch,
+                base_sequence,
+                u.arbitrary()?,
+            );
+        }
         match u.int_in_range(0..=15u8)? {
             // Set one header field to arbitrary bytes, keep or fix the CRC.
             0..=3 => {

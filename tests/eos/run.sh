@@ -4,17 +4,21 @@
 #
 # Usage: tests/eos/run.sh [TEST...]
 #   default set: java-ctp java-fencing streams-eos
-#   optional:    franz-go-kgo (franz-go's own kgo integration tests, long)
-#   aliases:     all (default set + franz-go-kgo), java (java-ctp java-fencing),
-#                streams, kgo
+#   optional:    franz-go-kgo (franz-go's own kgo transactional integration tests)
+#                streams-eos-precreated (diagnosis: streams-eos with its internal
+#                topics created beforehand by the Admin client, see README.md)
+#   aliases:     all (default set + optional), java (java-ctp java-fencing),
+#                streams (streams-eos), kgo
 # Env:
-#   FERRY_BIN          broker binary (default: the newer of <repo>/target/release/ferry
-#                      and /tmp/ferry-dist/ferry); copied to a private path first
+#   FERRY_BIN          broker binary (default: <repo>/target/release/ferry); copied to a
+#                      private path first, so a rebuild during the run does not matter
 #   FERRY_EOS_TIMEOUT  per-test timeout in seconds (default: per test, see below)
 #   FERRY_EOS_KEEP=1   keep the work dir (broker data dirs) after the run
 #   FERRY_EOS_KGO_RUN  go test -run pattern for franz-go-kgo (default 'Txn')
 #   FERRY_EOS_KGO_RECORDS  KGO_TEST_RECORDS for franz-go-kgo (default: franz-go's own, 500000)
 #   FERRY_EOS_KGO_TIMEOUT  go test -timeout for franz-go-kgo (default 40m)
+#   FERRY_EOS_KGO_UNSAFE=1 sets KGO_TEST_UNSAFE (franz-go also ends+begins
+#                      transactions with EndBeginTxnUnsafe)
 # Each test gets a fresh broker (fresh data dir) on a free loopback port. Logs:
 # tests/eos/.logs/<test>.log (client) and <test>.ferry.log (broker).
 #
@@ -29,7 +33,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LOGS="$HERE/.logs"
 DEFAULT_TESTS=(java-ctp java-fencing streams-eos)
-ALL_TESTS=(java-ctp java-fencing streams-eos franz-go-kgo)
+OPTIONAL_TESTS=(franz-go-kgo streams-eos-precreated)
+ALL_TESTS=("${DEFAULT_TESTS[@]}" "${OPTIONAL_TESTS[@]}")
 BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
 JAR="$HERE/java/target/ferry-eos-java.jar"
 
@@ -55,21 +60,17 @@ expand() {
 }
 if (($# == 0)); then set -- default; fi
 declare -A WANT=()
-for a in "$@"; do for t in $(expand "$a"); do WANT[$t]=1; done; done
+for a in "$@"; do
+  names="$(expand "$a")" || exit 2
+  for t in $names; do WANT[$t]=1; done
+done
 TESTS=()
-for t in "${ALL_TESTS[@]}"; do [[ -n "${WANT[$t]:-}" ]] && TESTS+=("$t"); done
+for t in "${ALL_TESTS[@]}"; do if [[ -n "${WANT[$t]:-}" ]]; then TESTS+=("$t"); fi; done
+((${#TESTS[@]} > 0)) || die "no tests selected"
 
 # ---------------------------------------------------------------- broker binary
-if [[ -n "${FERRY_BIN:-}" ]]; then
-  SRC_BIN="$FERRY_BIN"
-else
-  SRC_BIN=""
-  for b in "$ROOT/target/release/ferry" /tmp/ferry-dist/ferry; do
-    [[ -x "$b" ]] || continue
-    if [[ -z "$SRC_BIN" || "$b" -nt "$SRC_BIN" ]]; then SRC_BIN="$b"; fi
-  done
-fi
-[[ -n "$SRC_BIN" && -x "$SRC_BIN" ]] || die "no ferry binary (set FERRY_BIN, or build target/release/ferry)"
+SRC_BIN="${FERRY_BIN:-$ROOT/target/release/ferry}"
+[[ -x "$SRC_BIN" ]] || die "ferry binary not found or not executable: $SRC_BIN (set FERRY_BIN, or cargo build --release)"
 
 mkdir -p "$LOGS"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-eos.XXXXXX")"
@@ -132,7 +133,7 @@ setup_go() {
 
 setup_for() {
   case "$1" in
-    java-* | streams-*) echo java ;;
+    java-* | streams-eos*) echo java ;;
     franz-go-kgo) echo go ;;
   esac
 }
@@ -208,7 +209,7 @@ test_timeout() {
   case "$1" in
     java-ctp) echo 240 ;;
     java-fencing) echo 90 ;;
-    streams-eos) echo 200 ;;
+    streams-eos | streams-eos-precreated) echo 200 ;;
     franz-go-kgo) echo 2700 ;;
   esac
 }
@@ -219,9 +220,11 @@ client_cmd() { # TEST -> CMD
     java-ctp) CMD=("${jv[@]}" dev.ferry.eos.Ctp) ;;
     java-fencing) CMD=("${jv[@]}" dev.ferry.eos.Fencing) ;;
     streams-eos) CMD=("${jv[@]}" dev.ferry.eos.StreamsEos) ;;
+    streams-eos-precreated) CMD=(env FERRY_EOS_STREAMS_PRECREATE=all "${jv[@]}" dev.ferry.eos.StreamsEos) ;;
     franz-go-kgo)
       CMD=(env "KGO_SEEDS=127.0.0.1:$PORT" KGO_TEST_RF=1)
       [[ -z "${FERRY_EOS_KGO_RECORDS:-}" ]] || CMD+=("KGO_TEST_RECORDS=$FERRY_EOS_KGO_RECORDS")
+      [[ "${FERRY_EOS_KGO_UNSAFE:-}" != 1 ]] || CMD+=(KGO_TEST_UNSAFE=1)
       CMD+=(bash -c 'cd "$1" && exec go test -count=1 -v -timeout "$2" -run "$3" ./pkg/kgo' _
         "$(cat "$WORK/kgo-dir")" "${FERRY_EOS_KGO_TIMEOUT:-40m}" "${FERRY_EOS_KGO_RUN:-Txn}")
       ;;
@@ -261,7 +264,7 @@ txn_summary() { # the broker's completed transactions in this test
   local c a
   c=$(grep -c 'transaction completed.*outcome="\?commit' "$BLOG" 2>/dev/null || true)
   a=$(grep -c 'transaction completed.*outcome="\?abort' "$BLOG" 2>/dev/null || true)
-  echo "broker: ${c:-0} committed, ${a:-0} aborted transactions"
+  echo "broker log: ${c:-0} committed, ${a:-0} aborted transactions"
 }
 
 # ---------------------------------------------------------------- run
@@ -326,8 +329,13 @@ for t in "${TESTS[@]}"; do
     ((rc == 124 || rc == 137)) && why="killed by the runner's timeout"
     RESULTS+=("FAIL $t ($why, ${dt}s$extra)$crashed")
     say "FAIL $t ($why, ${dt}s$extra)$crashed; last output ($LOGS/$t.log):"
-    grep -E 'CHECK FAILED|FAILED|Exception' "$LOGS/$t.log" | head -n 10 | sed 's/^/    /' || true
-    tail -n 15 "$LOGS/$t.log" | sed 's/^/    /'
+    # the program's own lines (they start with "[ elapsed ]") and Streams' topic-creation diagnostics
+    {
+      grep -E '^\[ *[0-9.]+s\]|Going to create topic|^Error message was' "$LOGS/$t.log" |
+        grep -E 'FAILED|CHECK|Going to create|Error message|died|failed' | grep -v 'UnknownTopicOrPartition' |
+        head -n 15 || true
+      grep -E '^\[ *[0-9.]+s\]' "$LOGS/$t.log" | tail -n 3 || true
+    } | awk '!seen[$0]++' | cut -c1-400 | sed 's/^/    /'
   fi
 done
 

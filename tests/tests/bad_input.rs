@@ -200,3 +200,22 @@ fn connection_limit_closes_extra_connections() {
     d.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(read_frame(&mut d).is_some(), "a freed slot is reusable");
 }
+
+/// Found by the request_decode fuzz target: an array count of 2^31 made the
+/// decoder reserve ~150 GB and the failed allocation aborted the broker.
+#[test]
+fn huge_array_counts_do_not_abort_the_broker() {
+    let ferry = Ferry::start();
+    // Metadata v0, client id null, topics count 2147483647.
+    let frames: [&[u8]; 2] = [
+        &[0, 0, 0, 14, 0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        // Fetch v4 with a huge topics count.
+        &[0, 0, 0, 30, 0, 1, 0, 4, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0xf4, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0x7f, 0xff, 0xff, 0xff],
+    ];
+    for f in frames {
+        let mut s = TcpStream::connect(ferry.bootstrap()).unwrap();
+        s.write_all(f).unwrap();
+        assert!(closed_by_peer(&mut s));
+    }
+    still_serving(&ferry);
+}

@@ -86,6 +86,16 @@ impl ProducerStateTable {
     /// retry of one already appended, or is refused.
     pub fn check(&self, h: &BatchHeader) -> EngineResult<SequenceCheck> {
         let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
+        // A fenced epoch is refused as such before anything else (Kafka answers
+        // INVALID_PRODUCER_EPOCH, which clients turn into "fenced").
+        if let Some(entry) = self.producers.get(&h.producer_id) {
+            if h.producer_epoch < entry.epoch {
+                return Err(EngineError::InvalidProducerEpoch(format!(
+                    "producer {} epoch {} is older than the current epoch {}",
+                    h.producer_id, h.producer_epoch, entry.epoch
+                )));
+            }
+        }
         if h.is_transactional() {
             let allowed = self.producers.get(&h.producer_id).and_then(|e| e.txn_allowed_epoch);
             if allowed != Some(h.producer_epoch) {

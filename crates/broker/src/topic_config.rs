@@ -26,6 +26,9 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     /// The configs set explicitly on this topic (the rest are defaults).
     pub overrides: BTreeMap<String, String>,
+    /// `cleanup.policy=compact` without `delete`: retention deletes nothing.
+    /// Compaction itself is not implemented; the whole log is kept.
+    pub compact_only: bool,
 }
 
 /// One config a topic understands: its name, default, and documentation.
@@ -36,10 +39,13 @@ pub struct ConfigSpec {
 }
 
 pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
-    ConfigSpec { name: "cleanup.policy", default: "delete", doc: "Only `delete` is supported." },
+    ConfigSpec { name: "cleanup.policy", default: "delete", doc: "`delete`, or `compact` (accepted, not yet compacted: a compact topic keeps its whole log, retention does not delete it)." },
+    ConfigSpec { name: "compression.type", default: "producer", doc: "Only `producer`: batches are stored as the producer compressed them." },
     ConfigSpec { name: "ferry.storage", default: "disk", doc: "`disk`, or `memory` for at-most-once topics that never touch disk." },
     ConfigSpec { name: "index.interval.bytes", default: "4096", doc: "Bytes between sparse offset index entries." },
     ConfigSpec { name: "max.message.bytes", default: "1048588", doc: "Largest record batch accepted." },
+    ConfigSpec { name: "message.timestamp.type", default: "CreateTime", doc: "Only `CreateTime`: the producer's timestamps are kept." },
+    ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Single node: only 1." },
     ConfigSpec { name: "retention.bytes", default: "-1", doc: "Delete oldest segments past this size; bounds memory topics." },
     ConfigSpec { name: "retention.ms", default: "604800000", doc: "Delete segments older than this; -1 keeps forever." },
     ConfigSpec { name: "segment.bytes", default: "1073741824", doc: "Roll a new segment past this size." },
@@ -71,9 +77,15 @@ impl TopicConfig {
             log: LogConfig::default(),
             max_message_bytes: 1_048_588,
             overrides: BTreeMap::new(),
+            compact_only: false,
         };
         for (name, value) in &overrides {
             config.apply(name, value)?;
+        }
+        if config.compact_only {
+            // Kafka does not delete from compact topics by retention either.
+            config.log.retention_ms = -1;
+            config.log.retention_bytes = -1;
         }
         config.overrides = overrides;
         Ok(config)
@@ -82,11 +94,27 @@ impl TopicConfig {
     fn apply(&mut self, name: &str, value: &str) -> EngineResult<()> {
         match name {
             "cleanup.policy" => {
-                if value != "delete" {
+                let policies: Vec<&str> = value.split(',').map(str::trim).collect();
+                if policies.is_empty() || policies.iter().any(|p| *p != "delete" && *p != "compact") {
                     return Err(EngineError::InvalidConfig {
                         name: name.into(),
                         value: value.into(),
-                        reason: "only `delete` is supported".into(),
+                        reason: "must be `delete`, `compact` or `compact,delete`".into(),
+                    });
+                }
+                self.compact_only = !policies.contains(&"delete");
+            }
+            "compression.type" | "message.timestamp.type" | "min.insync.replicas" => {
+                let supported = match name {
+                    "compression.type" => "producer",
+                    "message.timestamp.type" => "CreateTime",
+                    _ => "1",
+                };
+                if value != supported {
+                    return Err(EngineError::InvalidConfig {
+                        name: name.into(),
+                        value: value.into(),
+                        reason: format!("only `{supported}` is supported"),
                     });
                 }
             }

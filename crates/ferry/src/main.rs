@@ -5,6 +5,11 @@ mod config;
 mod serve;
 
 use clap::{Parser, Subcommand};
+
+/// Untrusted array counts in requests must not abort the broker: see
+/// `ferry_kafka::alloc`.
+#[global_allocator]
+static ALLOCATOR: ferry_kafka::alloc::NoReserveLargeAlloc = ferry_kafka::alloc::NoReserveLargeAlloc;
 use tracing_subscriber::EnvFilter;
 
 /// Ferry: a Kafka-compatible broker where at-most-once, at-least-once and
@@ -22,6 +27,11 @@ enum Command {
     Serve(config::ServeArgs),
     /// Consumer groups: list, describe (members, offsets, lag), reset-offsets, delete.
     Group(cli::group::GroupArgs),
+    /// Transactions: list, describe (state, age, partitions, LSO held back), abort hanging ones.
+    Txn(cli::txn::TxnArgs),
+    /// Prove the delivery semantics: run each under faults (broker SIGKILL/SIGSTOP) and count
+    /// what was lost, duplicated or read uncommitted.
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -46,6 +56,15 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(serve::run(settings))
         }),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
+        Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),
+        Command::Verify(args) => match cli::verify::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                eprintln!("ferry verify: a promise was broken (see the table)");
+                return std::process::ExitCode::from(2);
+            }
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! handler module per API family, translating requests into engine calls and
 //! engine errors into Kafka error codes.
 
+pub mod alloc;
 pub mod codec;
 pub mod codes;
 mod connection;

@@ -411,6 +411,13 @@ fn scan_segment(segment: &mut Segment, config: &LogConfig, observe: &mut dyn FnM
             if let Err(e) = check_crc(&batch, &header) {
                 break 'check Some(e.to_string());
             }
+            // Every batch this broker writes has count = last offset delta + 1.
+            if header.last_offset_delta < 0 || header.record_count != header.last_offset_delta + 1 {
+                break 'check Some(format!(
+                    "record count {} does not match last offset delta {}",
+                    header.record_count, header.last_offset_delta
+                ));
+            }
             if header.base_offset != segment.next_offset {
                 // A whole, CRC-valid batch at the wrong offset is not a torn write.
                 return Err(LogError::Corrupt {

@@ -3,6 +3,9 @@
 
 pub mod group;
 mod output;
+pub mod txn;
+pub mod verify;
+mod wire;
 
 use clap::Args;
 

@@ -40,7 +40,7 @@ import org.apache.kafka.common.errors.UnsupportedVersionException;
  *   <li>Produces N (default 100,000) keyed records "in-i" (key "k-i") to a 3-partition input topic with an
  *       idempotent producer (acks=all).
  *   <li>The application (one consumer in group G, one producer with a fixed transactional.id) loops: poll,
- *       begin, send "out-i" (same key) to the output topic per record, sendOffsetsToTransaction(offsets,
+ *       begin, send "out-i" (key "o-i", so a transaction spans all output partitions) to the output topic per record, sendOffsetsToTransaction(offsets,
  *       consumer.groupMetadata()), commit. Every 25th transaction is aborted on purpose after also sending an
  *       "ABORTED-n" marker (flushed, so it reaches the log). On errors it follows the KafkaProducer javadoc:
  *       ProducerFenced/OutOfOrderSequence/Authorization/UnsupportedVersion (and a failing abort) mean a new
@@ -55,12 +55,22 @@ import org.apache.kafka.common.errors.UnsupportedVersionException;
  *       read_uncommitted must still show the aborted markers (so the aborts really wrote data).
  * </ol>
  * Env: FERRY_BOOTSTRAP, FERRY_CONTROL_DIR (set by run.sh), FERRY_EOS_TIMEOUT (s, default 240),
- * FERRY_EOS_CTP_RECORDS (default 100000), FERRY_EOS_RUN_ID.
+ * FERRY_EOS_CTP_RECORDS (default 100000), FERRY_EOS_CTP_KILLS (default 2; more kills alternate the two kinds,
+ * evenly spaced), FERRY_EOS_RUN_ID.
  */
 public final class Ctp {
     private static final int PARTS = 3;
     private static final int ABORT_EVERY = 25;
-    private static final double[] KILL_AT = {0.30, 0.70};
+    /** Progress points of the broker kills: 30% and 70%, or FERRY_EOS_CTP_KILLS evenly spaced ones. */
+    private static final double[] KILL_AT = killPoints();
+
+    private static double[] killPoints() {
+        int k = Integer.parseInt(System.getenv().getOrDefault("FERRY_EOS_CTP_KILLS", "2"));
+        if (k == 2) return new double[] {0.30, 0.70};
+        double[] r = new double[k];
+        for (int j = 0; j < k; j++) r[j] = (j + 1.0) / (k + 1.0);
+        return r;
+    }
 
     private final int n;
     private final String run = Eos.runId();
@@ -89,6 +99,9 @@ public final class Ctp {
     private enum KillMode { NONE, SYNC_BEFORE_COMMIT, ASYNC_AT_COMMIT }
 
     private KillMode killMode = KillMode.NONE;
+    /** Acknowledged commits the broker no longer has (found when rewinding to its committed offsets). */
+    private final List<String> lostCommits = new ArrayList<>();
+    private long lastCommittedTxn;
     private int killsRequested = 0;
     private boolean killPending = false;
 
@@ -222,6 +235,12 @@ public final class Ctp {
             public void onPartitionsAssigned(Collection<TopicPartition> parts) {
                 rebalances++;
                 Eos.log("consumer: partitions assigned %s (generation %d)", parts, consumer.groupMetadata().generationId());
+                try {
+                    Map<TopicPartition, OffsetAndMetadata> c = consumer.committed(new java.util.HashSet<>(parts), Duration.ofSeconds(15));
+                    for (TopicPartition tp : parts) checkNotBehind(tp, c.get(tp), "after assignment");
+                } catch (KafkaException e) {
+                    note("committed() after assignment", e);
+                }
             }
 
             @Override
@@ -247,6 +266,7 @@ public final class Ctp {
                 Map<TopicPartition, OffsetAndMetadata> c = consumer.committed(assignment, Duration.ofSeconds(15));
                 for (TopicPartition tp : assignment) {
                     OffsetAndMetadata om = c.get(tp);
+                    checkNotBehind(tp, om, "rewind");
                     if (om == null) {
                         consumer.seekToBeginning(List.of(tp));
                         committed.remove(tp);
@@ -260,6 +280,17 @@ public final class Ctp {
                 note("committed() for the rewind", e);
                 Thread.sleep(200);
             }
+        }
+    }
+
+    /** A transaction whose commitTransaction returned normally carried offsets up to committed[tp]. */
+    private void checkNotBehind(TopicPartition tp, OffsetAndMetadata om, String when) {
+        long mine = committed.getOrDefault(tp, 0L);
+        if ((om == null ? 0L : om.offset()) < mine) {
+            lostCommits.add(String.format("%s (%s): the broker has committed offset %s, but commitTransaction succeeded with"
+                    + " offset %d (last successful commit: transaction #%d)", tp, when, om == null ? "none" : om.offset(),
+                    mine, lastCommittedTxn));
+            Eos.log("CHECK FAILED: %s", lostCommits.get(lostCommits.size() - 1));
         }
     }
 
@@ -280,7 +311,7 @@ public final class Ctp {
             long prog = progress();
             if (!killPending && killMode == KillMode.NONE && killsRequested < KILL_AT.length && prog >= KILL_AT[killsRequested] * n) {
                 // The next transaction asks for the kill at its point (see KillMode).
-                killMode = killsRequested == 0 ? KillMode.SYNC_BEFORE_COMMIT : KillMode.ASYNC_AT_COMMIT;
+                killMode = killsRequested % 2 == 0 ? KillMode.SYNC_BEFORE_COMMIT : KillMode.ASYNC_AT_COMMIT;
             }
             if (prog >= n && killsRequested == KILL_AT.length && !killPending && allCommitted()) break;
             if (System.nanoTime() - lastReport > 2_000_000_000L) {
@@ -341,7 +372,9 @@ public final class Ctp {
             for (ConsumerRecord<String, String> r : recs) {
                 String v = r.value();
                 if (v == null || !v.startsWith("in-")) throw new IllegalStateException("unexpected input " + r);
-                producer.send(new ProducerRecord<>(output, r.key(), "out-" + v.substring(3)));
+                // A new key: the output record of input partition p goes to any output partition, so that
+                // every transaction spans several output partitions (markers to all of them).
+                producer.send(new ProducerRecord<>(output, "o-" + v.substring(3), "out-" + v.substring(3)));
                 offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
             }
             if (abortOnPurpose) {
@@ -382,6 +415,7 @@ public final class Ctp {
                 }
             }
             commits++;
+            lastCommittedTxn = txns;
             for (var e : offsets.entrySet()) committed.put(e.getKey(), e.getValue().offset());
         } catch (ProducerFencedException | OutOfOrderSequenceException | AuthorizationException
                 | UnsupportedVersionException e) {
@@ -408,6 +442,13 @@ public final class Ctp {
 
     private boolean verify() throws Exception {
         boolean ok = true;
+        if (!lostCommits.isEmpty()) {
+            ok = false;
+            Eos.log("CHECK FAILED: %d times the group's committed offsets were behind a transaction that commitTransaction"
+                    + " reported committed: %s", lostCommits.size(), lostCommits);
+        } else {
+            Eos.log("check ok: every rewind found the offsets of every acknowledged commit");
+        }
         long t0 = System.nanoTime();
         int[] seen = new int[n];
         long[] counts = new long[4]; // out records, visible markers, unexpected, key mismatches
@@ -418,7 +459,7 @@ public final class Ctp {
                 int i = Integer.parseInt(v.substring(4));
                 seen[i]++;
                 counts[0]++;
-                if (!("k-" + i).equals(r.key())) counts[3]++;
+                if (!("o-" + i).equals(r.key())) counts[3]++;
                 if (seen[i] == 2 && samples.size() < 10) samples.add("duplicate out-" + i + " at " + r.partition() + "@" + r.offset());
             } else if (v != null && v.startsWith("ABORTED-")) {
                 counts[1]++;

@@ -1,0 +1,776 @@
+//! `ferry verify`: runs each delivery semantics while injecting faults,
+//! records the whole history, and checks it (crate `ferry-verify`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use ferry_verify::{check, Event, Promise, Report, TxnOutcome};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use serde_json::json;
+
+use super::{print_table, OutputFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Semantics {
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(subcommand)]
+    command: Option<VerifyCommand>,
+    /// Which semantics to run.
+    #[arg(long, value_enum, default_value_t = Semantics::All)]
+    semantics: Semantics,
+    /// Records produced per semantics.
+    #[arg(long, default_value_t = 20_000)]
+    records: u64,
+    /// Records per second, all producers together (so faults land mid-run).
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 2)]
+    producers: u32,
+    #[arg(long, default_value_t = 2)]
+    consumers: u32,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Faults to inject, comma-separated: kill (SIGKILL + restart), pause (SIGSTOP/SIGCONT).
+    #[arg(long, default_value = "kill", value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Mean time between faults.
+    #[arg(long, default_value_t = 1_500)]
+    fault_interval_ms: u64,
+    /// Most faults injected per semantics (bounds the run time).
+    #[arg(long, default_value_t = 4)]
+    max_faults: u32,
+    /// Seed of the fault schedule and names: the same seed gives the same schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Use a running broker (no process faults then) instead of starting one.
+    #[arg(long)]
+    bootstrap_server: Option<String>,
+    /// The broker binary to start [default: this binary].
+    #[arg(long)]
+    ferry_bin: Option<PathBuf>,
+    /// Write each run's history (JSON lines) into this directory.
+    #[arg(long)]
+    history_dir: Option<PathBuf>,
+    /// Write an HTML page with the table and a chart.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifyCommand {
+    /// Check a history recorded elsewhere (JSON lines; see the ferry-verify crate).
+    Check {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Semantics::ExactlyOnce)]
+        semantics: Semantics,
+    },
+}
+
+fn promise_of(s: Semantics) -> Promise {
+    match s {
+        Semantics::AtMostOnce => Promise::AtMostOnce,
+        Semantics::AtLeastOnce => Promise::AtLeastOnce,
+        _ => Promise::ExactlyOnce,
+    }
+}
+
+fn name_of(s: Semantics) -> &'static str {
+    match s {
+        Semantics::AtMostOnce => "at-most-once",
+        Semantics::AtLeastOnce => "at-least-once",
+        Semantics::ExactlyOnce => "exactly-once",
+        Semantics::All => "all",
+    }
+}
+
+/// The broker process verify controls.
+struct Broker {
+    bin: PathBuf,
+    port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(bin: PathBuf, dir: &std::path::Path) -> anyhow::Result<Broker> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut b = Broker { bin, port, data_dir: dir.join("data"), log: dir.join("broker.log"), child: None };
+        b.spawn()?;
+        Ok(b)
+    }
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--group-initial-rebalance-delay-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.bootstrap()).is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!("the broker exited with {status}; see {}", self.log.display());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the broker did not start listening; see {}", self.log.display())
+    }
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        self.kill9();
+    }
+}
+
+/// The history being recorded.
+struct Recorder {
+    events: Mutex<Vec<Event>>,
+    /// Begin-to-commit time of each committed transaction.
+    txn_latencies_us: Mutex<Vec<u64>>,
+    start: Instant,
+}
+
+impl Recorder {
+    fn push(&self, e: Event) {
+        self.events.lock().expect("recorder lock").push(e);
+    }
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Small deterministic generator for the fault schedule.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+struct DeliveryLogger {
+    recorder: Arc<Recorder>,
+}
+impl ClientContext for DeliveryLogger {}
+impl ProducerContext for DeliveryLogger {
+    type DeliveryOpaque = Box<(u32, String, Instant)>;
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (producer, value, sent) = *opaque;
+        match result {
+            Ok(m) => self.recorder.push(Event::Ack {
+                producer,
+                partition: m.partition(),
+                value,
+                offset: m.offset(),
+                latency_us: sent.elapsed().as_micros() as u64,
+            }),
+            Err((e, _)) => self.recorder.push(Event::SendFailed { producer, value, error: e.to_string() }),
+        }
+    }
+}
+
+/// Counts rebalances, so a consume-transform-produce batch that spans one
+/// is aborted instead of committed (as Kafka Streams does on revocation).
+struct RebalanceCounter {
+    rebalances: Arc<AtomicU64>,
+}
+impl ClientContext for RebalanceCounter {}
+impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct RunResult {
+    semantics: Semantics,
+    report: Report,
+    throughput: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+    if let Some(VerifyCommand::Check { file, semantics }) = &args.command {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let events = ferry_verify::parse_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let report = check(&events);
+        let held = report.promise_held(promise_of(*semantics));
+        println!("{}", serde_json::to_string_pretty(&json!({"report": report, "promise_held": held}))?);
+        return Ok(held);
+    }
+    for f in &args.faults {
+        match f.as_str() {
+            "kill" | "pause" => {}
+            "disconnect" | "fsync-error" | "torn-tail" => bail!("fault `{f}` is not implemented yet; use kill and/or pause"),
+            other => bail!("unknown fault `{other}` (kill, pause)"),
+        }
+    }
+    if args.bootstrap_server.is_some() && !args.faults.is_empty() {
+        bail!("--faults kill/pause need a broker started by verify itself; drop --bootstrap-server or pass --faults ''");
+    }
+    let semantics = match args.semantics {
+        Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
+        s => vec![s],
+    };
+    let workdir = tempfile::tempdir()?;
+    let mut results = Vec::new();
+    for (i, s) in semantics.iter().enumerate() {
+        let dir = workdir.path().join(name_of(*s));
+        std::fs::create_dir_all(&dir)?;
+        let broker = match &args.bootstrap_server {
+            Some(_) => None,
+            None => {
+                let bin = match &args.ferry_bin {
+                    Some(b) => b.clone(),
+                    None => std::env::current_exe()?,
+                };
+                Some(Arc::new(Mutex::new(Broker::start(bin, &dir)?)))
+            }
+        };
+        let bootstrap = match (&args.bootstrap_server, &broker) {
+            (Some(b), _) => b.clone(),
+            (None, Some(b)) => b.lock().expect("broker lock").bootstrap(),
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        eprintln!("verify: {} against {bootstrap} ({} records, faults: {})", name_of(*s), args.records, args.faults.join(","));
+        let result = run_one(*s, &args, &bootstrap, broker, args.seed.wrapping_add(i as u64))?;
+        if let Some(d) = &args.history_dir {
+            std::fs::create_dir_all(d)?;
+            let path = d.join(format!("{}.jsonl", name_of(*s)));
+            let text: String = result.1.iter().map(|e| serde_json::to_string(e).expect("events serialize") + "\n").collect();
+            std::fs::write(&path, text)?;
+        }
+        results.push(result.0);
+    }
+    print_results(&results, args.output);
+    if let Some(path) = &args.report {
+        std::fs::write(path, html_report(&results)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(results.iter().all(|r| r.report.promise_held(promise_of(r.semantics))))
+}
+
+fn percentile(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<Mutex<Broker>>>, seed: u64) -> anyhow::Result<(RunResult, Vec<Event>)> {
+    let recorder = Arc::new(Recorder { events: Mutex::new(Vec::new()), txn_latencies_us: Mutex::new(Vec::new()), start: Instant::now() });
+    let topic = format!("verify-{}-{seed}", name_of(s));
+    let out_topic = format!("{topic}-out");
+    create_topics(bootstrap, &[&topic, &out_topic], args.partitions)?;
+
+    let stop_faults = Arc::new(AtomicBool::new(false));
+    let fault_thread = broker.clone().map(|b| {
+        let stop = stop_faults.clone();
+        let recorder = recorder.clone();
+        let faults = args.faults.clone();
+        let interval = args.fault_interval_ms.max(200);
+        let max_faults = args.max_faults;
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut injected = 0;
+            while !stop.load(Ordering::SeqCst) && injected < max_faults {
+                injected += 1;
+                std::thread::sleep(Duration::from_millis(interval / 2 + rng.next() % interval));
+                if stop.load(Ordering::SeqCst) || faults.is_empty() {
+                    break;
+                }
+                let kind = faults[(rng.next() % faults.len() as u64) as usize].clone();
+                recorder.push(Event::Fault { kind: kind.clone(), time_ms: recorder.now_ms() });
+                let mut b = b.lock().expect("broker lock");
+                match kind.as_str() {
+                    "kill" => {
+                        b.kill9();
+                        std::thread::sleep(Duration::from_millis(200 + rng.next() % 300));
+                        if let Err(e) = b.spawn() {
+                            eprintln!("verify: broker restart failed: {e}");
+                        }
+                    }
+                    _ => {
+                        b.signal("STOP");
+                        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
+                        b.signal("CONT");
+                    }
+                }
+            }
+        })
+    });
+
+    let produced_all = Arc::new(AtomicBool::new(false));
+    let last_delivery = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    // Consumers.
+    let mut consumer_threads = Vec::new();
+    for c in 0..args.consumers {
+        let (bootstrap, topic, out_topic, recorder) = (bootstrap.to_string(), topic.clone(), out_topic.clone(), recorder.clone());
+        let (produced_all, last_delivery) = (produced_all.clone(), last_delivery.clone());
+        consumer_threads.push(std::thread::spawn(move || consume(s, c, &bootstrap, &topic, &out_topic, seed, &recorder, &produced_all, &last_delivery)));
+    }
+    // Producers.
+    let per_producer = args.records / args.producers as u64;
+    let pause = Duration::from_micros(1_000_000 * args.producers as u64 / args.rate.max(1));
+    let mut producer_threads = Vec::new();
+    for p in 0..args.producers {
+        let (bootstrap, topic, recorder) = (bootstrap.to_string(), topic.clone(), recorder.clone());
+        let partitions = args.partitions;
+        producer_threads.push(std::thread::spawn(move || produce(s, p, &bootstrap, &topic, partitions, per_producer, pause, seed, &recorder)));
+    }
+    for t in producer_threads {
+        t.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+    }
+    let producing_secs = start.elapsed().as_secs_f64();
+    stop_faults.store(true, Ordering::SeqCst);
+    if let Some(t) = fault_thread {
+        let _ = t.join();
+    }
+    produced_all.store(true, Ordering::SeqCst);
+    for t in consumer_threads {
+        t.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
+    }
+    // The final full read of the log.
+    final_read(bootstrap, &topic, args.partitions, s == Semantics::ExactlyOnce, &recorder)?;
+    if s == Semantics::ExactlyOnce {
+        // What processing produced, committed: the exactly-once output.
+        for (partition, _offset, value) in read_all(bootstrap, &out_topic, args.partitions, true)? {
+            recorder.push(Event::Deliver { consumer: 0, partition, offset: -1, value, time_ms: recorder.now_ms() });
+        }
+    }
+    let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
+    let report = check(&events);
+    let mut latencies: Vec<u64> = events.iter().filter_map(|e| if let Event::Ack { latency_us, .. } = e { Some(*latency_us) } else { None }).collect();
+    if s == Semantics::ExactlyOnce {
+        latencies = recorder.txn_latencies_us.lock().expect("recorder lock").clone();
+    }
+    let result = RunResult {
+        semantics: s,
+        throughput: report.acknowledged as f64 / producing_secs.max(0.001),
+        latency_p50_ms: percentile(&mut latencies.clone(), 0.50),
+        latency_p99_ms: percentile(&mut latencies, 0.99),
+        report,
+    };
+    Ok((result, events))
+}
+
+fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = rt.block_on(admin.create_topics(new.iter(), &AdminOptions::new()))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                bail!("cannot create topic {t}: {code}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, count: u64, pause: Duration, seed: u64, recorder: &Arc<Recorder>) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("linger.ms", "5").set("message.timeout.ms", "30000");
+    match s {
+        Semantics::AtMostOnce => {
+            config.set("acks", "0").set("message.send.max.retries", "0").set("enable.idempotence", "false");
+        }
+        Semantics::AtLeastOnce => {
+            config.set("acks", "all").set("enable.idempotence", "false").set("retries", "1000000");
+        }
+        _ => {
+            config.set("transactional.id", format!("verify-{seed}-p{p}")).set("transaction.timeout.ms", "30000");
+        }
+    }
+    let make = || -> anyhow::Result<BaseProducer<DeliveryLogger>> {
+        let producer: BaseProducer<DeliveryLogger> = config.create_with_context(DeliveryLogger { recorder: recorder.clone() })?;
+        if s == Semantics::ExactlyOnce {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match producer.init_transactions(Duration::from_secs(10)) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("verify: init_transactions retry: {e}");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(producer)
+    };
+    let mut producer = make()?;
+    let txn_size = 50u64;
+    let mut seq = 0u64;
+    let mut txn_id = 0u64;
+    while seq < count {
+        let batch_end = if s == Semantics::ExactlyOnce { (seq + txn_size).min(count) } else { seq + 1 };
+        let txn_started = Instant::now();
+        if s == Semantics::ExactlyOnce {
+            if let Err(e) = producer.begin_transaction() {
+                eprintln!("verify: begin_transaction failed ({e}); recreating the producer");
+                producer = make()?;
+                continue;
+            }
+        }
+        let mut values = Vec::new();
+        while seq < batch_end {
+            let value = format!("p{p}-{seq}");
+            let partition = (seq % partitions as u64) as i32;
+            recorder.push(Event::Send { producer: p, seq, partition, value: value.clone(), time_ms: recorder.now_ms() });
+            let mut record = BaseRecord::<(), str, Box<(u32, String, Instant)>>::with_opaque_to(topic, Box::new((p, value.clone(), Instant::now()))).partition(partition).payload(&value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, r)) => {
+                        if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                            producer.poll(Duration::from_millis(10));
+                            record = r;
+                        } else {
+                            recorder.push(Event::SendFailed { producer: p, value: value.clone(), error: e.to_string() });
+                            break;
+                        }
+                    }
+                }
+            }
+            values.push(value);
+            seq += 1;
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(pause);
+        }
+        if s == Semantics::ExactlyOnce {
+            txn_id += 1;
+            let outcome = match producer.commit_transaction(Duration::from_secs(30)) {
+                Ok(()) => TxnOutcome::Commit,
+                Err(e) => {
+                    eprintln!("verify: commit failed ({e}); aborting");
+                    match producer.abort_transaction(Duration::from_secs(30)) {
+                        Ok(()) => TxnOutcome::Abort,
+                        Err(_) => {
+                            producer = make()?;
+                            TxnOutcome::Unknown
+                        }
+                    }
+                }
+            };
+            if outcome == TxnOutcome::Commit {
+                recorder.txn_latencies_us.lock().expect("recorder lock").push(txn_started.elapsed().as_micros() as u64);
+            }
+            recorder.push(Event::Txn { producer: p, txn: txn_id, values, outcome, time_ms: recorder.now_ms() });
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(60));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    s: Semantics,
+    c: u32,
+    bootstrap: &str,
+    topic: &str,
+    out_topic: &str,
+    seed: u64,
+    recorder: &Arc<Recorder>,
+    produced_all: &AtomicBool,
+    last_delivery: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("verify-{}-{seed}", name_of(s)))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    if s == Semantics::ExactlyOnce {
+        config.set("isolation.level", "read_committed");
+    }
+    let rebalances = Arc::new(AtomicU64::new(0));
+    let consumer: BaseConsumer<RebalanceCounter> = config.create_with_context(RebalanceCounter { rebalances: rebalances.clone() })?;
+    consumer.subscribe(&[topic])?;
+    let txn_producer: Option<BaseProducer> = if s == Semantics::ExactlyOnce {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("transactional.id", format!("verify-{seed}-ctp{c}"))
+            .set("transaction.timeout.ms", "20000")
+            .create()?;
+        init_with_retry(&p)?;
+        Some(p)
+    } else {
+        None
+    };
+    let mut txn_producer = txn_producer;
+    let mut since_commit = 0u32;
+    let idle_limit = Duration::from_secs(if s == Semantics::ExactlyOnce { 15 } else { 8 });
+    let mut idle_since = Instant::now();
+    loop {
+        if produced_all.load(Ordering::SeqCst) && idle_since.elapsed() > idle_limit {
+            break;
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Ok(m) = result else { continue };
+        idle_since = Instant::now();
+        last_delivery.store(recorder.now_ms(), Ordering::SeqCst);
+        let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        match s {
+            Semantics::AtMostOnce => {
+                // Commit first; process only what is committed.
+                if consumer.commit_message(&m, CommitMode::Sync).is_ok() {
+                    recorder.push(Event::Deliver { consumer: c, partition: m.partition(), offset: m.offset(), value, time_ms: recorder.now_ms() });
+                }
+            }
+            Semantics::AtLeastOnce => {
+                recorder.push(Event::Deliver { consumer: c, partition: m.partition(), offset: m.offset(), value, time_ms: recorder.now_ms() });
+                since_commit += 1;
+                if since_commit >= 50 {
+                    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                    since_commit = 0;
+                }
+            }
+            _ => {
+                // Consume-transform-produce: a batch of outputs and the input
+                // offsets commit together in one transaction.
+                // A rebalance during the batch may have handed some of its
+                // partitions to another member: such a batch must not commit.
+                let rebalances_at_start = rebalances.load(Ordering::SeqCst);
+                let mut batch = vec![(m.partition(), m.offset(), value)];
+                let topic_name = m.topic().to_string();
+                drop(m);
+                let batch_deadline = Instant::now() + Duration::from_millis(200);
+                while batch.len() < 200 && Instant::now() < batch_deadline {
+                    match consumer.poll(Duration::from_millis(20)) {
+                        Some(Ok(next)) => batch.push((next.partition(), next.offset(), String::from_utf8_lossy(next.payload().unwrap_or_default()).into_owned())),
+                        Some(Err(_)) | None => {}
+                    }
+                }
+                let p = txn_producer.as_ref().expect("exactly-once has a producer");
+                let mut next_offsets: HashMap<i32, i64> = HashMap::new();
+                for (partition, offset, _) in &batch {
+                    let e = next_offsets.entry(*partition).or_insert(0);
+                    *e = (*e).max(offset + 1);
+                }
+                let mut offsets = TopicPartitionList::new();
+                for (partition, next) in &next_offsets {
+                    let _ = offsets.add_partition_offset(&topic_name, *partition, Offset::Offset(*next));
+                }
+                let mut ok = p.begin_transaction().is_ok();
+                for (partition, _, value) in &batch {
+                    ok = ok && p.send(BaseRecord::<(), str>::to(out_topic).partition(*partition).payload(value)).is_ok();
+                }
+                ok = ok
+                    && rebalances.load(Ordering::SeqCst) == rebalances_at_start
+                    && consumer
+                        .group_metadata()
+                        .map(|g| p.send_offsets_to_transaction(&offsets, &g, Duration::from_secs(10)).is_ok())
+                        .unwrap_or(false)
+                    && p.commit_transaction(Duration::from_secs(30)).is_ok();
+                if !ok {
+                    let _ = p.abort_transaction(Duration::from_secs(10));
+                    // Rewind to the committed offsets: leaving and rejoining the
+                    // group makes the consumer fetch them again (a seek can fail
+                    // while partitions are being reassigned, and skipping records
+                    // would lose them).
+                    consumer.unsubscribe();
+                    consumer.subscribe(&[topic])?;
+                    let fresh: BaseProducer = ClientConfig::new()
+                        .set("bootstrap.servers", bootstrap)
+                        .set("transactional.id", format!("verify-{seed}-ctp{c}"))
+                        .set("transaction.timeout.ms", "20000")
+                        .create()?;
+                    init_with_retry(&fresh)?;
+                    txn_producer = Some(fresh);
+                    idle_since = Instant::now();
+                }
+            }
+        }
+    }
+    if s == Semantics::AtLeastOnce {
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    }
+    Ok(())
+}
+
+fn init_with_retry(p: &BaseProducer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match p.init_transactions(Duration::from_secs(10)) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Every (partition, offset, value) of a topic.
+fn read_all(bootstrap: &str, topic: &str, partitions: i32, committed: bool) -> anyhow::Result<Vec<(i32, i64, String)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verify-final-read")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", if committed { "read_committed" } else { "read_uncommitted" })
+        .create()?;
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push((m.partition(), m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
+            last = Instant::now();
+        }
+    }
+    Ok(out)
+}
+
+fn final_read(bootstrap: &str, topic: &str, partitions: i32, committed: bool, recorder: &Recorder) -> anyhow::Result<()> {
+    for (partition, offset, value) in read_all(bootstrap, topic, partitions, committed)? {
+        recorder.push(Event::Final { partition, offset, value, committed });
+    }
+    Ok(())
+}
+
+fn print_results(results: &[RunResult], output: OutputFormat) {
+    match output {
+        OutputFormat::Json => {
+            let list: Vec<_> = results
+                .iter()
+                .map(|r| {
+                    let rep = &r.report;
+                    json!({
+                        "semantics": name_of(r.semantics), "sent": rep.sent, "acknowledged": rep.acknowledged,
+                        "delivered": rep.delivered, "lost": rep.lost, "unseen": rep.unseen, "duplicated": rep.duplicated,
+                        "log_duplicates": rep.log_duplicates, "inconsistent_offsets": rep.inconsistent_offsets,
+                        "aborted_reads": rep.aborted_reads, "precommitted_reads": rep.precommitted_reads,
+                        "reordered": rep.reordered, "faults_injected": rep.faults_injected,
+                        "throughput_records_per_s": r.throughput, "latency_p50_ms": r.latency_p50_ms,
+                        "latency_p99_ms": r.latency_p99_ms, "promise_held": rep.promise_held(promise_of(r.semantics)),
+                        "examples": rep.examples,
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "results": list }));
+        }
+        OutputFormat::Text => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|r| {
+                    let rep = &r.report;
+                    vec![
+                        name_of(r.semantics).into(),
+                        rep.sent.to_string(),
+                        rep.acknowledged.to_string(),
+                        rep.delivered.to_string(),
+                        rep.lost.to_string(),
+                        rep.unseen.to_string(),
+                        rep.duplicated.to_string(),
+                        rep.aborted_reads.to_string(),
+                        rep.faults_injected.to_string(),
+                        format!("{:.0}", r.throughput),
+                        format!("{:.1}/{:.1}", r.latency_p50_ms, r.latency_p99_ms),
+                        if rep.promise_held(promise_of(r.semantics)) { "held".into() } else { "BROKEN".into() },
+                    ]
+                })
+                .collect();
+            print_table(
+                &["SEMANTICS", "SENT", "ACKED", "DELIVERED", "LOST", "UNSEEN", "DUPLICATED", "ABORTED-READS", "FAULTS", "REC/S", "P50/P99-MS", "PROMISE"],
+                &rows,
+            );
+            for r in results {
+                for (kind, examples) in &r.report.examples {
+                    for e in examples {
+                        println!("  {} {kind}: {e}", name_of(r.semantics));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn html_report(results: &[RunResult]) -> String {
+    let max = results.iter().map(|r| r.report.sent.max(1)).max().unwrap_or(1) as f64;
+    let mut rows = String::new();
+    let mut bars = String::new();
+    for (i, r) in results.iter().enumerate() {
+        let rep = &r.report;
+        let held = rep.promise_held(promise_of(r.semantics));
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1} / {:.1}</td><td class=\"{}\">{}</td></tr>\n",
+            name_of(r.semantics), rep.sent, rep.acknowledged, rep.delivered, rep.lost, rep.duplicated, rep.aborted_reads,
+            rep.faults_injected, r.throughput, r.latency_p50_ms, r.latency_p99_ms,
+            if held { "ok" } else { "bad" }, if held { "held" } else { "BROKEN" }
+        ));
+        let y = 30 + i * 90;
+        for (j, (label, v, color)) in [("acknowledged", rep.acknowledged, "#4a7"), ("lost", rep.lost, "#d44"), ("duplicated", rep.duplicated, "#e90")].iter().enumerate() {
+            let w = (*v as f64 / max * 500.0).max(1.0);
+            let yy = y + j * 24;
+            bars.push_str(&format!(
+                "<rect x=\"160\" y=\"{yy}\" width=\"{w:.0}\" height=\"20\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{}\" font-size=\"12\">{label}: {v}</text>\n",
+                165.0 + w,
+                yy + 15
+            ));
+        }
+        bars.push_str(&format!("<text x=\"10\" y=\"{}\" font-size=\"14\">{}</text>\n", y + 30, name_of(r.semantics)));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ferry verify</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}.ok{{color:#171}}.bad{{color:#b11;font-weight:bold}}</style></head><body>\
+<h1>ferry verify: the three semantics under faults</h1><table><tr><th>semantics</th><th>sent</th><th>acknowledged</th><th>delivered</th><th>lost</th><th>duplicated</th><th>aborted reads</th><th>faults</th><th>records/s</th><th>p50 / p99 ms</th><th>promise</th></tr>\n{rows}</table>\
+<svg width=\"900\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">{bars}</svg></body></html>\n",
+        40 + results.len() * 90
+    )
+}
