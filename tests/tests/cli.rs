@@ -1,0 +1,95 @@
+//! The client subcommands as a user runs them: the binary spawned, its
+//! JSON output parsed.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ferry_tests::kafka::{produce_all, producer};
+use ferry_tests::{ferry_bin, Ferry};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn ferry(ferry: &Ferry, args: &[&str]) -> Output {
+    Command::new(ferry_bin()).args(args).args(["--bootstrap-server", &ferry.bootstrap()]).output().expect("run ferry")
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+#[tokio::test]
+async fn group_list_describe_reset_delete() {
+    let f = Ferry::start();
+    let p = producer(&f.bootstrap(), &[("acks", "all")]);
+    produce_all(&p, "cli-orders", &(0..10).map(|i| format!("o{i}")).collect::<Vec<_>>()).await;
+    {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", f.bootstrap()).set("group.id", "cli-app").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("cli-orders", 0, Offset::Offset(7)).unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    let groups = json_lines(&ferry(&f, &["group", "list", "--output", "json"]));
+    assert!(groups.iter().any(|g| g["group"] == "cli-app" && g["state"] == "Empty"), "{groups:?}");
+    let described = json_lines(&ferry(&f, &["group", "describe", "cli-app", "--output", "json"]));
+    let offsets = described[0]["offsets"].as_array().unwrap();
+    let row = offsets.iter().find(|o| o["topic"] == "cli-orders").expect("committed row");
+    assert_eq!((row["committed_offset"].as_i64(), row["log_end_offset"].as_i64(), row["lag"].as_i64()), (Some(7), Some(10), Some(3)));
+    let out = ferry(&f, &["group", "reset-offsets", "cli-app", "--topic", "cli-orders", "--to-earliest", "--execute"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let described = json_lines(&ferry(&f, &["group", "describe", "cli-app", "--output", "json"]));
+    let row = described[0]["offsets"].as_array().unwrap().iter().find(|o| o["topic"] == "cli-orders").cloned().unwrap();
+    assert_eq!(row["committed_offset"].as_i64(), Some(0));
+    assert!(ferry(&f, &["group", "delete", "cli-app"]).status.success());
+    let groups = json_lines(&ferry(&f, &["group", "list", "--output", "json"]));
+    assert!(!groups.iter().any(|g| g["group"] == "cli-app"));
+}
+
+#[test]
+fn unreachable_broker_is_a_clear_error() {
+    let port = ferry_tests::free_port();
+    let out = Command::new(ferry_bin())
+        .args(["group", "list", "--bootstrap-server", &format!("127.0.0.1:{port}"), "--timeout-ms", "1500"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("ferry serve"), "{err}");
+    let bad = Command::new(ferry_bin()).args(["group", "frobnicate"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn txn_list_describe_abort_a_hanging_transaction() {
+    let f = Ferry::start();
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", f.bootstrap())
+        .set("transactional.id", "cli-hanging")
+        .set("transaction.timeout.ms", "600000")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(10)).unwrap();
+    p.begin_transaction().unwrap();
+    for i in 0..5 {
+        p.send(BaseRecord::<(), str>::to("cli-txn").partition(0).payload(&format!("t{i}"))).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let listed = json_lines(&ferry(&f, &["txn", "list", "--output", "json"]));
+    let row = listed.iter().find(|t| t["transactional_id"] == "cli-hanging").expect("listed");
+    assert_eq!(row["state"], "Ongoing");
+    let described = json_lines(&ferry(&f, &["txn", "describe", "cli-hanging", "--output", "json"]));
+    let part = &described[0]["partitions"][0];
+    assert_eq!(part["topic"], "cli-txn");
+    assert_eq!(part["last_stable_offset"].as_i64(), Some(0), "the open transaction holds the LSO at its first offset");
+    assert_eq!(part["held_back"].as_i64(), Some(5));
+    let out = ferry(&f, &["txn", "abort", "cli-hanging"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let described = json_lines(&ferry(&f, &["txn", "describe", "cli-hanging", "--output", "json"]));
+    assert_ne!(described[0]["state"], "Ongoing");
+    let lso = described[0]["partitions"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(lso, 0, "no partitions left open");
+    let err = p.commit_transaction(Duration::from_secs(10)).expect_err("the fenced producer cannot commit");
+    assert!(format!("{err:?}").to_lowercase().contains("fenced"), "{err:?}");
+}
