@@ -46,7 +46,10 @@ pub struct VerifyArgs {
     consumers: u32,
     #[arg(long, default_value_t = 3)]
     partitions: i32,
-    /// Faults to inject, comma-separated: kill (SIGKILL + restart), pause (SIGSTOP/SIGCONT).
+    /// Faults to inject, comma-separated: kill (SIGKILL + restart), pause (SIGSTOP/SIGCONT),
+    /// disconnect (reset every client connection), fsync-error (restart with the storage seam
+    /// failing the topic's fsyncs, then restart clean), torn-tail (SIGKILL, a partial batch
+    /// appended to every segment tail, restart).
     #[arg(long, default_value = "kill", value_delimiter = ',')]
     faults: Vec<String>,
     /// Mean time between faults.
@@ -121,15 +124,22 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
     fn spawn(&mut self) -> anyhow::Result<()> {
+        self.spawn_with_faults(None)
+    }
+    /// Starts the broker, optionally with the storage seam's fault injection armed.
+    fn spawn_with_faults(&mut self, fault_spec: Option<&str>) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
             .arg(&self.data_dir)
             .args(["--group-initial-rebalance-delay-ms", "200"])
+            .env_remove("FERRY_FAULT_INJECT")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+            .stderr(log);
+        if let Some(spec) = fault_spec {
+            cmd.env("FERRY_FAULT_INJECT", spec);
+        }
+        let child = cmd.spawn().with_context(|| format!("cannot start {}", self.bin.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -150,6 +160,37 @@ impl Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+    /// Resets every established client connection (broker side).
+    fn disconnect_all(&self) {
+        let filter = format!("( sport = :{} )", self.port);
+        let _ = Command::new("ss").args(["-K", "-t", "state", "established", &filter]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    /// Appends a partial, never-acknowledged batch to the last segment of
+    /// every partition of `topic`: what a power cut mid-write leaves.
+    fn tear_tails(&self, topic: &str, rng: &mut Rng) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = self.data_dir.join("topics").join(topic);
+        for entry in std::fs::read_dir(&dir)? {
+            let pdir = entry?.path();
+            if !pdir.is_dir() {
+                continue;
+            }
+            let mut segments: Vec<PathBuf> = std::fs::read_dir(&pdir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            segments.sort();
+            if let Some(last) = segments.last() {
+                let next_offset = 0i64;
+                let mut torn = Vec::new();
+                torn.extend_from_slice(&next_offset.to_be_bytes());
+                torn.extend_from_slice(&1000i32.to_be_bytes());
+                torn.extend((0..(1 + rng.next() % 200)).map(|_| (rng.next() & 0xff) as u8));
+                std::fs::OpenOptions::new().append(true).open(last)?.write_all(&torn)?;
+            }
+        }
+        Ok(())
     }
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
@@ -245,13 +286,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     }
     for f in &args.faults {
         match f.as_str() {
-            "kill" | "pause" => {}
-            "disconnect" | "fsync-error" | "torn-tail" => bail!("fault `{f}` is not implemented yet; use kill and/or pause"),
-            other => bail!("unknown fault `{other}` (kill, pause)"),
+            "kill" | "pause" | "disconnect" | "fsync-error" | "torn-tail" => {}
+            other => bail!("unknown fault `{other}` (kill, pause, disconnect, fsync-error, torn-tail)"),
         }
     }
-    if args.bootstrap_server.is_some() && !args.faults.is_empty() {
-        bail!("--faults kill/pause need a broker started by verify itself; drop --bootstrap-server or pass --faults ''");
+    if args.bootstrap_server.is_some() && args.faults.iter().any(|f| f != "disconnect") {
+        bail!("--faults other than disconnect need a broker started by verify itself; drop --bootstrap-server or use --faults disconnect");
     }
     let semantics = match args.semantics {
         Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
@@ -309,7 +349,9 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
     create_topics(bootstrap, &[&topic, &out_topic], args.partitions)?;
 
     let stop_faults = Arc::new(AtomicBool::new(false));
+    let fault_topic = topic.clone();
     let fault_thread = broker.clone().map(|b| {
+        let topic = fault_topic;
         let stop = stop_faults.clone();
         let recorder = recorder.clone();
         let faults = args.faults.clone();
@@ -331,6 +373,30 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
                     "kill" => {
                         b.kill9();
                         std::thread::sleep(Duration::from_millis(200 + rng.next() % 300));
+                        if let Err(e) = b.spawn() {
+                            eprintln!("verify: broker restart failed: {e}");
+                        }
+                    }
+                    "disconnect" => b.disconnect_all(),
+                    "fsync-error" => {
+                        // The partitions of the topic fail an fsync soon; they refuse
+                        // writes until the clean restart below recovers them.
+                        b.kill9();
+                        let spec = format!("fsync-error:{topic}:{}", 5 + rng.next() % 50);
+                        if let Err(e) = b.spawn_with_faults(Some(&spec)) {
+                            eprintln!("verify: broker restart failed: {e}");
+                        }
+                        std::thread::sleep(Duration::from_millis(1000 + rng.next() % 1000));
+                        b.kill9();
+                        if let Err(e) = b.spawn() {
+                            eprintln!("verify: broker restart failed: {e}");
+                        }
+                    }
+                    "torn-tail" => {
+                        b.kill9();
+                        if let Err(e) = b.tear_tails(&topic, &mut rng) {
+                            eprintln!("verify: tearing segment tails failed: {e}");
+                        }
                         if let Err(e) = b.spawn() {
                             eprintln!("verify: broker restart failed: {e}");
                         }
