@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 
 use rdkafka::consumer::{CommitMode, Rebalance};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::Producer as _;
 
 use super::*;
@@ -76,10 +77,7 @@ impl RssWindow {
     }
     fn finish(self, sampler: Option<&RssSampler>) -> PeakRss {
         let hwm = self.pid.and_then(vm_hwm_bytes);
-        let sampled = sampler.map(|s| {
-            s.take_phase()
-                .max(self.pid.and_then(vm_rss_bytes).unwrap_or(0))
-        });
+        let sampled = sampler.map(|s| s.take_phase().max(self.pid.and_then(vm_rss_bytes).unwrap_or(0)));
         PeakRss {
             peak_vmhwm_bytes: hwm,
             vmhwm_reset: self.reset,
@@ -94,10 +92,7 @@ impl RssWindow {
 
 fn produce_problems(p: &ProduceResult, records: u64, label: &str, problems: &mut Vec<String>) {
     if p.failed > 0 || p.enqueue_errors > 0 {
-        problems.push(format!(
-            "{label}: {} delivery failures, {} enqueue errors: {:?}",
-            p.failed, p.enqueue_errors, p.failure_kinds
-        ));
+        problems.push(format!("{label}: {} delivery failures, {} enqueue errors: {:?}", p.failed, p.enqueue_errors, p.failure_kinds));
     }
     if p.delivered != records {
         problems.push(format!("{label}: delivered {} of {records}", p.delivered));
@@ -252,10 +247,7 @@ impl GroupShared {
     }
     /// Marks (partition, offset) seen; true if it was new.
     fn mark(&self, partition: i32, offset: i64) -> bool {
-        let Some(bits) = usize::try_from(partition)
-            .ok()
-            .and_then(|p| self.seen.get(p))
-        else {
+        let Some(bits) = usize::try_from(partition).ok().and_then(|p| self.seen.get(p)) else {
             self.out_of_range.fetch_add(1, Ordering::Relaxed);
             return false;
         };
@@ -294,46 +286,31 @@ fn group_consumer_thread(
     shared: Arc<GroupShared>,
     tx: mpsc::Sender<ThreadOut>,
 ) {
-    let mut stats = GroupConsumerStats {
-        index,
-        ..Default::default()
-    };
+    let mut stats = GroupConsumerStats { index, ..Default::default() };
     let mut lat = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    let consumer: BaseConsumer<GroupConsumerContext> =
-        match client_config(&settings).create_with_context(GroupConsumerContext::default()) {
-            Ok(c) => c,
-            Err(e) => {
-                stats.error_samples.push(format!("create consumer: {e}"));
-                let _ = tx.send(ThreadOut {
-                    stats,
-                    commit_latencies: lat,
-                });
-                return;
-            }
-        };
+    let consumer: BaseConsumer<GroupConsumerContext> = match client_config(&settings).create_with_context(GroupConsumerContext::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            stats.error_samples.push(format!("create consumer: {e}"));
+            let _ = tx.send(ThreadOut { stats, commit_latencies: lat });
+            return;
+        }
+    };
     if let Err(e) = consumer.subscribe(&[topic.as_str()]) {
         stats.error_samples.push(format!("subscribe: {e}"));
-        let _ = tx.send(ThreadOut {
-            stats,
-            commit_latencies: lat,
-        });
+        let _ = tx.send(ThreadOut { stats, commit_latencies: lat });
         return;
     }
     let first_poll = Instant::now();
-    shared
-        .first_poll_ns
-        .fetch_min(shared.now_ns(), Ordering::Relaxed);
+    shared.first_poll_ns.fetch_min(shared.now_ns(), Ordering::Relaxed);
     let mut since_commit = 0u64;
     while !shared.done.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if stats.records == 0 {
-                    stats.first_record_after_seconds =
-                        Some(round3(first_poll.elapsed().as_secs_f64()));
-                    shared
-                        .first_record_ns
-                        .fetch_min(shared.now_ns(), Ordering::Relaxed);
+                    stats.first_record_after_seconds = Some(round3(first_poll.elapsed().as_secs_f64()));
+                    shared.first_record_ns.fetch_min(shared.now_ns(), Ordering::Relaxed);
                 }
                 stats.records += 1;
                 if m.payload().map(|p| p.len()).unwrap_or(0) != record_bytes {
@@ -352,9 +329,7 @@ fn group_consumer_thread(
                             stats.commits += 1;
                             lat.push(took);
                         }
-                        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                            stats.commits_without_offsets += 1
-                        }
+                        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => stats.commits_without_offsets += 1,
                         Err(e) => {
                             stats.commit_errors += 1;
                             if errors.len() < 10 {
@@ -371,9 +346,7 @@ fn group_consumer_thread(
                 }
             }
             None => {
-                let idle = shared
-                    .now_ns()
-                    .saturating_sub(shared.last_progress_ns.load(Ordering::Relaxed));
+                let idle = shared.now_ns().saturating_sub(shared.last_progress_ns.load(Ordering::Relaxed));
                 if idle > stall.as_nanos() as u64 {
                     break;
                 }
@@ -388,16 +361,10 @@ fn group_consumer_thread(
     errors.extend(s);
     let (_, s) = ctx.rebalance_errors.snapshot();
     errors.extend(s.into_iter().map(|e| format!("rebalance: {e}")));
-    stats.final_assignment = consumer
-        .assignment()
-        .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
-        .unwrap_or_default();
+    stats.final_assignment = consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
     stats.error_samples = errors;
     // Report before closing the consumer (leaving the group is not measured).
-    let _ = tx.send(ThreadOut {
-        stats,
-        commit_latencies: lat,
-    });
+    let _ = tx.send(ThreadOut { stats, commit_latencies: lat });
     drop(consumer);
 }
 
@@ -424,16 +391,8 @@ pub(crate) fn run_group_workload(
     }
     let window = RssWindow::start(pid, sampler);
 
-    let pspec = WorkloadSpec {
-        records: spec.records,
-        record_bytes: spec.record_bytes,
-        acks: Acks::One,
-        partitions: spec.partitions,
-    };
-    eprintln!(
-        "  producing {} records of {} B (acks=1) to {topic} ({} partitions)",
-        spec.records, spec.record_bytes, spec.partitions
-    );
+    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::One, partitions: spec.partitions };
+    eprintln!("  producing {} records of {} B (acks=1) to {topic} ({} partitions)", spec.records, spec.record_bytes, spec.partitions);
     let produce = run_produce(&pspec, &broker.bootstrap, &topic, pid, hz, stall)?;
     eprintln!(
         "    {:.0} records/s, {:.1} MB/s; delivered {}/{}",
@@ -441,25 +400,20 @@ pub(crate) fn run_group_workload(
     );
 
     // Size the seen-bitmaps from the high watermarks.
-    let probe: BaseConsumer<BenchConsumerContext> =
-        client_config(&consumer_settings(&broker.bootstrap))
-            .create_with_context(BenchConsumerContext::default())
-            .context("create consumer")?;
+    let probe: BaseConsumer<BenchConsumerContext> = client_config(&consumer_settings(&broker.bootstrap))
+        .create_with_context(BenchConsumerContext::default())
+        .context("create consumer")?;
     let mut hwms = Vec::new();
     for p in 0..spec.partitions {
-        let (_, high) = probe
-            .fetch_watermarks(&topic, p, Duration::from_secs(30))
-            .with_context(|| format!("watermarks of partition {p}"))?;
+        let (_, high) =
+            probe.fetch_watermarks(&topic, p, Duration::from_secs(30)).with_context(|| format!("watermarks of partition {p}"))?;
         hwms.push(high.max(0) as u64);
     }
     drop(probe);
     let expected: u64 = hwms.iter().sum();
     let shared = Arc::new(GroupShared {
         base: Instant::now(),
-        seen: hwms
-            .iter()
-            .map(|&h| (0..h.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
-            .collect(),
+        seen: hwms.iter().map(|&h| (0..h.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()).collect(),
         distinct: AtomicU64::new(0),
         expected,
         done: AtomicBool::new(expected == 0),
@@ -472,10 +426,7 @@ pub(crate) fn run_group_workload(
         wrong_size: AtomicU64::new(0),
     });
 
-    eprintln!(
-        "  consuming with a group of {} consumers ({group_id}), sync commit every {} records",
-        spec.consumers, spec.commit_every
-    );
+    eprintln!("  consuming with a group of {} consumers ({group_id}), sync commit every {} records", spec.consumers, spec.commit_every);
     let mut settings = consumer_settings(&broker.bootstrap);
     for (k, v) in settings.iter_mut() {
         match *k {
@@ -490,14 +441,11 @@ pub(crate) fn run_group_workload(
     let cpu = CpuMeter::start(pid, hz);
     let mut handles = Vec::new();
     for i in 0..spec.consumers {
-        let (settings, topic, shared, tx) =
-            (settings.clone(), topic.clone(), shared.clone(), tx.clone());
+        let (settings, topic, shared, tx) = (settings.clone(), topic.clone(), shared.clone(), tx.clone());
         let (bytes, every) = (spec.record_bytes, spec.commit_every.max(1));
         let h = std::thread::Builder::new()
             .name(format!("group-consumer-{i}"))
-            .spawn(move || {
-                group_consumer_thread(i, settings, topic, bytes, every, stall, shared, tx)
-            })
+            .spawn(move || group_consumer_thread(i, settings, topic, bytes, every, stall, shared, tx))
             .context("spawn consumer thread")?;
         handles.push(h);
     }
@@ -514,13 +462,8 @@ pub(crate) fn run_group_workload(
     let last_new = shared.last_new_ns.load(Ordering::Relaxed);
     let distinct = shared.distinct.load(Ordering::Relaxed);
     let secs = |ns: u64| ns as f64 / 1e9;
-    let seconds = if first_poll == u64::MAX {
-        0.0
-    } else {
-        secs(last_new.saturating_sub(first_poll)).max(1e-9)
-    };
-    let steady = (first_record != u64::MAX && last_new > first_record)
-        .then(|| secs(last_new - first_record));
+    let seconds = if first_poll == u64::MAX { 0.0 } else { secs(last_new.saturating_sub(first_poll)).max(1e-9) };
+    let steady = (first_record != u64::MAX && last_new > first_record).then(|| secs(last_new - first_record));
     let mb = spec.record_bytes as f64 / 1e6;
     let mut all_lat = Vec::new();
     let mut consume = GroupConsumeResult {
@@ -548,10 +491,7 @@ pub(crate) fn run_group_workload(
         consume.consumers.push(o.stats);
     }
     consume.commit_latency = Latency::from_durations(all_lat);
-    consume.complete = distinct == expected
-        && expected == spec.records
-        && consume.wrong_size == 0
-        && consume.out_of_range == 0;
+    consume.complete = distinct == expected && expected == spec.records && consume.wrong_size == 0 && consume.out_of_range == 0;
     eprintln!(
         "    {:.0} records/s, {:.1} MB/s (first poll to last record; {:.0} records/s after the first record); {} distinct of {}, {} duplicates",
         consume.records_per_sec,
@@ -565,65 +505,31 @@ pub(crate) fn run_group_workload(
         "    {} commits, {} failed; commit latency p50 {} ms, p99 {} ms, max {} ms",
         consume.commits,
         consume.commit_errors,
-        consume
-            .commit_latency
-            .p50_ms
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "n/a".into()),
-        consume
-            .commit_latency
-            .p99_ms
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "n/a".into()),
-        consume
-            .commit_latency
-            .max_ms
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "n/a".into()),
+        consume.commit_latency.p50_ms.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+        consume.commit_latency.p99_ms.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+        consume.commit_latency.max_ms.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
     );
     let rss = window.finish(sampler);
 
     let mut problems = Vec::new();
     produce_problems(&produce, spec.records, "produce", &mut problems);
     if distinct != expected {
-        problems.push(format!(
-            "group read {distinct} distinct records of {expected}"
-        ));
+        problems.push(format!("group read {distinct} distinct records of {expected}"));
     }
     if expected != spec.records {
-        problems.push(format!(
-            "high watermarks sum to {expected}, produced {}",
-            spec.records
-        ));
+        problems.push(format!("high watermarks sum to {expected}, produced {}", spec.records));
     }
     if consume.wrong_size > 0 {
-        problems.push(format!(
-            "{} records with the wrong size",
-            consume.wrong_size
-        ));
+        problems.push(format!("{} records with the wrong size", consume.wrong_size));
     }
     if consume.out_of_range > 0 {
-        problems.push(format!(
-            "{} records beyond the high watermark",
-            consume.out_of_range
-        ));
+        problems.push(format!("{} records beyond the high watermark", consume.out_of_range));
     }
     if consume.commit_errors > 0 {
-        let samples: Vec<&String> = consume
-            .consumers
-            .iter()
-            .flat_map(|c| c.error_samples.iter())
-            .take(3)
-            .collect();
-        problems.push(format!(
-            "{} commits failed: {samples:?}",
-            consume.commit_errors
-        ));
+        let samples: Vec<&String> = consume.consumers.iter().flat_map(|c| c.error_samples.iter()).take(3).collect();
+        problems.push(format!("{} commits failed: {samples:?}", consume.commit_errors));
     }
-    let busy_machine = [produce.cpu.other_pct, consume.cpu.other_pct]
-        .iter()
-        .flatten()
-        .any(|p| *p >= quiet_pct);
+    let busy_machine = [produce.cpu.other_pct, consume.cpu.other_pct].iter().flatten().any(|p| *p >= quiet_pct);
     Ok(GroupResult {
         name: spec.name(),
         topic,
@@ -680,9 +586,13 @@ pub(crate) struct TxnProduceResult {
     /// init_transactions (not in `seconds`).
     pub init_seconds: f64,
     pub transactions: u64,
-    /// Time of each commit_transaction call (it flushes the transaction's
-    /// outstanding records, then ends the transaction).
+    /// Time of each commit: waiting for the transaction's outstanding records
+    /// to be acknowledged, then commit_transaction.
     pub commit_latency: Latency,
+    /// The commit_transaction call alone, after the transaction's delivery
+    /// reports have arrived (mostly EndTxn: the coordinator's log write and
+    /// the markers).
+    pub end_txn_latency: Latency,
     pub sent: u64,
     pub delivered: u64,
     pub failed: u64,
@@ -748,6 +658,40 @@ fn txn_producer_settings(bootstrap: &str, transactional_id: &str) -> Vec<(&'stat
     s
 }
 
+/// Waits (polling in 1 ms steps) until every sent record has its delivery
+/// report, or `stall` passes without progress. rdkafka's own flush (called
+/// by `commit_transaction`) polls in 100 ms slices, which would add up to
+/// 100 ms to every commit; after this it returns at once.
+fn await_reports(producer: &BaseProducer<BenchProducerContext>, sent: u64, stall: Duration) {
+    let mut last = producer.context().reports();
+    let mut last_progress = Instant::now();
+    while producer.context().reports() < sent {
+        producer.poll(Duration::from_millis(1));
+        let now = producer.context().reports();
+        if now != last {
+            last = now;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > stall {
+            break;
+        }
+    }
+}
+
+/// Commits the open transaction: waits for its delivery reports, then calls
+/// commit_transaction. Returns (whole call, commit_transaction alone, result).
+fn commit_txn(
+    producer: &BaseProducer<BenchProducerContext>,
+    sent: u64,
+    stall: Duration,
+    timeout: Duration,
+) -> (Duration, Duration, KafkaResult<()>) {
+    let t = Instant::now();
+    await_reports(producer, sent, stall);
+    let t2 = Instant::now();
+    let res = producer.commit_transaction(timeout);
+    (t.elapsed(), t2.elapsed(), res)
+}
+
 fn run_txn_produce(
     spec: &TxnSpec,
     bootstrap: &str,
@@ -755,32 +699,23 @@ fn run_txn_produce(
     transactional_id: &str,
     broker_pid: Option<u32>,
     hz: f64,
+    stall: Duration,
 ) -> Result<TxnProduceResult> {
     let ctx = BenchProducerContext::new(spec.records);
-    let producer: BaseProducer<BenchProducerContext> =
-        client_config(&txn_producer_settings(bootstrap, transactional_id))
-            .create_with_context(ctx)
-            .context("create transactional producer")?;
-    producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .context("producer metadata")?;
+    let producer: BaseProducer<BenchProducerContext> = client_config(&txn_producer_settings(bootstrap, transactional_id))
+        .create_with_context(ctx)
+        .context("create transactional producer")?;
+    producer.client().fetch_metadata(Some(topic), Duration::from_secs(30)).context("producer metadata")?;
     let op_timeout = Duration::from_secs(60);
     let t = Instant::now();
-    producer
-        .init_transactions(op_timeout)
-        .context("init_transactions")?;
+    producer.init_transactions(op_timeout).context("init_transactions")?;
     let init_seconds = t.elapsed().as_secs_f64();
 
-    let payload: Vec<u8> = (0..spec.record_bytes)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
+    let payload: Vec<u8> = (0..spec.record_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let parts = spec.partitions as u64;
-    let mut r = TxnProduceResult {
-        init_seconds: round3(init_seconds),
-        ..Default::default()
-    };
+    let mut r = TxnProduceResult { init_seconds: round3(init_seconds), ..Default::default() };
     let mut commit_lat = Vec::new();
+    let mut end_lat = Vec::new();
     let mut txn_errors = Vec::new();
     let cpu = CpuMeter::start(broker_pid, hz);
     let start = Instant::now();
@@ -789,9 +724,7 @@ fn run_txn_produce(
     let mut in_txn = true;
     let mut aborted = false;
     for i in 0..spec.records {
-        let mut record = BaseRecord::to(topic)
-            .partition((i % parts) as i32)
-            .payload(&payload[..]);
+        let mut record = BaseRecord::to(topic).partition((i % parts) as i32).payload(&payload[..]);
         loop {
             match producer.send::<[u8], [u8]>(record) {
                 Ok(()) => {
@@ -817,9 +750,9 @@ fn run_txn_produce(
             producer.poll(Duration::ZERO);
         }
         if i % 128 == 0 && txn_started.elapsed() >= spec.commit_interval && i + 1 < spec.records {
-            let t = Instant::now();
-            let res = producer.commit_transaction(op_timeout);
-            commit_lat.push(t.elapsed());
+            let (whole, end, res) = commit_txn(&producer, r.sent, stall, op_timeout);
+            commit_lat.push(whole);
+            end_lat.push(end);
             in_txn = false;
             if let Err(e) = res {
                 txn_errors.push(format!("commit_transaction: {e}"));
@@ -838,9 +771,9 @@ fn run_txn_produce(
         }
     }
     if in_txn && !aborted {
-        let t = Instant::now();
-        let res = producer.commit_transaction(op_timeout);
-        commit_lat.push(t.elapsed());
+        let (whole, end, res) = commit_txn(&producer, r.sent, stall, op_timeout);
+        commit_lat.push(whole);
+        end_lat.push(end);
         match res {
             Ok(()) => r.transactions += 1,
             Err(e) => {
@@ -865,35 +798,25 @@ fn run_txn_produce(
     r.records_per_sec = round1(r.delivered as f64 / seconds);
     r.mb_per_sec = round2(r.delivered as f64 * spec.record_bytes as f64 / seconds / 1e6);
     r.commit_latency = Latency::from_durations(commit_lat);
+    r.end_txn_latency = Latency::from_durations(end_lat);
     r.transaction_errors = txn_errors;
     r.complete = !aborted && r.delivered == spec.records && r.failed == 0 && r.enqueue_errors == 0;
     Ok(r)
 }
 
-fn run_read_committed(
-    spec: &TxnSpec,
-    bootstrap: &str,
-    topic: &str,
-    expected: u64,
-    stall: Duration,
-) -> Result<ReadCommittedResult> {
+fn run_read_committed(spec: &TxnSpec, bootstrap: &str, topic: &str, expected: u64, stall: Duration) -> Result<ReadCommittedResult> {
     let mut settings = consumer_settings(bootstrap);
     settings.push(("isolation.level", "read_committed".into()));
     settings.push(("enable.partition.eof", "true".into()));
-    let consumer: BaseConsumer<BenchConsumerContext> = client_config(&settings)
-        .create_with_context(BenchConsumerContext::default())
-        .context("create consumer")?;
+    let consumer: BaseConsumer<BenchConsumerContext> =
+        client_config(&settings).create_with_context(BenchConsumerContext::default()).context("create consumer")?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..spec.partitions {
-        tpl.add_partition_offset(topic, p, Offset::Offset(0))
-            .context("partition list")?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(0)).context("partition list")?;
     }
     let mut last = vec![-1i64; spec.partitions as usize];
     let mut eof = vec![false; spec.partitions as usize];
-    let mut r = ReadCommittedResult {
-        expected,
-        ..Default::default()
-    };
+    let mut r = ReadCommittedResult { expected, ..Default::default() };
     let start = Instant::now();
     consumer.assign(&tpl).context("assign")?;
     let mut last_progress = Instant::now();
@@ -978,16 +901,8 @@ pub(crate) fn run_txn_workload(
     if !wait_quiet.is_zero() {
         wait_for_quiet(wait_quiet, quiet_pct, pid, hz);
     }
-    let pspec = WorkloadSpec {
-        records: spec.records,
-        record_bytes: spec.record_bytes,
-        acks: Acks::All,
-        partitions: spec.partitions,
-    };
-    eprintln!(
-        "  acks=all: producing {} records of {} B to {plain_topic}",
-        spec.records, spec.record_bytes
-    );
+    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::All, partitions: spec.partitions };
+    eprintln!("  acks=all: producing {} records of {} B to {plain_topic}", spec.records, spec.record_bytes);
     let acks_all = run_produce(&pspec, &broker.bootstrap, &plain_topic, pid, hz, stall)?;
     eprintln!(
         "    {:.0} records/s, {:.1} MB/s; delivered {}/{}",
@@ -1002,16 +917,8 @@ pub(crate) fn run_txn_workload(
         spec.records,
         spec.commit_interval.as_millis()
     );
-    let txn = run_txn_produce(
-        spec,
-        &broker.bootstrap,
-        &txn_topic,
-        &transactional_id,
-        pid,
-        hz,
-    )?;
-    let ratio = (acks_all.records_per_sec > 0.0 && txn.delivered > 0)
-        .then(|| round3(txn.records_per_sec / acks_all.records_per_sec));
+    let txn = run_txn_produce(spec, &broker.bootstrap, &txn_topic, &transactional_id, pid, hz, stall)?;
+    let ratio = (acks_all.records_per_sec > 0.0 && txn.delivered > 0).then(|| round3(txn.records_per_sec / acks_all.records_per_sec));
     eprintln!(
         "    {:.0} records/s, {:.1} MB/s; {} transactions; commit p50 {} ms, p99 {} ms; ratio to acks=all {}",
         txn.records_per_sec,
@@ -1024,10 +931,7 @@ pub(crate) fn run_txn_workload(
 
     eprintln!("  reading {txn_topic} back with isolation.level=read_committed");
     let rc = run_read_committed(spec, &broker.bootstrap, &txn_topic, txn.delivered, stall)?;
-    eprintln!(
-        "    read {} of {} committed records",
-        rc.consumed, rc.expected
-    );
+    eprintln!("    read {} of {} committed records", rc.consumed, rc.expected);
     let rss = window.finish(sampler);
 
     let mut problems = Vec::new();
@@ -1039,16 +943,10 @@ pub(crate) fn run_txn_workload(
         ));
     }
     if txn.delivered != spec.records {
-        problems.push(format!(
-            "transactional: delivered {} of {}",
-            txn.delivered, spec.records
-        ));
+        problems.push(format!("transactional: delivered {} of {}", txn.delivered, spec.records));
     }
     if rc.consumed != spec.records {
-        problems.push(format!(
-            "read_committed read {} records, expected {}",
-            rc.consumed, spec.records
-        ));
+        problems.push(format!("read_committed read {} records, expected {}", rc.consumed, spec.records));
     }
     if rc.wrong_size > 0 || rc.offset_anomalies > 0 || rc.consume_errors > 0 {
         problems.push(format!(
@@ -1056,10 +954,7 @@ pub(crate) fn run_txn_workload(
             rc.wrong_size, rc.offset_anomalies, rc.consume_errors, rc.error_samples
         ));
     }
-    let busy_machine = [acks_all.cpu.other_pct, txn.cpu.other_pct]
-        .iter()
-        .flatten()
-        .any(|p| *p >= quiet_pct);
+    let busy_machine = [acks_all.cpu.other_pct, txn.cpu.other_pct].iter().flatten().any(|p| *p >= quiet_pct);
     Ok(TxnResult {
         name: spec.name(),
         records: spec.records,
@@ -1113,10 +1008,7 @@ pub(crate) fn markdown_group(s: &mut String, groups: &[GroupResult]) {
         s,
         "| workload | produce records/s | group consume records/s | MB/s | first record after (s) | records/s after first record | commits | commit p50 / p99 / max (ms) | failed commits | rebalances | distinct / expected | duplicates | broker peak RSS (MiB) | broker / client / other CPU consume | complete |"
     );
-    let _ = writeln!(
-        s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for g in groups {
         let c = &g.consume;
         let _ = writeln!(
@@ -1164,10 +1056,7 @@ pub(crate) fn markdown_txn(s: &mut String, txns: &[TxnResult]) {
         s,
         "| workload | acks=all records/s | transactional records/s | ratio txn / acks=all | transactions | commit p50 / p99 / max (ms) | read_committed read / expected | broker peak RSS (MiB) | broker CPU acks=all / txn | client CPU acks=all / txn | other CPU acks=all / txn | complete |"
     );
-    let _ = writeln!(
-        s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for t in txns {
         let x = &t.transactional;
         let _ = writeln!(
@@ -1232,21 +1121,9 @@ pub(crate) fn txn_target(txns: &[TxnResult]) -> Option<Target> {
     }
     let measured: Vec<String> = txns
         .iter()
-        .map(|t| {
-            format!(
-                "{} p: {}",
-                t.partitions,
-                t.ratio
-                    .map(|r| format!("{r:.2}"))
-                    .unwrap_or_else(|| "n/a".into())
-            )
-        })
+        .map(|t| format!("{} p: {}", t.partitions, t.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "n/a".into())))
         .collect();
-    let met = if txns.iter().any(|t| t.ratio.is_none()) {
-        None
-    } else {
-        Some(txns.iter().all(|t| t.target_met == Some(true)))
-    };
+    let met = if txns.iter().any(|t| t.ratio.is_none()) { None } else { Some(txns.iter().all(|t| t.target_met == Some(true))) };
     Some(Target {
         name: "exactly-once throughput (transactional / acks=all records/s, 100 ms commits)".into(),
         target: format!(">= {TARGET_TXN_RATIO:.2}"),

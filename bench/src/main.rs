@@ -135,13 +135,7 @@ struct Args {
     /// Which workloads to run, comma-separated: matrix (the produce/consume
     /// matrix above), group (consumer group with synchronous commits), txn
     /// (transactional producer vs acks=all), all.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "matrix",
-        value_name = "KIND[,KIND...]"
-    )]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "matrix", value_name = "KIND[,KIND...]")]
     workload: Vec<WorkloadKind>,
 
     /// group/txn: records produced [default: 1,000,000; 100,000 with --quick].
@@ -165,12 +159,7 @@ struct Args {
     commit_every: u64,
 
     /// txn: partition counts to run, comma-separated (one txn workload each).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,4",
-        value_name = "P[,P...]"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "1,4", value_name = "P[,P...]")]
     txn_partitions: Vec<i32>,
 
     /// txn: the transactional producer commits every this many milliseconds.
@@ -204,17 +193,14 @@ impl Job {
 }
 
 fn jobs(args: &Args) -> Result<Vec<Job>> {
-    let has =
-        |k: WorkloadKind| args.workload.contains(&k) || args.workload.contains(&WorkloadKind::All);
+    let has = |k: WorkloadKind| args.workload.contains(&k) || args.workload.contains(&WorkloadKind::All);
     let mut out = Vec::new();
     if has(WorkloadKind::Matrix) {
         out.extend(workloads(args)?.into_iter().map(Job::Matrix));
     }
     let n = args.extra_records.unwrap_or(1_000_000);
     let n = if args.quick { (n / 10).max(1) } else { n };
-    if (has(WorkloadKind::Group) || has(WorkloadKind::Txn))
-        && (n == 0 || args.extra_record_bytes == 0)
-    {
+    if (has(WorkloadKind::Group) || has(WorkloadKind::Txn)) && (n == 0 || args.extra_record_bytes == 0) {
         bail!("--extra-records and --extra-record-bytes must be at least 1");
     }
     if has(WorkloadKind::Group) {
@@ -246,17 +232,11 @@ fn jobs(args: &Args) -> Result<Vec<Job>> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn default_ferry_bin() -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join("release")
-        .join("ferry")
+    workspace_root().join("target").join("release").join("ferry")
 }
 
 fn default_out_dir() -> PathBuf {
@@ -305,12 +285,7 @@ struct WorkloadSpec {
 
 impl WorkloadSpec {
     fn name(&self) -> String {
-        format!(
-            "{} x {} B, acks={}",
-            group_thousands(self.records),
-            self.record_bytes,
-            self.acks.config_value()
-        )
+        format!("{} x {} B, acks={}", group_thousands(self.records), self.record_bytes, self.acks.config_value())
     }
 }
 
@@ -318,30 +293,17 @@ fn workloads(args: &Args) -> Result<Vec<WorkloadSpec>> {
     if args.partitions < 1 {
         bail!("--partitions must be at least 1");
     }
-    let acks: Vec<Acks> = if args.acks.is_empty() {
-        vec![Acks::One, Acks::All]
-    } else {
-        args.acks
-            .iter()
-            .map(|a| Acks::parse(a))
-            .collect::<Result<_>>()?
-    };
-    let sizes: Vec<usize> = if args.record_bytes.is_empty() {
-        DEFAULT_SIZES.iter().map(|(_, s)| *s).collect()
-    } else {
-        args.record_bytes.clone()
-    };
+    let acks: Vec<Acks> =
+        if args.acks.is_empty() { vec![Acks::One, Acks::All] } else { args.acks.iter().map(|a| Acks::parse(a)).collect::<Result<_>>()? };
+    let sizes: Vec<usize> =
+        if args.record_bytes.is_empty() { DEFAULT_SIZES.iter().map(|(_, s)| *s).collect() } else { args.record_bytes.clone() };
     if sizes.contains(&0) {
         bail!("--record-bytes must be at least 1");
     }
     let mut pairs = Vec::new();
     for &size in &sizes {
         if args.records.is_empty() {
-            let n = DEFAULT_SIZES
-                .iter()
-                .find(|(_, s)| *s == size)
-                .map(|(n, _)| *n)
-                .unwrap_or(100_000);
+            let n = DEFAULT_SIZES.iter().find(|(_, s)| *s == size).map(|(n, _)| *n).unwrap_or(100_000);
             pairs.push((n, size));
         } else {
             for &n in &args.records {
@@ -356,12 +318,7 @@ fn workloads(args: &Args) -> Result<Vec<WorkloadSpec>> {
             bail!("--records must be at least 1");
         }
         for &a in &acks {
-            out.push(WorkloadSpec {
-                records: n,
-                record_bytes: size,
-                acks: a,
-                partitions: args.partitions,
-            });
+            out.push(WorkloadSpec { records: n, record_bytes: size, acks: a, partitions: args.partitions });
         }
     }
     Ok(out)
@@ -404,11 +361,7 @@ fn cpu_ns(pid: &str, hz: f64) -> Option<(u64, CpuSource)> {
         let mut any = false;
         for e in rd.flatten() {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                if let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
+                if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
                     total += ns;
                     any = true;
                 }
@@ -452,18 +405,10 @@ fn clock_ticks_per_sec() -> f64 {
 fn machine_cpu_ns(hz: f64) -> Option<(u64, u64, u64)> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let line = s.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     let to_ns = |t: u64| (t as f64 / hz * 1e9) as u64;
-    Some((
-        to_ns(get(0) + get(1) + get(2)),
-        to_ns(get(5) + get(6)),
-        to_ns(get(7)),
-    ))
+    Some((to_ns(get(0) + get(1) + get(2)), to_ns(get(5) + get(6)), to_ns(get(7))))
 }
 
 /// CPU time of the broker, of this process (all librdkafka threads included)
@@ -508,9 +453,7 @@ impl CpuMeter {
     fn finish(&self) -> CpuUse {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let pct = |a: Option<(u64, CpuSource)>, b: Option<(u64, CpuSource)>| match (a, b) {
-            (Some((a, sa)), Some((b, sb))) if sa == sb => {
-                Some(round1(b.saturating_sub(a) as f64 / 1e9 / wall * 100.0))
-            }
+            (Some((a, sa)), Some((b, sb))) if sa == sb => Some(round1(b.saturating_sub(a) as f64 / 1e9 / wall * 100.0)),
             _ => None,
         };
         let broker_end = self.broker_pid.as_deref().and_then(|p| cpu_ns(p, self.hz));
@@ -528,13 +471,7 @@ impl CpuMeter {
             }
             _ => (None, None, None),
         };
-        CpuUse {
-            broker_pct: pct(self.broker_start, broker_end),
-            client_pct: pct(self.self_start, self_end),
-            other_pct,
-            irq_pct,
-            steal_pct,
-        }
+        CpuUse { broker_pct: pct(self.broker_start, broker_end), client_pct: pct(self.self_start, self_end), other_pct, irq_pct, steal_pct }
     }
 }
 
@@ -584,12 +521,7 @@ impl RssSampler {
                 }
             })
             .expect("spawn sampler");
-        RssSampler {
-            run_max,
-            phase_max,
-            stop,
-            handle: Some(handle),
-        }
+        RssSampler { run_max, phase_max, stop, handle: Some(handle) }
     }
     /// Returns the phase's maximum so far and starts a new phase.
     fn take_phase(&self) -> u64 {
@@ -626,12 +558,7 @@ fn free_port() -> Result<u16> {
 
 impl Broker {
     fn external(bootstrap: &str, pid: Option<u32>) -> Broker {
-        Broker {
-            bootstrap: bootstrap.to_string(),
-            pid,
-            child: None,
-            log_path: None,
-        }
+        Broker { bootstrap: bootstrap.to_string(), pid, child: None, log_path: None }
     }
 
     fn spawn(bin: &Path, tmp: &Path, index: usize) -> Result<Broker> {
@@ -646,10 +573,7 @@ impl Broker {
             .arg(&bootstrap)
             .arg("--data-dir")
             .arg(&data_dir)
-            .env(
-                "FERRY_LOG",
-                std::env::var("FERRY_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("FERRY_LOG", std::env::var("FERRY_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -673,12 +597,7 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Broker {
-            bootstrap,
-            pid: Some(pid),
-            child: Some(child),
-            log_path: Some(log_path),
-        })
+        Ok(Broker { bootstrap, pid: Some(pid), child: Some(child), log_path: Some(log_path) })
     }
 
     /// None while running (or not ours); Some(description) once it has exited.
@@ -697,10 +616,7 @@ impl Broker {
         if let Ok(Some(status)) = c.try_wait() {
             return Some(format!("had already exited: {status}"));
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -730,18 +646,12 @@ fn install_interrupt_handler() {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(|| {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async {
                 use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
+                let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                     return;
                 };
                 tokio::select! {
@@ -751,10 +661,7 @@ fn install_interrupt_handler() {
             });
             let pids = STARTED_PIDS.lock().map(|v| v.clone()).unwrap_or_default();
             for pid in pids {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .status();
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
             }
             eprintln!("ferry-bench: interrupted; stopped the brokers it started");
             std::process::exit(130);
@@ -783,10 +690,7 @@ impl ErrorLog {
         }
     }
     fn snapshot(&self) -> (u64, Vec<String>) {
-        (
-            self.count.load(Ordering::Relaxed),
-            self.first.lock().map(|v| v.clone()).unwrap_or_default(),
-        )
+        (self.count.load(Ordering::Relaxed), self.first.lock().map(|v| v.clone()).unwrap_or_default())
     }
 }
 
@@ -828,18 +732,12 @@ impl ProducerContext for BenchProducerContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         let done = match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed)
-                    + 1
-                    + self.failed.load(Ordering::Relaxed)
-            }
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed) + 1 + self.failed.load(Ordering::Relaxed),
             Err((e, _)) => {
                 if let Ok(mut m) = self.failures.lock() {
                     *m.entry(e.to_string()).or_insert(0) += 1;
                 }
-                self.failed.fetch_add(1, Ordering::Relaxed)
-                    + 1
-                    + self.delivered.load(Ordering::Relaxed)
+                self.failed.fetch_add(1, Ordering::Relaxed) + 1 + self.delivered.load(Ordering::Relaxed)
             }
         };
         if done == self.expected.load(Ordering::Relaxed) {
@@ -905,11 +803,7 @@ fn client_config(settings: &[(&'static str, String)]) -> ClientConfig {
 }
 
 fn settings_json(settings: &[(&'static str, String)]) -> BTreeMap<String, String> {
-    settings
-        .iter()
-        .filter(|(k, _)| *k != "bootstrap.servers")
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    settings.iter().filter(|(k, _)| *k != "bootstrap.servers").map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -999,27 +893,15 @@ struct WorkloadResult {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn create_topic(
-    rt: &tokio::runtime::Runtime,
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("admin client")?;
+fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let res = rt
-        .block_on(admin.create_topics([&t], &opts))
-        .context("CreateTopics")?;
+    let res = rt.block_on(admin.create_topics([&t], &opts)).context("CreateTopics")?;
     for r in res {
         if let Err((name, code)) = r {
             bail!("CreateTopics {name}: {code}");
@@ -1038,18 +920,11 @@ fn run_produce(
 ) -> Result<ProduceResult> {
     let ctx = BenchProducerContext::new(spec.records);
     let producer: BaseProducer<BenchProducerContext> =
-        client_config(&producer_settings(bootstrap, spec.acks))
-            .create_with_context(ctx)
-            .context("create producer")?;
+        client_config(&producer_settings(bootstrap, spec.acks)).create_with_context(ctx).context("create producer")?;
     // Connect and learn the topic's leader before the clock starts.
-    producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .context("producer metadata")?;
+    producer.client().fetch_metadata(Some(topic), Duration::from_secs(30)).context("producer metadata")?;
 
-    let payload: Vec<u8> = (0..spec.record_bytes)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
+    let payload: Vec<u8> = (0..spec.record_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let parts = spec.partitions as u64;
     let mut queue_full_waits = 0u64;
     let mut enqueue_errors = 0u64;
@@ -1057,9 +932,7 @@ fn run_produce(
     let cpu = CpuMeter::start(broker_pid, hz);
     let start = Instant::now();
     for i in 0..spec.records {
-        let mut record = BaseRecord::to(topic)
-            .partition((i % parts) as i32)
-            .payload(&payload[..]);
+        let mut record = BaseRecord::to(topic).partition((i % parts) as i32).payload(&payload[..]);
         loop {
             match producer.send::<[u8], [u8]>(record) {
                 Ok(()) => {
@@ -1099,13 +972,7 @@ fn run_produce(
             break;
         }
     }
-    let end = producer
-        .context()
-        .last_report
-        .lock()
-        .ok()
-        .and_then(|l| *l)
-        .unwrap_or_else(Instant::now);
+    let end = producer.context().last_report.lock().ok().and_then(|l| *l).unwrap_or_else(Instant::now);
     let cpu = cpu.finish();
     let seconds = end.duration_since(start).as_secs_f64().max(1e-9);
     let ctx = producer.context();
@@ -1138,9 +1005,8 @@ fn run_consume(
     hz: f64,
     stall: Duration,
 ) -> Result<ConsumeResult> {
-    let consumer: BaseConsumer<BenchConsumerContext> = client_config(&consumer_settings(bootstrap))
-        .create_with_context(BenchConsumerContext::default())
-        .context("create consumer")?;
+    let consumer: BaseConsumer<BenchConsumerContext> =
+        client_config(&consumer_settings(bootstrap)).create_with_context(BenchConsumerContext::default()).context("create consumer")?;
     let mut log_end = Some(0i64);
     for p in 0..spec.partitions {
         match consumer.fetch_watermarks(topic, p, Duration::from_secs(30)) {
@@ -1150,14 +1016,10 @@ fn run_consume(
     }
     let mut tpl = TopicPartitionList::new();
     for p in 0..spec.partitions {
-        tpl.add_partition_offset(topic, p, Offset::Offset(0))
-            .context("partition list")?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(0)).context("partition list")?;
     }
     let mut next_offset = vec![0i64; spec.partitions as usize];
-    let mut r = ConsumeResult {
-        log_end_offsets: log_end,
-        ..Default::default()
-    };
+    let mut r = ConsumeResult { log_end_offsets: log_end, ..Default::default() };
     let mut errors = Vec::new();
     let cpu = CpuMeter::start(broker_pid, hz);
     let start = Instant::now();
@@ -1230,50 +1092,30 @@ fn run_workload(
     wait_quiet: Duration,
     quiet_pct: f64,
 ) -> Result<WorkloadResult> {
-    let topic = format!(
-        "bench-{run_id}-{index}-{}b-acks{}",
-        spec.record_bytes,
-        spec.acks.config_value()
-    );
+    let topic = format!("bench-{run_id}-{index}-{}b-acks{}", spec.record_bytes, spec.acks.config_value());
     let pid = broker.pid;
     create_topic(rt, &broker.bootstrap, &topic, spec.partitions)?;
     std::thread::sleep(Duration::from_millis(200));
 
-    let quiet_before = if wait_quiet.is_zero() {
-        None
-    } else {
-        wait_for_quiet(wait_quiet, quiet_pct, pid, hz)
-    };
+    let quiet_before = if wait_quiet.is_zero() { None } else { wait_for_quiet(wait_quiet, quiet_pct, pid, hz) };
     let vmhwm_reset = pid.map(reset_hwm).unwrap_or(false);
     let before = pid.and_then(vm_rss_bytes);
     if let Some(s) = sampler {
         s.take_phase();
     }
 
-    eprintln!(
-        "  producing {} records of {} B (acks={}) to {topic}",
-        spec.records,
-        spec.record_bytes,
-        spec.acks.config_value()
-    );
+    eprintln!("  producing {} records of {} B (acks={}) to {topic}", spec.records, spec.record_bytes, spec.acks.config_value());
     let produce = run_produce(spec, &broker.bootstrap, &topic, pid, hz, stall)?;
     let produce_max = sampler.map(|s| s.take_phase());
     eprintln!(
         "    {:.0} records/s, {:.1} MB/s; delivered {}/{} failed {}",
-        produce.records_per_sec,
-        produce.mb_per_sec,
-        produce.delivered,
-        spec.records,
-        produce.failed
+        produce.records_per_sec, produce.mb_per_sec, produce.delivered, spec.records, produce.failed
     );
 
     eprintln!("  consuming them back from offset 0");
     let consume = run_consume(spec, &broker.bootstrap, &topic, pid, hz, stall)?;
     let consume_max = sampler.map(|s| s.take_phase());
-    eprintln!(
-        "    {:.0} records/s, {:.1} MB/s; read {}/{}",
-        consume.records_per_sec, consume.mb_per_sec, consume.consumed, spec.records
-    );
+    eprintln!("    {:.0} records/s, {:.1} MB/s; read {}/{}", consume.records_per_sec, consume.mb_per_sec, consume.consumed, spec.records);
 
     let hwm = pid.and_then(vm_hwm_bytes);
     let sampled = match (produce_max, consume_max, pid.and_then(vm_rss_bytes)) {
@@ -1296,53 +1138,30 @@ fn run_workload(
 
     let mut problems = Vec::new();
     if produce.failed > 0 || produce.enqueue_errors > 0 {
-        problems.push(format!(
-            "{} delivery failures, {} enqueue errors: {:?}",
-            produce.failed, produce.enqueue_errors, produce.failure_kinds
-        ));
+        problems
+            .push(format!("{} delivery failures, {} enqueue errors: {:?}", produce.failed, produce.enqueue_errors, produce.failure_kinds));
     }
     if produce.delivered + produce.failed < produce.sent {
-        problems.push(format!(
-            "{} delivery reports never arrived",
-            produce.sent - produce.delivered - produce.failed
-        ));
+        problems.push(format!("{} delivery reports never arrived", produce.sent - produce.delivered - produce.failed));
     }
     if consume.consumed != spec.records {
-        problems.push(format!(
-            "consumed {} records, expected {}",
-            consume.consumed, spec.records
-        ));
+        problems.push(format!("consumed {} records, expected {}", consume.consumed, spec.records));
     }
     if consume.wrong_size > 0 {
-        problems.push(format!(
-            "{} records with the wrong size",
-            consume.wrong_size
-        ));
+        problems.push(format!("{} records with the wrong size", consume.wrong_size));
     }
     if consume.offset_anomalies > 0 {
-        problems.push(format!(
-            "{} offset gaps or repeats",
-            consume.offset_anomalies
-        ));
+        problems.push(format!("{} offset gaps or repeats", consume.offset_anomalies));
     }
     if consume.consume_errors > 0 {
-        problems.push(format!(
-            "{} consume errors: {:?}",
-            consume.consume_errors, consume.consume_error_samples
-        ));
+        problems.push(format!("{} consume errors: {:?}", consume.consume_errors, consume.consume_error_samples));
     }
     if let Some(end) = consume.log_end_offsets {
         if end != produce.delivered as i64 {
-            problems.push(format!(
-                "log end offsets sum to {end}, delivered {}",
-                produce.delivered
-            ));
+            problems.push(format!("log end offsets sum to {end}, delivered {}", produce.delivered));
         }
     }
-    let busy_machine = [produce.cpu.other_pct, consume.cpu.other_pct]
-        .iter()
-        .flatten()
-        .any(|p| *p >= quiet_pct);
+    let busy_machine = [produce.cpu.other_pct, consume.cpu.other_pct].iter().flatten().any(|p| *p >= quiet_pct);
     if busy_machine {
         eprintln!(
             "    WARNING: other processes used {} / {} of a core during produce / consume; figures are disturbed",
@@ -1390,25 +1209,13 @@ fn machine() -> Machine {
         })
         .filter(|s| !s.is_empty());
     let mem_total_mib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| {
-                l.strip_prefix("MemTotal:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|k| k / 1024)
+        s.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok()).map(|k| k / 1024)
     });
     Machine {
-        nproc: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         mem_total_mib,
         cpu_model,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .ok()
-            .map(|s| s.trim().to_string()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
     }
 }
 
@@ -1429,15 +1236,8 @@ struct FerryInfo {
 }
 
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(workspace_root())
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new("git").arg("-C").arg(workspace_root()).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Filesystem type of the mount holding `path` (longest mount-point prefix).
@@ -1460,14 +1260,8 @@ fn filesystem_of(path: &Path) -> Option<String> {
 
 fn fsync_notes() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
-        (
-            "acks=1",
-            "no fsync: acknowledged once the batch is written to the segment file (OS page cache)",
-        ),
-        (
-            "acks=all",
-            "fsync before acknowledging; concurrent producers share fsyncs (group commit)",
-        ),
+        ("acks=1", "no fsync: acknowledged once the batch is written to the segment file (OS page cache)"),
+        ("acks=all", "fsync before acknowledging; concurrent producers share fsyncs (group commit)"),
         ("acks=0", "no response and no fsync"),
     ])
 }
@@ -1531,20 +1325,11 @@ struct LibrdkafkaInfo {
 
 fn targets(workloads: &[WorkloadResult], run_peak: Option<u64>) -> Vec<Target> {
     let mut t = Vec::new();
-    let candidates: Vec<&WorkloadResult> = workloads
-        .iter()
-        .filter(|w| w.acks == Acks::One && w.record_bytes == 100)
-        .collect();
-    let best = candidates
-        .iter()
-        .map(|w| w.produce.records_per_sec)
-        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let candidates: Vec<&WorkloadResult> = workloads.iter().filter(|w| w.acks == Acks::One && w.record_bytes == 100).collect();
+    let best = candidates.iter().map(|w| w.produce.records_per_sec).fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
     t.push(Target {
         name: "produce throughput, 100 B records, acks=1".into(),
-        target: format!(
-            ">= {} records/s",
-            group_thousands(TARGET_PRODUCE_RECORDS_PER_SEC as u64)
-        ),
+        target: format!(">= {} records/s", group_thousands(TARGET_PRODUCE_RECORDS_PER_SEC as u64)),
         measured: best.map(|b| format!("{} records/s", group_thousands(b.round() as u64))),
         met: best.map(|b| b >= TARGET_PRODUCE_RECORDS_PER_SEC),
     });
@@ -1558,12 +1343,7 @@ fn targets(workloads: &[WorkloadResult], run_peak: Option<u64>) -> Vec<Target> {
 }
 
 fn scan_broker_logs(paths: &[PathBuf]) -> BrokerLog {
-    let mut bl = BrokerLog {
-        warn_lines: 0,
-        error_lines: 0,
-        samples: Vec::new(),
-        exit: Vec::new(),
-    };
+    let mut bl = BrokerLog { warn_lines: 0, error_lines: 0, samples: Vec::new(), exit: Vec::new() };
     for p in paths {
         let Ok(f) = std::fs::File::open(p) else {
             continue;
@@ -1608,32 +1388,18 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn mib(b: Option<u64>) -> String {
-    b.map(|b| format!("{:.1}", b as f64 / MIB))
-        .unwrap_or_else(|| "n/a".into())
+    b.map(|b| format!("{:.1}", b as f64 / MIB)).unwrap_or_else(|| "n/a".into())
 }
 
 fn pct(p: Option<f64>) -> String {
-    p.map(|p| format!("{p:.0}%"))
-        .unwrap_or_else(|| "n/a".into())
+    p.map(|p| format!("{p:.0}%")).unwrap_or_else(|| "n/a".into())
 }
 
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# ferry-bench results{}",
-        if r.quick {
-            " (--quick: 10x smaller run)"
-        } else {
-            ""
-        }
-    );
+    let _ = writeln!(s, "# ferry-bench results{}", if r.quick { " (--quick: 10x smaller run)" } else { "" });
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "Run {} to {} (UTC) with `{}`.",
-        r.started_utc, r.finished_utc, r.command
-    );
+    let _ = writeln!(s, "Run {} to {} (UTC) with `{}`.", r.started_utc, r.finished_utc, r.command);
     let _ = writeln!(s);
     let _ = writeln!(s, "| | |");
     let _ = writeln!(s, "|---|---|");
@@ -1642,9 +1408,7 @@ fn markdown(r: &Report) -> String {
         s,
         "| machine | {} cores, {} MiB memory, {}, Linux {} |",
         m.nproc,
-        m.mem_total_mib
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "?".into()),
+        m.mem_total_mib.map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
         m.cpu_model.as_deref().unwrap_or("unknown CPU"),
         m.kernel.as_deref().unwrap_or("?")
     );
@@ -1653,18 +1417,10 @@ fn markdown(r: &Report) -> String {
         s,
         "| ferry | commit `{}`{} ({} broker) |",
         f.commit.as_deref().unwrap_or("?"),
-        if f.worktree_dirty == Some(true) {
-            " + uncommitted changes"
-        } else {
-            ""
-        },
+        if f.worktree_dirty == Some(true) { " + uncommitted changes" } else { "" },
         f.mode
     );
-    let _ = writeln!(
-        s,
-        "| data dir filesystem | {} |",
-        f.data_dir_filesystem.as_deref().unwrap_or("unknown")
-    );
+    let _ = writeln!(s, "| data dir filesystem | {} |", f.data_dir_filesystem.as_deref().unwrap_or("unknown"));
     let _ = writeln!(s, "| librdkafka | {} |", r.librdkafka.version);
     let _ = writeln!(s, "| fsync | acks=1: none (acknowledged after the write to the OS); acks=all: fsync before the ack |");
     let _ = writeln!(
@@ -1677,30 +1433,27 @@ fn markdown(r: &Report) -> String {
         s,
         "| workload | partitions | fsync | produce records/s | produce MB/s | consume records/s | consume MB/s | broker peak RSS (MiB) | broker CPU produce / consume | client CPU produce / consume | other CPU produce / consume | complete |"
     );
-        let _ = writeln!(
-            s,
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        );
+        let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for w in &r.workloads {
             let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} / {} | {} / {} | {} / {} | {} |",
-            w.name,
-            w.partitions,
-            if w.fsync { "yes" } else { "no" },
-            group_thousands(w.produce.records_per_sec.round() as u64),
-            w.produce.mb_per_sec,
-            group_thousands(w.consume.records_per_sec.round() as u64),
-            w.consume.mb_per_sec,
-            mib(w.rss.peak_bytes),
-            pct(w.produce.cpu.broker_pct),
-            pct(w.consume.cpu.broker_pct),
-            pct(w.produce.cpu.client_pct),
-            pct(w.consume.cpu.client_pct),
-            pct(w.produce.cpu.other_pct),
-            pct(w.consume.cpu.other_pct),
-            if w.ok { "yes".to_string() } else { format!("**NO**: {}", w.problems.join("; ")) }
-        );
+                s,
+                "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} / {} | {} / {} | {} / {} | {} |",
+                w.name,
+                w.partitions,
+                if w.fsync { "yes" } else { "no" },
+                group_thousands(w.produce.records_per_sec.round() as u64),
+                w.produce.mb_per_sec,
+                group_thousands(w.consume.records_per_sec.round() as u64),
+                w.consume.mb_per_sec,
+                mib(w.rss.peak_bytes),
+                pct(w.produce.cpu.broker_pct),
+                pct(w.consume.cpu.broker_pct),
+                pct(w.produce.cpu.client_pct),
+                pct(w.consume.cpu.client_pct),
+                pct(w.produce.cpu.other_pct),
+                pct(w.consume.cpu.other_pct),
+                if w.ok { "yes".to_string() } else { format!("**NO**: {}", w.problems.join("; ")) }
+            );
         }
         let _ = writeln!(s);
     }
@@ -1711,18 +1464,8 @@ fn markdown(r: &Report) -> String {
         .iter()
         .filter(|w| w.busy_machine)
         .map(|w| w.name.as_str())
-        .chain(
-            r.group_workloads
-                .iter()
-                .filter(|w| w.busy_machine)
-                .map(|w| w.name.as_str()),
-        )
-        .chain(
-            r.txn_workloads
-                .iter()
-                .filter(|w| w.busy_machine)
-                .map(|w| w.name.as_str()),
-        )
+        .chain(r.group_workloads.iter().filter(|w| w.busy_machine).map(|w| w.name.as_str()))
+        .chain(r.txn_workloads.iter().filter(|w| w.busy_machine).map(|w| w.name.as_str()))
         .collect();
     if !busy.is_empty() {
         let _ = writeln!(
@@ -1742,22 +1485,11 @@ fn markdown(r: &Report) -> String {
             Some(false) => "**missed**",
             None => "not measured",
         };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            t.name,
-            t.target,
-            t.measured.as_deref().unwrap_or("n/a"),
-            status
-        );
+        let _ = writeln!(s, "| {} | {} | {} | {} |", t.name, t.target, t.measured.as_deref().unwrap_or("n/a"), status);
     }
     let _ = writeln!(s);
     if let Some(bl) = &r.broker_log {
-        let _ = writeln!(
-            s,
-            "Broker log: {} ERROR and {} WARN lines.",
-            bl.error_lines, bl.warn_lines
-        );
+        let _ = writeln!(s, "Broker log: {} ERROR and {} WARN lines.", bl.error_lines, bl.warn_lines);
         for l in bl.samples.iter().take(5) {
             let _ = writeln!(s, "    {l}");
         }
@@ -1806,13 +1538,7 @@ fn print_summary(r: &Report) {
             Some(false) => "MISSED",
             None => "not measured",
         };
-        println!(
-            "target {}: {} -> {} ({})",
-            t.name,
-            t.target,
-            t.measured.as_deref().unwrap_or("n/a"),
-            status
-        );
+        println!("target {}: {} -> {} ({})", t.name, t.target, t.measured.as_deref().unwrap_or("n/a"), status);
     }
 }
 
@@ -1858,14 +1584,7 @@ fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
+    (y, m, d, (rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32)
 }
 
 fn utc_iso(secs: u64) -> String {
@@ -1897,23 +1616,15 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> Result<bool> {
     let specs = jobs(&args)?;
     let started = now_unix();
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.trim().to_string());
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string());
     let hz = clock_ticks_per_sec();
     let stall = Duration::from_secs(args.stall_timeout_secs.max(1));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     install_interrupt_handler();
 
     let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&work_parent)
-        .with_context(|| format!("create {}", work_parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-bench-")
-        .tempdir_in(&work_parent)
-        .context("temp dir")?;
+    std::fs::create_dir_all(&work_parent).with_context(|| format!("create {}", work_parent.display()))?;
+    let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(&work_parent).context("temp dir")?;
 
     let external = args.bootstrap_server.is_some();
     let (bin_copy, binary_version, binary_modified) = if external {
@@ -1921,19 +1632,12 @@ fn run(args: Args) -> Result<bool> {
     } else {
         let src = &args.ferry_bin;
         if !src.exists() {
-            bail!(
-                "no ferry binary at {}: run `cargo build --release -p ferry` or pass --ferry-bin",
-                src.display()
-            );
+            bail!("no ferry binary at {}: run `cargo build --release -p ferry` or pass --ferry-bin", src.display());
         }
         let dst = tmp.path().join("ferry");
-        std::fs::copy(src, &dst)
-            .with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
-        let modified = std::fs::metadata(src)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
+        std::fs::copy(src, &dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+        let modified =
+            std::fs::metadata(src).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
         let version = Command::new(&dst)
             .arg("--version")
             .output()
@@ -1943,33 +1647,16 @@ fn run(args: Args) -> Result<bool> {
         (Some(dst), version, modified)
     };
 
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        "crates",
-        "Cargo.toml",
-        "Cargo.lock",
-    ])
-    .map(|s| !s.is_empty());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", "crates", "Cargo.toml", "Cargo.lock"]).map(|s| !s.is_empty());
     let ferry = FerryInfo {
         commit: git(&["rev-parse", "--short", "HEAD"]),
         worktree_dirty: if external { None } else { dirty },
         mode: if external { "external" } else { "spawned" },
-        binary: if external {
-            None
-        } else {
-            Some(args.ferry_bin.display().to_string())
-        },
+        binary: if external { None } else { Some(args.ferry_bin.display().to_string()) },
         binary_modified_unix: binary_modified,
         binary_version,
         bootstrap: args.bootstrap_server.clone(),
-        data_dir_filesystem: if external {
-            None
-        } else {
-            filesystem_of(tmp.path())
-        },
+        data_dir_filesystem: if external { None } else { filesystem_of(tmp.path()) },
         fsync: fsync_notes(),
     };
     let (vnum, vstr) = rdkafka::util::get_rdkafka_version();
@@ -2022,32 +1709,9 @@ fn run(args: Args) -> Result<bool> {
         eprintln!("[{}/{}] {}", i + 1, specs.len(), spec.name());
         let wait_quiet = Duration::from_secs(args.wait_quiet);
         let outcome = match spec {
-            Job::Matrix(m) => run_workload(
-                &rt,
-                m,
-                b,
-                sampler.as_ref(),
-                hz,
-                stall,
-                run_id,
-                i,
-                wait_quiet,
-                args.quiet_pct,
-            )
-            .map_err(Some),
+            Job::Matrix(m) => run_workload(&rt, m, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct).map_err(Some),
             Job::Group(g) => {
-                match extra::run_group_workload(
-                    &rt,
-                    g,
-                    b,
-                    sampler.as_ref(),
-                    hz,
-                    stall,
-                    run_id,
-                    i,
-                    wait_quiet,
-                    args.quiet_pct,
-                ) {
+                match extra::run_group_workload(&rt, g, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct) {
                     Ok(w) => {
                         if let Some(p) = w.rss.peak_bytes {
                             run_peak = Some(run_peak.unwrap_or(0).max(p));
@@ -2065,18 +1729,7 @@ fn run(args: Args) -> Result<bool> {
                 Err(None)
             }
             Job::Txn(t) => {
-                match extra::run_txn_workload(
-                    &rt,
-                    t,
-                    b,
-                    sampler.as_ref(),
-                    hz,
-                    stall,
-                    run_id,
-                    i,
-                    wait_quiet,
-                    args.quiet_pct,
-                ) {
+                match extra::run_txn_workload(&rt, t, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct) {
                     Ok(w) => {
                         if let Some(p) = w.rss.peak_bytes {
                             run_peak = Some(run_peak.unwrap_or(0).max(p));
@@ -2153,14 +1806,8 @@ fn run(args: Args) -> Result<bool> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         ferry,
-        librdkafka: LibrdkafkaInfo {
-            version: vstr,
-            version_hex: format!("{vnum:#010x}"),
-        },
-        producer_config: settings_json(&sample_settings)
-            .into_iter()
-            .filter(|(k, _)| k != "acks")
-            .collect(),
+        librdkafka: LibrdkafkaInfo { version: vstr, version_hex: format!("{vnum:#010x}") },
+        producer_config: settings_json(&sample_settings).into_iter().filter(|(k, _)| k != "acks").collect(),
         consumer_config: settings_json(&consumer_settings("")),
         rss_sample_interval_ms: sample_every.as_millis() as u64,
         targets: run_targets,
@@ -2175,12 +1822,9 @@ fn run(args: Args) -> Result<bool> {
 
     print_summary(&report);
     if !args.no_write {
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("create {}", args.out_dir.display()))?;
+        std::fs::create_dir_all(&args.out_dir).with_context(|| format!("create {}", args.out_dir.display()))?;
         let json = serde_json::to_string_pretty(&report)? + "\n";
-        let dated = args
-            .out_dir
-            .join(format!("ferry-bench-{}.json", utc_stamp(started)));
+        let dated = args.out_dir.join(format!("ferry-bench-{}.json", utc_stamp(started)));
         std::fs::write(&dated, &json).with_context(|| format!("write {}", dated.display()))?;
         std::fs::write(args.out_dir.join("latest.json"), &json)?;
         std::fs::write(args.out_dir.join("latest.md"), markdown(&report))?;

@@ -6,9 +6,9 @@ use std::process::Command;
 use ferry_tests::ferry_bin;
 
 #[test]
-fn verify_all_semantics_under_kill_faults() {
+fn verify_all_semantics_under_every_fault_kind() {
     let out = Command::new(ferry_bin())
-        .args(["verify", "--semantics", "all", "--faults", "kill", "--records", "2000", "--rate", "800", "--max-faults", "2", "--seed", "7", "--output", "json"])
+        .args(["verify", "--semantics", "all", "--faults", "kill,disconnect,fsync-error,torn-tail", "--records", "2000", "--rate", "800", "--max-faults", "3", "--seed", "7", "--output", "json"])
         .output()
         .expect("run ferry verify");
     let stdout = String::from_utf8_lossy(&out.stdout);
