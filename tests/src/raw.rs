@@ -4,6 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use ferry_log::batch::put_varint;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// A length-prefixed request frame.
@@ -19,19 +20,6 @@ pub fn frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body:
     let mut out = (buf.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(&buf);
     out
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
 }
 
 /// An uncompressed v2 record batch holding `values`, with a correct CRC.

@@ -201,18 +201,6 @@ pub(crate) mod tests {
 
     /// Builds a valid uncompressed batch with `values.len()` records.
     pub fn make_batch(base_offset: i64, values: &[&[u8]]) -> Vec<u8> {
-        fn put_varint(out: &mut Vec<u8>, v: i64) {
-            let mut z = ((v << 1) ^ (v >> 63)) as u64;
-            loop {
-                let b = (z & 0x7f) as u8;
-                z >>= 7;
-                if z == 0 {
-                    out.push(b);
-                    break;
-                }
-                out.push(b | 0x80);
-            }
-        }
         let mut records = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let mut r = Vec::new();
@@ -314,7 +302,8 @@ pub fn control_type(bytes: &[u8]) -> Option<ControlType> {
     })
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+/// Appends a zigzag varint (the record format's integer encoding).
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         let b = (z & 0x7f) as u8;
