@@ -93,3 +93,26 @@ fn txn_list_describe_abort_a_hanging_transaction() {
     let err = p.commit_transaction(Duration::from_secs(10)).expect_err("the fenced producer cannot commit");
     assert!(format!("{err:?}").to_lowercase().contains("fenced"), "{err:?}");
 }
+
+#[test]
+fn topic_create_list_describe_alter_delete() {
+    let f = Ferry::start();
+    let out = ferry(&f, &["topic", "create", "cli-t", "--partitions", "3", "--config", "retention.ms=60000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = json_lines(&ferry(&f, &["topic", "list", "--output", "json"]));
+    assert!(listed.iter().any(|t| t["topic"] == "cli-t" && t["partitions"] == 3), "{listed:?}");
+    let d = json_lines(&ferry(&f, &["topic", "describe", "cli-t", "--output", "json"]));
+    assert_eq!(d[0]["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(d[0]["configs"]["retention.ms"]["value"], "60000");
+    assert!(ferry(&f, &["topic", "alter", "cli-t", "--config", "segment.bytes=1048576"]).status.success());
+    let d = json_lines(&ferry(&f, &["topic", "describe", "cli-t", "--output", "json"]));
+    assert_eq!(d[0]["configs"]["segment.bytes"]["value"], "1048576");
+    assert_eq!(d[0]["configs"]["retention.ms"]["value"], "60000", "alter keeps the other explicit configs");
+    let bad = ferry(&f, &["topic", "alter", "cli-t", "--config", "retention.ms=soon"]);
+    assert!(!bad.status.success(), "a refused config is an error");
+    let dup = ferry(&f, &["topic", "create", "cli-t"]);
+    assert!(!dup.status.success() && String::from_utf8_lossy(&dup.stderr).contains("cli-t"));
+    assert!(ferry(&f, &["topic", "delete", "cli-t"]).status.success());
+    let listed = json_lines(&ferry(&f, &["topic", "list", "--output", "json"]));
+    assert!(!listed.iter().any(|t| t["topic"] == "cli-t"));
+}

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the broker (Kafka protocol on --listen, data under --data-dir).
     Serve(config::ServeArgs),
+    /// Topics: create, list, describe (partitions, offsets, configs), alter, delete.
+    Topic(cli::topic::TopicArgs),
     /// Consumer groups: list, describe (members, offsets, lag), reset-offsets, delete.
     Group(cli::group::GroupArgs),
     /// Transactions: list, describe (state, age, partitions, LSO held back), abort hanging ones.
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(settings))
         }),
+        Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
         Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),
         Command::Verify(args) => match cli::verify::run(args) {

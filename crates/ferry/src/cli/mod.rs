@@ -2,6 +2,7 @@
 //! protocol (librdkafka), like Kafka's own tools.
 
 pub mod group;
+pub mod topic;
 mod output;
 pub mod txn;
 pub mod verify;
