@@ -1515,21 +1515,23 @@ fn markdown(r: &Report) -> String {
 
 fn print_summary(r: &Report) {
     println!();
-    println!(
-        "{:<30} {:>14} {:>10} {:>14} {:>10} {:>10} {:>8}",
-        "workload", "produce rec/s", "MB/s", "consume rec/s", "MB/s", "RSS MiB", "ok"
-    );
-    for w in &r.workloads {
+    if !r.workloads.is_empty() {
         println!(
-            "{:<30} {:>14} {:>10.1} {:>14} {:>10.1} {:>10} {:>8}",
-            w.name,
-            group_thousands(w.produce.records_per_sec.round() as u64),
-            w.produce.mb_per_sec,
-            group_thousands(w.consume.records_per_sec.round() as u64),
-            w.consume.mb_per_sec,
-            mib(w.rss.peak_bytes),
-            if w.ok { "yes" } else { "NO" }
+            "{:<30} {:>14} {:>10} {:>14} {:>10} {:>10} {:>8}",
+            "workload", "produce rec/s", "MB/s", "consume rec/s", "MB/s", "RSS MiB", "ok"
         );
+        for w in &r.workloads {
+            println!(
+                "{:<30} {:>14} {:>10.1} {:>14} {:>10.1} {:>10} {:>8}",
+                w.name,
+                group_thousands(w.produce.records_per_sec.round() as u64),
+                w.produce.mb_per_sec,
+                group_thousands(w.consume.records_per_sec.round() as u64),
+                w.consume.mb_per_sec,
+                mib(w.rss.peak_bytes),
+                if w.ok { "yes" } else { "NO" }
+            );
+        }
     }
     extra::print_extra_summary(&r.group_workloads, &r.txn_workloads);
     for t in &r.targets {

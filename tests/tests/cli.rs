@@ -116,3 +116,44 @@ fn topic_create_list_describe_alter_delete() {
     let listed = json_lines(&ferry(&f, &["topic", "list", "--output", "json"]));
     assert!(!listed.iter().any(|t| t["topic"] == "cli-t"));
 }
+
+fn run_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(ferry_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn produce_and_consume_with_each_semantics() {
+    let f = Ferry::start();
+    let bs = f.bootstrap();
+    for (i, semantics) in ["at-most-once", "at-least-once", "exactly-once"].iter().enumerate() {
+        let topic = format!("cli-rec-{i}");
+        let out = run_with_stdin(
+            &["produce", &topic, "--semantics", semantics, "--key-separator", ":", "--header", "source=cli", "--bootstrap-server", &bs],
+            "k1:one\nk2:two\nthree\n",
+        );
+        assert!(out.status.success(), "{semantics}: {}", String::from_utf8_lossy(&out.stderr));
+        let group = format!("g-{i}");
+        let args = ["consume", &topic, "--group", &group, "--semantics", semantics, "--from-beginning", "--idle-timeout-ms", "3000", "--output", "json", "--bootstrap-server", &bs];
+        let records = json_lines(&Command::new(ferry_bin()).args(args).output().unwrap());
+        let values: Vec<&str> = records.iter().map(|r| r["value"].as_str().unwrap()).collect();
+        assert_eq!(values, vec!["one", "two", "three"], "{semantics}");
+        assert_eq!(records[0]["key"], "k1");
+        assert_eq!(records[2]["key"], serde_json::Value::Null);
+        assert_eq!(records[0]["headers"]["source"], "cli");
+        assert_eq!(records[1]["offset"], 1);
+        // The group committed: a second consume gets nothing new.
+        let again = json_lines(&Command::new(ferry_bin()).args(args).output().unwrap());
+        assert!(again.is_empty(), "{semantics}: {again:?}");
+    }
+    let bad = Command::new(ferry_bin()).args(["consume", "t", "--semantics", "sometimes"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "usage error");
+}

@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run the broker (Kafka protocol on --listen, data under --data-dir).
     Serve(config::ServeArgs),
+    /// Produce records from stdin (one per line) with a delivery semantics.
+    Produce(cli::records::ProduceArgs),
+    /// Consume records in a group; the semantics decide when offsets are committed.
+    Consume(cli::records::ConsumeArgs),
     /// Topics: create, list, describe (partitions, offsets, configs), alter, delete.
     Topic(cli::topic::TopicArgs),
     /// Consumer groups: list, describe (members, offsets, lag), reset-offsets, delete.
@@ -57,6 +61,8 @@ fn main() -> std::process::ExitCode {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(settings))
         }),
+        Command::Produce(args) => cli::records::produce(args),
+        Command::Consume(args) => cli::records::consume(args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
         Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),

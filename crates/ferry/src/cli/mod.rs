@@ -4,6 +4,7 @@
 pub mod group;
 pub mod topic;
 mod output;
+pub mod records;
 pub mod txn;
 pub mod verify;
 mod wire;
