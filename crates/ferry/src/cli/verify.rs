@@ -318,7 +318,21 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             (None, None) => unreachable!("one of the two is set"),
         };
         eprintln!("verify: {} against {bootstrap} ({} records, faults: {})", name_of(*s), args.records, args.faults.join(","));
-        let result = run_one(*s, &args, &bootstrap, broker, args.seed.wrapping_add(i as u64))?;
+        let keep = broker.clone();
+        let result = match run_one(*s, &args, &bootstrap, broker, args.seed.wrapping_add(i as u64)) {
+            Ok(r) => r,
+            Err(e) => {
+                // A fault thread may still hold the broker: stop it here so no
+                // broker process outlives verify.
+                if let Some(b) = keep {
+                    if let Ok(mut b) = b.lock() {
+                        b.signal("CONT");
+                        b.kill9();
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Some(d) = &args.history_dir {
             std::fs::create_dir_all(d)?;
             let path = d.join(format!("{}.jsonl", name_of(*s)));
