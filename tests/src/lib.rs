@@ -102,10 +102,6 @@ impl Ferry {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
     /// SIGKILL: no chance to sync or close anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -260,9 +256,5 @@ pub mod kafka {
             }
         }
         out
-    }
-
-    pub fn wait(d: Duration) -> Duration {
-        d
     }
 }

@@ -38,12 +38,6 @@ impl PartitionLog {
             PartitionLog::Memory(l) => l.log_start_offset(),
         }
     }
-    pub fn size_bytes(&self) -> u64 {
-        match self {
-            PartitionLog::Disk(l) => l.size_bytes(),
-            PartitionLog::Memory(l) => l.size_bytes(),
-        }
-    }
 }
 
 /// Offsets and sizes of a partition at one instant.
@@ -94,14 +88,6 @@ impl Partition {
         let hw = inner.log.next_offset();
         let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
         PartitionOffsets { log_start_offset: inner.log.log_start_offset(), high_watermark: hw, last_stable_offset: lso }
-    }
-
-    pub fn size_bytes(&self) -> u64 {
-        self.inner.lock().log.size_bytes()
-    }
-
-    pub fn is_memory(&self) -> bool {
-        matches!(&self.inner.lock().log, PartitionLog::Memory(_))
     }
 
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {

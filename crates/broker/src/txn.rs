@@ -100,8 +100,6 @@ pub enum TxnError {
     Storage(String),
     #[error("limit reached: {0}")]
     LimitReached(String),
-    #[error("transactional id not found")]
-    NotFound,
 }
 
 /// Coordinator settings, named after Kafka's broker configs.
@@ -454,7 +452,9 @@ impl TxnCoordinator {
                     let now = now_ms();
                     for (t, p) in meta.partitions.clone() {
                         if let Some(partition) = engine.topic(&t).and_then(|topic| topic.partition(p)) {
-                            let _ = partition.allow_txn(meta.producer_id, meta.epoch, now);
+                            if let Err(e) = partition.allow_txn(meta.producer_id, meta.epoch, now) {
+                                warn!(transactional_id = %meta.transactional_id, topic = %t, partition = p, error = %e, "cannot reopen partition for an ongoing transaction");
+                            }
                         }
                     }
                     Ok(())
@@ -506,17 +506,5 @@ impl TxnCoordinator {
         }
         out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         out
-    }
-
-    /// Aborts a transaction on an operator's request (`ferry txn abort`).
-    pub async fn abort(&self, engine: &Engine, tid: &str) -> Result<(), TxnError> {
-        let entry = self.entry(tid).ok_or(TxnError::NotFound)?;
-        let mut meta = entry.lock().await;
-        if meta.state != TxnState::Ongoing {
-            return Err(TxnError::InvalidTxnState(format!("state is {}", meta.state.kafka_name())));
-        }
-        meta.epoch = meta.epoch.saturating_add(1);
-        meta.state = TxnState::PrepareEpochFence;
-        self.complete(engine, &mut meta, false).await
     }
 }

@@ -88,13 +88,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     warn!(%group, error = %e, "expiring committed offsets failed");
                 }
             }
-            if ticks % 10 == 0 {
-                group_engine.txns.tick(&group_engine).await;
-            }
             if ticks % 600 == 0 {
                 group_engine.groups.drop_empty_groups();
                 group_engine.expire_producers();
             }
+        }
+    });
+
+    // Its own task: completing a timed-out transaction writes and fsyncs
+    // markers, which must not hold up group session timeouts.
+    let txn_engine = engine.clone();
+    let txn_ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            txn_engine.txns.tick(&txn_engine).await;
         }
     });
 
@@ -110,6 +118,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     retention.abort();
     group_ticker.abort();
+    txn_ticker.abort();
     let e = engine.clone();
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");

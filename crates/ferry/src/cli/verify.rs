@@ -426,14 +426,13 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
     });
 
     let produced_all = Arc::new(AtomicBool::new(false));
-    let last_delivery = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     // Consumers.
     let mut consumer_threads = Vec::new();
     for c in 0..args.consumers {
         let (bootstrap, topic, out_topic, recorder) = (bootstrap.to_string(), topic.clone(), out_topic.clone(), recorder.clone());
-        let (produced_all, last_delivery) = (produced_all.clone(), last_delivery.clone());
-        consumer_threads.push(std::thread::spawn(move || consume(s, c, &bootstrap, &topic, &out_topic, seed, &recorder, &produced_all, &last_delivery)));
+        let produced_all = produced_all.clone();
+        consumer_threads.push(std::thread::spawn(move || consume(s, c, &bootstrap, &topic, &out_topic, seed, &recorder, &produced_all)));
     }
     // Producers.
     let per_producer = args.records / args.producers as u64;
@@ -602,7 +601,6 @@ fn consume(
     seed: u64,
     recorder: &Arc<Recorder>,
     produced_all: &AtomicBool,
-    last_delivery: &AtomicU64,
 ) -> anyhow::Result<()> {
     let mut config = ClientConfig::new();
     config
@@ -640,7 +638,6 @@ fn consume(
         let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
         let Ok(m) = result else { continue };
         idle_since = Instant::now();
-        last_delivery.store(recorder.now_ms(), Ordering::SeqCst);
         let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
         match s {
             Semantics::AtMostOnce => {

@@ -35,7 +35,6 @@ pub fn code(e: &TxnError, fenced_known: bool) -> i16 {
         TxnError::Group(g) => codes::for_group_error(g),
         TxnError::Storage(_) => codes::COORDINATOR_NOT_AVAILABLE,
         TxnError::LimitReached(_) => codes::POLICY_VIOLATION,
-        TxnError::NotFound => codes::TRANSACTIONAL_ID_NOT_FOUND,
     }
 }
 
