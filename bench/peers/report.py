@@ -236,7 +236,7 @@ def chart(r, path):
     B = r["brokers"]
     panels = []
     jn = [n for n in names_in(B, "java") if ("acks=" in n or "idempotent" in n or "transactional" in n
-                                            or "group" in n) and not n.startswith("fixed")]
+                                            or "group" in n) and not n.startswith(("fixed", "end-to-end"))]
     if jn:
         panels.append(("Kafka tools (ProducerPerformance / ConsumerPerformance), records/s", "java", jn,
                        ["ferry"] + KAFKA_PEERS, "records_per_sec"))
@@ -286,7 +286,7 @@ def chart(r, path):
     m = r["machine"]
     fig.suptitle(f"Ferry vs peers — {r['started_utc']} — {m.get('nproc')} cores, {m.get('cpu')}, "
                  f"{m.get('work_fs')}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

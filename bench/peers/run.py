@@ -693,6 +693,8 @@ def rdkafka_cells(rep):
     for w in rep.get("workloads", []):
         n = w["records"]
         name = f"{n // 1000}k x {'100 B' if w['record_bytes'] == 100 else '1 KiB'}, acks={w['acks']}"
+        if w.get("idempotent"):
+            name += ", idempotent"
         pr = w.get("produce", {})
         cells[name] = {"records_per_sec": pr.get("records_per_sec"), "complete": pr.get("complete"),
                        "broker_cpu_pct": pr.get("cpu", {}).get("broker_pct"),
@@ -741,7 +743,7 @@ def run_broker(broker, args, results, tmp):
                 entry["java"] = run_java_suite(broker, args.quick, args.wait_quiet)
             if "rdkafka" in args.clients:
                 wait_quiet(args.wait_quiet)
-                rd_args = ["--workload", "all", "--acks", "0,1,all", "--txn-partitions", "1,4"]
+                rd_args = ["--workload", "all", "--acks", "0,1,all", "--idempotent", "--txn-partitions", "1,4"]
                 if args.quick:
                     rd_args.append("--quick")
                 rep = ferry_bench(broker, rd_args, tmp)

@@ -391,7 +391,7 @@ pub(crate) fn run_group_workload(
     }
     let window = RssWindow::start(pid, sampler);
 
-    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::One, partitions: spec.partitions };
+    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::One, partitions: spec.partitions, idempotent: false };
     eprintln!("  producing {} records of {} B (acks=1) to {topic} ({} partitions)", spec.records, spec.record_bytes, spec.partitions);
     let produce = run_produce(&pspec, &broker.bootstrap, &topic, pid, hz, stall)?;
     eprintln!(
@@ -644,7 +644,7 @@ pub(crate) struct TxnResult {
 }
 
 fn txn_producer_settings(bootstrap: &str, transactional_id: &str) -> Vec<(&'static str, String)> {
-    let mut s = producer_settings(bootstrap, Acks::All);
+    let mut s = producer_settings(bootstrap, Acks::All, false);
     for (k, v) in s.iter_mut() {
         match *k {
             "enable.idempotence" => *v = "true".into(),
@@ -901,7 +901,7 @@ pub(crate) fn run_txn_workload(
     if !wait_quiet.is_zero() {
         wait_for_quiet(wait_quiet, quiet_pct, pid, hz);
     }
-    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::All, partitions: spec.partitions };
+    let pspec = WorkloadSpec { records: spec.records, record_bytes: spec.record_bytes, acks: Acks::All, partitions: spec.partitions, idempotent: false };
     eprintln!("  acks=all: producing {} records of {} B to {plain_topic}", spec.records, spec.record_bytes);
     let acks_all = run_produce(&pspec, &broker.bootstrap, &plain_topic, pid, hz, stall)?;
     eprintln!(

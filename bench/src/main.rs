@@ -89,6 +89,11 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
+    /// Matrix workloads: also run each acks=all workload with
+    /// enable.idempotence=true (an extra row named "..., idempotent").
+    #[arg(long)]
+    idempotent: bool,
+
     /// Directory for the results (JSON and Markdown).
     #[arg(long, default_value_os_t = default_out_dir())]
     out_dir: PathBuf,
@@ -281,11 +286,13 @@ struct WorkloadSpec {
     record_bytes: usize,
     acks: Acks,
     partitions: i32,
+    idempotent: bool,
 }
 
 impl WorkloadSpec {
     fn name(&self) -> String {
-        format!("{} x {} B, acks={}", group_thousands(self.records), self.record_bytes, self.acks.config_value())
+        let idem = if self.idempotent { ", idempotent" } else { "" };
+        format!("{} x {} B, acks={}{idem}", group_thousands(self.records), self.record_bytes, self.acks.config_value())
     }
 }
 
@@ -318,7 +325,10 @@ fn workloads(args: &Args) -> Result<Vec<WorkloadSpec>> {
             bail!("--records must be at least 1");
         }
         for &a in &acks {
-            out.push(WorkloadSpec { records: n, record_bytes: size, acks: a, partitions: args.partitions });
+            out.push(WorkloadSpec { records: n, record_bytes: size, acks: a, partitions: args.partitions, idempotent: false });
+            if args.idempotent && a == Acks::All {
+                out.push(WorkloadSpec { records: n, record_bytes: size, acks: a, partitions: args.partitions, idempotent: true });
+            }
         }
     }
     Ok(out)
@@ -761,7 +771,7 @@ impl ClientContext for BenchConsumerContext {
 
 impl ConsumerContext for BenchConsumerContext {}
 
-fn producer_settings(bootstrap: &str, acks: Acks) -> Vec<(&'static str, String)> {
+fn producer_settings(bootstrap: &str, acks: Acks, idempotent: bool) -> Vec<(&'static str, String)> {
     vec![
         ("bootstrap.servers", bootstrap.to_string()),
         ("acks", acks.config_value().to_string()),
@@ -771,7 +781,7 @@ fn producer_settings(bootstrap: &str, acks: Acks) -> Vec<(&'static str, String)>
         ("queue.buffering.max.messages", "10000000".into()),
         ("queue.buffering.max.kbytes", "2097152".into()),
         ("compression.type", "none".into()),
-        ("enable.idempotence", "false".into()),
+        ("enable.idempotence", idempotent.to_string()),
         ("message.timeout.ms", "120000".into()),
     ]
 }
@@ -877,6 +887,8 @@ struct WorkloadResult {
     record_bytes: usize,
     partitions: i32,
     acks: Acks,
+    /// enable.idempotence=true (only with --idempotent).
+    idempotent: bool,
     /// Whether ferry fsyncs before acknowledging (acks=all).
     fsync: bool,
     produce: ProduceResult,
@@ -920,7 +932,7 @@ fn run_produce(
 ) -> Result<ProduceResult> {
     let ctx = BenchProducerContext::new(spec.records);
     let producer: BaseProducer<BenchProducerContext> =
-        client_config(&producer_settings(bootstrap, spec.acks)).create_with_context(ctx).context("create producer")?;
+        client_config(&producer_settings(bootstrap, spec.acks, spec.idempotent)).create_with_context(ctx).context("create producer")?;
     // Connect and learn the topic's leader before the clock starts.
     producer.client().fetch_metadata(Some(topic), Duration::from_secs(30)).context("producer metadata")?;
 
@@ -1092,7 +1104,8 @@ fn run_workload(
     wait_quiet: Duration,
     quiet_pct: f64,
 ) -> Result<WorkloadResult> {
-    let topic = format!("bench-{run_id}-{index}-{}b-acks{}", spec.record_bytes, spec.acks.config_value());
+    let idem = if spec.idempotent { "-idem" } else { "" };
+    let topic = format!("bench-{run_id}-{index}-{}b-acks{}{idem}", spec.record_bytes, spec.acks.config_value());
     let pid = broker.pid;
     create_topic(rt, &broker.bootstrap, &topic, spec.partitions)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -1178,6 +1191,7 @@ fn run_workload(
         record_bytes: spec.record_bytes,
         partitions: spec.partitions,
         acks: spec.acks,
+        idempotent: spec.idempotent,
         fsync: spec.acks.fsync(),
         ok: problems.is_empty() && produce.complete && consume.complete,
         produce,
@@ -1797,7 +1811,7 @@ fn run(args: Args) -> Result<bool> {
         && txn_results.iter().all(|w| w.ok);
     let mut run_targets = targets(&results, run_peak);
     run_targets.extend(extra::txn_target(&txn_results));
-    let sample_settings = producer_settings("", Acks::One);
+    let sample_settings = producer_settings("", Acks::One, false);
     let report = Report {
         tool: "ferry-bench",
         tool_version: env!("CARGO_PKG_VERSION"),
