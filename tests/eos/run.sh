@@ -3,12 +3,12 @@
 # broker that the runner SIGKILLs and restarts mid-run. See README.md.
 #
 # Usage: tests/eos/run.sh [TEST...]
-#   default set: java-ctp java-fencing streams-eos
+#   default set: java-ctp java-fencing streams-eos python-ctp python-abort
 #   optional:    franz-go-kgo (franz-go's own kgo transactional integration tests)
 #                streams-eos-precreated (diagnosis: streams-eos with its internal
 #                topics created beforehand by the Admin client, see README.md)
 #   aliases:     all (default set + optional), java (java-ctp java-fencing),
-#                streams (streams-eos), kgo
+#                streams (streams-eos), python (python-ctp python-abort), kgo
 # Env:
 #   FERRY_BIN          broker binary (default: <repo>/target/release/ferry); copied to a
 #                      private path first, so a rebuild during the run does not matter
@@ -32,11 +32,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LOGS="$HERE/.logs"
-DEFAULT_TESTS=(java-ctp java-fencing streams-eos)
+DEFAULT_TESTS=(java-ctp java-fencing streams-eos python-ctp python-abort)
 OPTIONAL_TESTS=(franz-go-kgo streams-eos-precreated)
 ALL_TESTS=("${DEFAULT_TESTS[@]}" "${OPTIONAL_TESTS[@]}")
 BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
 JAR="$HERE/java/target/ferry-eos-java.jar"
+VENV="$HERE/.venv"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'eos: %s\n' "$*" >&2; exit 2; }
@@ -47,6 +48,7 @@ expand() {
     all) echo "${ALL_TESTS[@]}" ;;
     default) echo "${DEFAULT_TESTS[@]}" ;;
     java) echo java-ctp java-fencing ;;
+    python | confluent | confluent-kafka) echo python-ctp python-abort ;;
     ctp) echo java-ctp ;;
     fencing) echo java-fencing ;;
     streams) echo streams-eos ;;
@@ -54,7 +56,7 @@ expand() {
     *)
       local t
       for t in "${ALL_TESTS[@]}"; do [[ "$1" == "$t" ]] && { echo "$1"; return; }; done
-      die "unknown test '$1' (known: ${ALL_TESTS[*]}; aliases: all default java streams kgo)"
+      die "unknown test '$1' (known: ${ALL_TESTS[*]}; aliases: all default java python streams kgo)"
       ;;
   esac
 }
@@ -108,6 +110,22 @@ setup_java() {
   [[ -f "$JAR" ]]
 }
 
+# confluent-kafka (librdkafka) in a venv of the suite's own, pinned by
+# python/requirements.txt to the version tests/compat uses; reinstalled when
+# the requirements change.
+setup_python() {
+  need python3 "Python 3 is required"
+  local req="$HERE/python/requirements.txt" stamp="$VENV/.ferry-req"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV"
+  fi
+  if [[ ! -f "$stamp" ]] || ! cmp -s "$req" "$stamp"; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+  fi
+  "$VENV/bin/python" -c 'import confluent_kafka as c; print("confluent-kafka", c.__version__, "librdkafka", c.libversion()[0])'
+}
+
 # The franz-go version the project uses (tests/compat/go/go.mod), else this one.
 KGO_VERSION_DEFAULT=v1.22.3
 kgo_version() {
@@ -135,6 +153,7 @@ setup_for() {
   case "$1" in
     java-* | streams-eos*) echo java ;;
     franz-go-kgo) echo go ;;
+    python-*) echo python ;;
   esac
 }
 
@@ -211,6 +230,8 @@ test_timeout() {
     java-fencing) echo 90 ;;
     streams-eos | streams-eos-precreated) echo 200 ;;
     franz-go-kgo) echo 2700 ;;
+    python-ctp) echo 240 ;;
+    python-abort) echo 90 ;;
   esac
 }
 
@@ -221,6 +242,8 @@ client_cmd() { # TEST -> CMD
     java-fencing) CMD=("${jv[@]}" dev.ferry.eos.Fencing) ;;
     streams-eos) CMD=("${jv[@]}" dev.ferry.eos.StreamsEos) ;;
     streams-eos-precreated) CMD=(env FERRY_EOS_STREAMS_PRECREATE=all "${jv[@]}" dev.ferry.eos.StreamsEos) ;;
+    python-ctp) CMD=("$VENV/bin/python" -u "$HERE/python/eos_ctp.py") ;;
+    python-abort) CMD=("$VENV/bin/python" -u "$HERE/python/eos_abort.py") ;;
     franz-go-kgo)
       CMD=(env "KGO_SEEDS=127.0.0.1:$PORT" KGO_TEST_RF=1)
       [[ -z "${FERRY_EOS_KGO_RECORDS:-}" ]] || CMD+=("KGO_TEST_RECORDS=$FERRY_EOS_KGO_RECORDS")

@@ -1,0 +1,198 @@
+"""Shared helpers of the Python (confluent-kafka / librdkafka) exactly-once checks.
+
+Configuration from the environment set by tests/eos/run.sh, logging in the
+suite's "[ elapsed ]" format, topic creation, reading partitions to their end,
+and the broker-control protocol: the runner sets FERRY_CONTROL_DIR to an empty
+directory; creating the file ``kill-request`` there (written elsewhere, then
+renamed) makes the runner SIGKILL the broker and restart it on the same port
+with the same data dir; it then deletes the request and creates ``kill-done``
+(or ``kill-failed``).
+"""
+import os
+import sys
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+START = time.monotonic()
+BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP") or "127.0.0.1:9092"
+
+
+def run_id():
+    """A per-run suffix, so that topic, group and transactional ids never collide between runs."""
+    return os.environ.get("FERRY_EOS_RUN_ID") or str(int(time.time() * 1000) % 1_000_000_000)
+
+
+def timeout_seconds(default):
+    t = os.environ.get("FERRY_EOS_TIMEOUT", "").strip()
+    return float(t) if t else float(default)
+
+
+def elapsed():
+    return time.monotonic() - START
+
+
+def log(msg):
+    sys.stdout.write(f"[{elapsed():7.3f}s] {msg}\n")
+    sys.stdout.flush()
+
+
+def common():
+    """Settings shared by every client: fast reconnects after a broker restart."""
+    return {
+        "bootstrap.servers": BOOTSTRAP,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 1000,
+        "retry.backoff.ms": 100,
+        "retry.backoff.max.ms": 1000,
+        "socket.timeout.ms": 10000,
+        "topic.metadata.refresh.interval.ms": 10000,
+    }
+
+
+class ErrorLog:
+    """Counts errors by kind; logs the first few of each kind and then powers of two."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def note(self, where, err):
+        if isinstance(err, KafkaException) and err.args and isinstance(err.args[0], KafkaError):
+            e = err.args[0]
+            kind = e.name()
+            flags = [f for f, on in (("retriable", e.retriable()), ("txn_requires_abort", e.txn_requires_abort()),
+                                     ("fatal", e.fatal())) if on]
+            text = f"{e.name()}: {e.str()}" + (f" [{', '.join(flags)}]" if flags else "")
+        elif isinstance(err, KafkaError):
+            kind = err.name()
+            text = f"{err.name()}: {err.str()}"
+        else:
+            kind = type(err).__name__
+            text = f"{type(err).__name__}: {err}"
+        key = f"{where}: {kind}"
+        c = self.counts.get(key, 0) + 1
+        self.counts[key] = c
+        if c <= 3 or (c & (c - 1)) == 0:
+            # error_cb reports (connection failures while the broker restarts) are expected: no "failed".
+            verb = "" if where.endswith("error_cb") else " failed"
+            log(f"{where}{verb} (#{c} of this kind): {text}")
+
+    def summary(self):
+        return "{" + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) + "}"
+
+
+def client_error_cb(errors, who):
+    """error_cb for librdkafka's asynchronous errors (connection failures while the broker restarts)."""
+
+    def cb(err):
+        errors.note(f"{who} error_cb", err)
+
+    return cb
+
+
+def create_topic(name, partitions):
+    admin = AdminClient(dict(common(), **{"client.id": "eos-py-admin"}))
+    fs = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+                             operation_timeout=10, request_timeout=30)
+    try:
+        fs[name].result(timeout=40)
+        log(f"created topic {name} ({partitions} partitions)")
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+        log(f"topic {name} already exists")
+
+
+def read_all(topic, partitions, read_committed, timeout, sink):
+    """Reads partitions 0..partitions-1 of topic from the beginning up to their high watermarks as seen at
+    the start (for read_committed the reader also stops at the last stable offset, which equals the high
+    watermark once no transaction is open), handing each message to sink. Returns {partition: end}."""
+    c = Consumer(dict(common(), **{
+        "client.id": "eos-py-verify-" + ("rc" if read_committed else "ru"),
+        "group.id": "eos-py-verify-unused",  # required by librdkafka; assign() never joins it
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }))
+    try:
+        end = {}
+        for p in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            end[p] = hi
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        done = {p for p in range(partitions) if end[p] == 0}
+        pos = {p: 0 for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+        while len(done) < partitions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reading {topic} (read_committed={read_committed}) did not reach the end "
+                                   f"offsets {end} in {timeout}s (positions {pos}, done {sorted(done)})")
+            for m in c.consume(num_messages=5000, timeout=0.5):
+                err = m.error()
+                if err is None:
+                    pos[m.partition()] = m.offset() + 1
+                    sink(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pos[m.partition()] = m.offset()
+                    if m.offset() >= end[m.partition()]:
+                        done.add(m.partition())
+                else:
+                    raise KafkaException(err)
+        return end
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ broker control
+
+_kills = 0
+
+
+def control_dir():
+    d = os.environ.get("FERRY_CONTROL_DIR")
+    if not d or not os.path.isdir(d):
+        raise RuntimeError("FERRY_CONTROL_DIR is not set: run me through tests/eos/run.sh")
+    return d
+
+
+def request_kill(why):
+    """Asks the runner to SIGKILL and restart the broker; returns at once (see kill_done)."""
+    global _kills
+    d = control_dir()
+    try:
+        os.unlink(os.path.join(d, "kill-done"))
+    except FileNotFoundError:
+        pass
+    tmp = os.path.join(d, ".kill-request")
+    with open(tmp, "w") as f:
+        f.write(why + "\n")
+    os.rename(tmp, os.path.join(d, "kill-request"))
+    _kills += 1
+    log(f"requested broker kill #{_kills} ({why})")
+
+
+def kill_done():
+    """Whether the last requested kill was carried out (the broker restarted); raises if it failed."""
+    d = control_dir()
+    failed = os.path.join(d, "kill-failed")
+    if os.path.exists(failed):
+        with open(failed) as f:
+            raise RuntimeError("the runner could not restart the broker: " + f.read().strip())
+    done = os.path.join(d, "kill-done")
+    if os.path.exists(done):
+        with open(done) as f:
+            log("runner: " + f.read().strip())
+        os.unlink(done)
+        return True
+    return False
+
+
+def await_kill_done(timeout):
+    deadline = time.monotonic() + timeout
+    while not kill_done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"broker kill not done in {timeout}s")
+        time.sleep(0.02)
