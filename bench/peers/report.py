@@ -72,6 +72,20 @@ def table(brokers, section, names, key, peers, is_ms=False, header_what="records
     return "\n".join(out)
 
 
+def cpu_table(brokers, section, names, peers):
+    cols = ["ferry"] + [p for p in peers if p in brokers]
+    out = ["| workload (CPU % of one core: broker / client) | " + " | ".join(LABEL[c] for c in cols) + " |",
+           "|---|" + "---:|" * len(cols)]
+    for n in names:
+        row = [n]
+        for c in cols:
+            e = (brokers.get(c, {}).get(section) or {}).get(n) or {}
+            b, k = e.get("broker_cpu_pct"), e.get("client_cpu_pct")
+            row.append("–" if b is None else f"{b:.0f} / {k:.0f}" if k is not None else f"{b:.0f}")
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
 def names_in(brokers, section):
     seen = []
     for b in ["ferry"] + ALL_PEERS:
@@ -183,6 +197,8 @@ def markdown(r):
                   "records ÷ the slowest one's send time. The group-consume row includes joining the group "
                   "(3 s initial rebalance delay on Kafka and Ferry).", "",
                   table(B, "java", rate_names, "records_per_sec", KAFKA_PEERS),
+                  "", "Where the CPU went (whole tool run, JVM start included; 200% = both cores busy):", "",
+                  cpu_table(B, "java", rate_names, KAFKA_PEERS),
                   "", "Produce latency (ms, from send() to acknowledgement, as ProducerPerformance reports it):", "",
                   table(B, "java", [n for n in jn if n.startswith("fixed rate")], "p50_ms", KAFKA_PEERS, True, "p50 ms"),
                   "",
@@ -203,6 +219,8 @@ def markdown(r):
                   "Transactional rows: commit every 100 ms; the ratio column in the JSON is transactional ÷ "
                   "acks=all on the same broker.", "",
                   table(B, "rdkafka", rn, "records_per_sec", KAFKA_PEERS),
+                  "", "Where the CPU went during the produce phase:", "",
+                  cpu_table(B, "rdkafka", [n for n in rn if "[" not in n and "group" not in n], KAFKA_PEERS),
                   "", "Consume (records/s, assign from offset 0, no group) after each produce row:", "",
                   table(B, "rdkafka", [n for n in rn if "acks=" in n and "[" not in n], "consume_records_per_sec",
                         KAFKA_PEERS)]

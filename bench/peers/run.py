@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -650,11 +651,35 @@ def kafka_workloads(quick):
     return w
 
 
+class CpuMeter:
+    """CPU used by the broker's processes and by our client subprocesses over a
+    phase, in % of one core (2 cores = 200%)."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.t0 = time.time()
+        self.b0 = self.broker_ticks()
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.c0 = ru.ru_utime + ru.ru_stime
+
+    def broker_ticks(self):
+        return sum(cpu_ticks(p) or 0 for p in self.broker.pids())
+
+    def done(self):
+        wall = max(1e-6, time.time() - self.t0)
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"broker_cpu_pct": round(100 * (self.broker_ticks() - self.b0) / self.hz / wall, 1),
+                "client_cpu_pct": round(100 * (ru.ru_utime + ru.ru_stime - self.c0) / wall, 1),
+                "cpu_wall_seconds": round(wall, 2)}
+
+
 def run_java_suite(broker, quick, wait_s):
     out = {}
     consume_topic = None
     for kind, name, p in kafka_workloads(quick):
-        wait_quiet(wait_s)
+        quiet = wait_quiet(wait_s)
+        meter = CpuMeter(broker)
         topic = f"perf-{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}-{int(time.time())}"
         props = [f"acks={p.get('acks', '1')}"] + JAVA_PRODUCER_PROPS
         if kind == "produce":
@@ -679,6 +704,8 @@ def run_java_suite(broker, quick, wait_s):
         elif kind == "e2e":
             r = end_to_end(broker.bootstrap, topic, p["records"], p["size"], p["acks"])
         r["broker_rss_peak_bytes"] = broker.sampler.reset_phase()
+        r.update(meter.done())
+        r["machine_busy_pct_before"] = quiet
         out[name] = r
         log(f"  {broker.name} java {name}: " + (f"ERROR {r['error']}" if r.get("error") else
                                                f"{r.get('records_per_sec', '')} rec/s p99 {r.get('p99_ms', '')} ms"))
@@ -766,10 +793,13 @@ def run_ack_each(broker, args):
     n = 2000 if args.quick else 20000
     limit = 5 if args.quick else 10
     for pubs in [1, 4]:
-        wait_quiet(args.wait_quiet)
+        quiet = wait_quiet(args.wait_quiet)
+        meter = CpuMeter(broker)
         name = f"publish-and-wait, 100 B, {pubs} publisher{'s' if pubs > 1 else ''}"
         r = loadgen(system, broker.bootstrap, f"ack{pubs}-{int(time.time())}", n, 100, pubs, limit)
         r["broker_rss_peak_bytes"] = broker.sampler.reset_phase()
+        r.update(meter.done())
+        r["machine_busy_pct_before"] = quiet
         out[name] = r
         log(f"  {broker.name} {name}: " + (f"ERROR {r['error']}" if r.get("error") else
                                           f"{r['records_per_sec']:.0f} msg/s p99 {r['p99_ms']} ms"))
