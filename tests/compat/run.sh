@@ -40,6 +40,7 @@
 # create `kill-done` (one line: what was done), or `kill-failed` if the
 # broker did not come back. The program may ask again after deleting
 # `kill-done`. The broker's log gets a "=== compat:" marker line per kill.
+# The broker and control code is tests/lib.sh, shared with tests/eos/run.sh.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,6 +63,11 @@ BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'compat: %s\n' "$*" >&2; exit 2; }
+
+# Installs helpers, broker start/stop/kill+restart and the broker-control loop.
+LIB_TAG=compat
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 
 # ---------------------------------------------------------------- selection
 expand() { # name/alias -> canonical client names
@@ -110,19 +116,8 @@ done
 mkdir -p "$LOGS"
 
 # ---------------------------------------------------------------- installs
-as_root() { if ((EUID == 0)); then "$@"; else sudo -n "$@"; fi; }
-need() { command -v "$1" >/dev/null 2>&1 || { echo "'$1' not found on PATH ($2)" >&2; return 1; }; }
-
 setup_python() {
-  need python3 "Python 3 is required"
-  local venv="$HERE/.venv" req="$HERE/python/requirements.txt" stamp="$HERE/.venv/.ferry-req"
-  if [[ ! -x "$venv/bin/python" ]]; then
-    python3 -m venv "$venv"
-  fi
-  if [[ ! -f "$stamp" ]] || ! cmp -s "$req" "$stamp"; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-    cp "$req" "$stamp"
-  fi
+  ensure_venv "$HERE/.venv" "$HERE/python/requirements.txt"
 }
 
 setup_kcat() {
@@ -140,12 +135,7 @@ setup_go() {
 }
 
 setup_java() {
-  need java "Java 17+ is required"
-  if ! command -v mvn >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq maven >/dev/null
-  fi
-  need mvn "Maven is required"
+  ensure_maven
   local jar="$HERE/java/target/ferry-compat-java.jar"
   if [[ ! -f "$jar" ]] || [[ -n "$(cd "$HERE/java" && find pom.xml src -newer "$jar" | head -1)" ]]; then
     (cd "$HERE/java" && mvn -q -B -Dstyle.color=never package)
@@ -194,19 +184,18 @@ client_cmd() { # sets CMD
 
 # ---------------------------------------------------------------- broker
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferry-compat.XXXXXX")"
-BROKER_PID=""
+# One broker for all clients (lib.sh's start_broker uses these).
+FERRY="$FERRY_BIN"
+PORT=""
+DATA="$WORK/data"
+BLOG="$WORK/ferry.log"
 CLIENT_PID=""
 cleanup() {
   if [[ -n "$CLIENT_PID" ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
     kill "$CLIENT_PID" 2>/dev/null || true
     wait "$CLIENT_PID" 2>/dev/null || true
   fi
-  if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill "$BROKER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-  fi
+  stop_broker
   [[ -f "$WORK/ferry.log" ]] && cp "$WORK/ferry.log" "$LOGS/ferry.log" 2>/dev/null || true
   if [[ "${FERRY_COMPAT_KEEP:-}" == 1 ]]; then
     say "compat: kept broker dir $WORK"
@@ -217,68 +206,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-  else
-    local p
-    while :; do
-      p=$((20000 + RANDOM % 40000))
-      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
-  fi
-}
-
-PORT=""
-start_broker() { # [PORT]: a given port is reused (restart after a kill), else a free one
-  PORT="${1:-$(free_port)}"
-  mkdir -p "$WORK/data"
-  "$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" "${BROKER_FLAGS[@]}" >>"$WORK/ferry.log" 2>&1 &
-  BROKER_PID=$!
-  local i
-  for i in $(seq 300); do
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-      say "compat: ferry exited during startup; last log lines:"
-      tail -n 30 "$WORK/ferry.log" | sed 's/^/    /' || true
-      return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-      export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
-      say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"
-      return 0
-    fi
-    sleep 0.1
-  done
-  say "compat: ferry did not accept connections on 127.0.0.1:$PORT within 30s"
-  return 1
+# A fresh port; the restarts after kills (lib.sh) keep it.
+start_compat_broker() {
+  PORT="$(free_port)"
+  start_broker || return 1
+  export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
+  say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"
 }
 
 # ---------------------------------------------------------------- broker control
-KILLS=0
-kill_and_restart_broker() { # CLIENT CONTROL_DIR: serve one kill-request
-  local c="$1" dir="$2" old="$BROKER_PID" t0 try
-  t0=$(date +%s%N)
-  KILLS=$((KILLS + 1))
-  printf '=== compat: %s requested a broker kill: SIGKILL pid %s ===\n' "$c" "$old" >>"$WORK/ferry.log"
-  kill -KILL "$old" 2>/dev/null || true
-  wait "$old" 2>/dev/null || true
-  for try in 1 2 3 4 5; do
-    if start_broker "$PORT"; then
-      local ms=$((($(date +%s%N) - t0) / 1000000))
-      printf '=== compat: restarted as pid %s (%s ms after the kill) ===\n' "$BROKER_PID" "$ms" >>"$WORK/ferry.log"
-      say "compat: $c: broker SIGKILLed (pid $old) and restarted (pid $BROKER_PID) in ${ms} ms"
-      echo "kill #$KILLS: SIGKILL pid $old, restarted as pid $BROKER_PID on 127.0.0.1:$PORT in ${ms} ms" >"$dir/.kill-done"
-      mv "$dir/.kill-done" "$dir/kill-done"
-      return 0
-    fi
-    wait "$BROKER_PID" 2>/dev/null || true
-    sleep 0.5
-  done
-  BROKER_UP=0
-  echo "broker did not restart on 127.0.0.1:$PORT after SIGKILL of pid $old (see $LOGS/ferry.log)" >"$dir/kill-failed"
-  return 1
-}
-
 run_client() { # CLIENT: runs CMD in the background, serving control requests; sets rc
   local c="$1" dir="$WORK/control/$1"
   rm -rf "$dir"
@@ -286,13 +222,7 @@ run_client() { # CLIENT: runs CMD in the background, serving control requests; s
   KILLS=0
   FERRY_CONTROL_DIR="$dir" timeout -k 5 $((FERRY_COMPAT_TIMEOUT + 30)) "${CMD[@]}" </dev/null >"$LOGS/$c.log" 2>&1 &
   CLIENT_PID=$!
-  while kill -0 "$CLIENT_PID" 2>/dev/null; do
-    if [[ -e "$dir/kill-request" ]]; then
-      rm -f "$dir/kill-request"
-      kill_and_restart_broker "$c" "$dir" || true
-    fi
-    sleep 0.05
-  done
+  serve_kill_requests "$c" "$dir"
   rc=0
   wait "$CLIENT_PID" || rc=$?
   CLIENT_PID=""
@@ -328,8 +258,7 @@ for c in "${CLIENTS[@]}"; do
   fi
 done
 
-BROKER_UP=0
-if start_broker; then BROKER_UP=1; fi
+start_compat_broker || true
 
 for c in "${CLIENTS[@]}"; do
   g="$(group_of "$c")"
@@ -343,8 +272,8 @@ for c in "${CLIENTS[@]}"; do
     say "compat: broker is gone (crashed?); last log lines:"
     tail -n 20 "$WORK/ferry.log" | sed 's/^/    /'
     wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_UP=0
-    if start_broker; then BROKER_UP=1; fi
+    BROKER_PID=""
+    start_compat_broker || true
   fi
   if ((!BROKER_UP)); then
     FAILED=$((FAILED + 1))

@@ -42,6 +42,11 @@ VENV="$HERE/.venv"
 say() { printf '%s\n' "$*"; }
 die() { printf 'eos: %s\n' "$*" >&2; exit 2; }
 
+# Installs helpers, broker start/stop/kill+restart and the broker-control loop.
+LIB_TAG=eos
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+
 # ---------------------------------------------------------------- selection
 expand() {
   case "$1" in
@@ -80,7 +85,6 @@ cp "$SRC_BIN" "$WORK/ferry"
 FERRY="$WORK/ferry"
 say "eos: broker binary $SRC_BIN ($(stat -c '%y' "$SRC_BIN" | cut -d. -f1)), copied to $FERRY"
 
-BROKER_PID=""
 CLIENT_PID=""
 cleanup() {
   if [[ -n "$CLIENT_PID" ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
@@ -94,16 +98,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- installs
-as_root() { if ((EUID == 0)); then "$@"; else sudo -n "$@"; fi; }
-need() { command -v "$1" >/dev/null 2>&1 || { echo "'$1' not found on PATH ($2)" >&2; return 1; }; }
-
 setup_java() {
-  need java "Java 17+ is required"
-  if ! command -v mvn >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq maven >/dev/null
-  fi
-  need mvn "Maven is required"
+  ensure_maven
   if [[ ! -f "$JAR" ]] || [[ -n "$(cd "$HERE/java" && find pom.xml src -newer "$JAR" | head -1)" ]]; then
     (cd "$HERE/java" && mvn -q -B -Dstyle.color=never package)
   fi
@@ -114,15 +110,7 @@ setup_java() {
 # python/requirements.txt to the version tests/compat uses; reinstalled when
 # the requirements change.
 setup_python() {
-  need python3 "Python 3 is required"
-  local req="$HERE/python/requirements.txt" stamp="$VENV/.ferry-req"
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    python3 -m venv "$VENV"
-  fi
-  if [[ ! -f "$stamp" ]] || ! cmp -s "$req" "$stamp"; then
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-    cp "$req" "$stamp"
-  fi
+  ensure_venv "$VENV" "$HERE/python/requirements.txt"
   "$VENV/bin/python" -c 'import confluent_kafka as c; print("confluent-kafka", c.__version__, "librdkafka", c.libversion()[0])'
 }
 
@@ -158,69 +146,10 @@ setup_for() {
 }
 
 # ---------------------------------------------------------------- broker
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null || {
-    local p
-    while :; do
-      p=$((20000 + RANDOM % 40000))
-      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
-  }
-}
-
+# lib.sh's start_broker uses these; each test sets them.
 PORT=""
 DATA=""
 BLOG=""
-start_broker() { # uses PORT, DATA, BLOG
-  NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
-  BROKER_PID=$!
-  local i
-  for i in $(seq 300); do
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-      say "eos: ferry exited during startup; last log lines:"
-      tail -n 20 "$BLOG" | sed 's/^/    /' || true
-      wait "$BROKER_PID" 2>/dev/null || true
-      return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  say "eos: ferry did not accept connections on 127.0.0.1:$PORT within 15s"
-  return 1
-}
-
-stop_broker() {
-  if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill "$BROKER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$BROKER_PID" 2>/dev/null || true
-  fi
-  [[ -z "$BROKER_PID" ]] || wait "$BROKER_PID" 2>/dev/null || true
-  BROKER_PID=""
-}
-
-KILLS=0
-kill_and_restart() { # TEST CONTROL_DIR WHY
-  local t="$1" dir="$2" why="$3" old="$BROKER_PID" t0 try ms
-  t0=$(date +%s%N)
-  KILLS=$((KILLS + 1))
-  printf '=== eos: %s requested a broker kill (%s): SIGKILL pid %s ===\n' "$t" "$why" "$old" >>"$BLOG"
-  kill -KILL "$old" 2>/dev/null || true
-  wait "$old" 2>/dev/null || true
-  for try in 1 2 3 4 5; do
-    if start_broker; then
-      ms=$((($(date +%s%N) - t0) / 1000000))
-      printf '=== eos: restarted as pid %s (%s ms after the kill) ===\n' "$BROKER_PID" "$ms" >>"$BLOG"
-      say "eos: $t: broker SIGKILLed (pid $old; $why) and restarted (pid $BROKER_PID) in ${ms} ms"
-      echo "kill #$KILLS: SIGKILL pid $old, restarted as pid $BROKER_PID on 127.0.0.1:$PORT in ${ms} ms" >"$dir/.kill-done"
-      mv "$dir/.kill-done" "$dir/kill-done"
-      return 0
-    fi
-    sleep 0.5
-  done
-  echo "broker did not restart on 127.0.0.1:$PORT after SIGKILL of pid $old (see $BLOG)" >"$dir/kill-failed"
-  return 1
-}
 
 # ---------------------------------------------------------------- tests
 test_timeout() {
@@ -255,7 +184,7 @@ client_cmd() { # TEST -> CMD
 }
 
 run_test() { # TEST; sets rc
-  local t="$1" dir="$WORK/$1/control" limit why
+  local t="$1" dir="$WORK/$1/control" limit
   limit="$(test_timeout "$t")"
   mkdir -p "$dir" "$WORK/$t/state"
   KILLS=0
@@ -264,14 +193,7 @@ run_test() { # TEST; sets rc
     FERRY_EOS_RUN_ID="$(date +%s)" FERRY_EOS_STATE_DIR="$WORK/$t/state" \
     setsid timeout -k 5 $((limit + 30)) "${CMD[@]}" </dev/null >"$LOGS/$t.log" 2>&1 &
   CLIENT_PID=$!
-  while kill -0 "$CLIENT_PID" 2>/dev/null; do
-    if [[ -e "$dir/kill-request" ]]; then
-      why="$(head -c 200 "$dir/kill-request" 2>/dev/null | head -1)"
-      rm -f "$dir/kill-request"
-      kill_and_restart "$t" "$dir" "$why" || true
-    fi
-    sleep 0.05
-  done
+  serve_kill_requests "$t" "$dir"
   rc=0
   wait "$CLIENT_PID" || rc=$?
   CLIENT_PID=""
