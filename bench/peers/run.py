@@ -40,6 +40,7 @@ KAFKA_VERSION = "4.4.0"
 # The same producer settings for every Kafka-protocol broker (Java tools).
 JAVA_PRODUCER_PROPS = ["linger.ms=5", "batch.size=262144", "buffer.memory=134217728", "compression.type=none"]
 
+JAVA_TIMEOUT = 150  # seconds per Java tool run; a broker slower than this gets "timeout" in that cell
 started_pids = []  # every process we start, to stop it by PID on exit
 
 
@@ -396,7 +397,7 @@ PERF_RE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/se
                      r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
 
 
-def producer_perf(bootstrap, topic, records, size, props, throughput=-1, txn_ms=None, timeout=300):
+def producer_perf(bootstrap, topic, records, size, props, throughput=-1, txn_ms=None, timeout=JAVA_TIMEOUT):
     args = ["--topic", topic, "--num-records", str(records), "--record-size", str(size), "--throughput",
             str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}"] + props
     if txn_ms:
@@ -422,7 +423,7 @@ def producer_perf(bootstrap, topic, records, size, props, throughput=-1, txn_ms=
     return res
 
 
-def producer_perf_multi(bootstrap, topic, records, size, props, n, timeout=300):
+def producer_perf_multi(bootstrap, topic, records, size, props, n, timeout=JAVA_TIMEOUT):
     """n ProducerPerformance processes at once, records/n each, to one topic."""
     each = records // n
     results = [None] * n
@@ -449,7 +450,7 @@ def producer_perf_multi(bootstrap, topic, records, size, props, n, timeout=300):
     return res
 
 
-def consumer_perf(bootstrap, topic, records, group, timeout=300):
+def consumer_perf(bootstrap, topic, records, group, timeout=JAVA_TIMEOUT):
     args = ["--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(records), "--group", group,
             "--timeout", "60000", "--consumer.config", "/dev/null"]
     t0 = time.time()
@@ -475,7 +476,7 @@ def consumer_perf(bootstrap, topic, records, group, timeout=300):
     return res
 
 
-def end_to_end(bootstrap, topic, records, size, acks, timeout=300):
+def end_to_end(bootstrap, topic, records, size, acks, timeout=JAVA_TIMEOUT):
     args = ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records), "--producer-acks", acks,
             "--record-size", str(size)]
     rc, out, err = java("org.apache.kafka.tools.EndToEndLatency", args, timeout)
@@ -491,10 +492,10 @@ def end_to_end(bootstrap, topic, records, size, acks, timeout=300):
     return res
 
 
-def ferry_bench(broker, args_extra, out_dir, timeout=900):
+def ferry_bench(broker, args_extra, out_dir, timeout=480):
     """librdkafka through ferry-bench against a running broker; returns its JSON report."""
     cmd = [str(FERRY_BENCH_BIN), "--bootstrap-server", broker.bootstrap, "--broker-pid", str(broker.proc.pid),
-           "--out-dir", str(out_dir)] + args_extra
+           "--out-dir", str(out_dir), "--stall-timeout-secs", "30"] + args_extra
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -643,8 +644,9 @@ def kafka_workloads(quick):
     w.append(("produce", f"{small // 1000}k x 100 B, idempotent", dict(records=small, size=100, acks="all", idem=True)))
     w.append(("produce", f"{small // 1000}k x 100 B, transactional (100 ms commits)",
               dict(records=small, size=100, acks="all", txn=100)))
-    w.append(("rate", f"fixed rate 20,000/s x 100 B, acks=all", dict(records=20_000 * (2 if quick else 10), size=100,
-                                                                      acks="all", rate=20_000)))
+    for acks in ["1", "all"]:
+        w.append(("rate", f"fixed rate 20,000/s x 100 B, acks={acks}", dict(records=20_000 * (2 if quick else 10),
+                                                                             size=100, acks=acks, rate=20_000)))
     w.append(("consume", f"{small // 1000}k x 100 B, group consume", dict(records=small)))
     w.append(("e2e", f"end-to-end latency, 100 B, acks=all, one at a time", dict(records=1000 if quick else 5000, size=100,
                                                                                  acks="all")))
@@ -694,7 +696,7 @@ def run_java_suite(broker, quick, wait_s):
             props.append("enable.idempotence=false")
             r = producer_perf_multi(broker.bootstrap, topic, p["records"], p["size"], props, p["n"])
         elif kind == "rate":
-            props = ["acks=all", "linger.ms=0", "enable.idempotence=false"]
+            props = [f"acks={p['acks']}", "linger.ms=0", "enable.idempotence=false"]
             r = producer_perf(broker.bootstrap, topic, p["records"], p["size"], props, throughput=p["rate"])
         elif kind == "consume":
             if consume_topic is None:
@@ -809,7 +811,7 @@ def run_ack_each(broker, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="record counts / 10, shorter latency runs")
-    ap.add_argument("--brokers", default="ferry,kafka,kafka-fsync,nisshi,nats,rabbitmq,redis")
+    ap.add_argument("--brokers", default="ferry,kafka,kafka-fsync,nats,rabbitmq,redis,nisshi")
     ap.add_argument("--clients", default="java,rdkafka", help="for Kafka-protocol brokers: java,rdkafka")
     ap.add_argument("--ack-systems", default="ferry,kafka,kafka-fsync,nisshi,nats,rabbitmq,redis",
                     help="systems that get the publish-and-wait (ack every message) loadgen workload")
@@ -852,13 +854,19 @@ def main():
         run_broker(b, args, results, tmp)
         if b.work.exists():
             shutil.rmtree(b.work, ignore_errors=True)
+        if not args.no_write:  # partial results after each broker
+            write_report(results, args)
     results["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results["loadavg_at_end"] = loadavg()
     if not args.no_write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import report
-        report.write(results, Path(args.out_dir))
+        write_report(results, args)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def write_report(results, args):
+    sys.path.insert(0, str(Path(__file__).parent))
+    import report
+    report.write(results, Path(args.out_dir))
 
 
 def git_rev():
