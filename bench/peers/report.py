@@ -109,7 +109,8 @@ def targets(r):
 
     for client, section in [("Java ProducerPerformance", "java"), ("librdkafka", "rdkafka")]:
         for n in names_in(B, section):
-            if not ((", acks=1" in n or ", acks=all" in n) and "producers" not in n and "[" not in n):
+            if not ((", acks=1" in n or ", acks=all" in n) and "producers" not in n and "[" not in n
+                    and not n.startswith(("fixed", "end-to-end"))):
                 continue
             f, k = get(B, "ferry", section, n, "records_per_sec"), get(B, "kafka", section, n, "records_per_sec")
             if f and k:
@@ -157,7 +158,9 @@ def markdown(r):
              f"Machine: {m.get('nproc')} cores ({m.get('cpu')}), {m.get('mem_gib')} GiB, Linux {m.get('kernel')}, "
              f"data on {m.get('work_fs')} ({m.get('work_device')}); {m.get('java')}. "
              f"Load average at start {' '.join(r.get('loadavg_at_start', []))}, at end {' '.join(r.get('loadavg_at_end', []))}.",
-             "",
+             "" if not r.get("merged_from") else
+             f"\nMerged run: {', '.join(LABEL.get(b, b) for b, e in B.items() if e.get('from_run'))} come from the "
+             f"run of {r['merged_from']['started_utc']} (same machine, same command); the others from this one.\n",
              "Every broker runs alone, one after the other, on the same machine, with the same clients and "
              "workloads; clients and broker share the 2 cores. **Each cell: the figure, and in brackets "
              "Ferry ÷ that peer** (for records/s above 1 means Ferry is faster; for latencies and RSS below "

@@ -819,6 +819,8 @@ def main():
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--wait-quiet", type=float, default=60, help="before each workload wait up to S s for <10%% CPU")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--merge", metavar="JSON", help="start from an earlier run's results: brokers run now replace "
+                    "theirs, the others are kept (and marked as from that run)")
     args = ap.parse_args()
     args.clients = args.clients.split(",")
     args.ack_systems = args.ack_systems.split(",")
@@ -833,6 +835,13 @@ def main():
                "quick": args.quick, "command": " ".join(sys.argv), "machine": machine_info(work),
                "loadavg_at_start": loadavg(), "ferry_commit": git_rev(), "brokers": {},
                "java_producer_props": JAVA_PRODUCER_PROPS}
+    if args.merge:
+        old = json.loads(Path(args.merge).read_text())
+        for name, entry in old.get("brokers", {}).items():
+            entry = dict(entry, from_run=old.get("started_utc"))
+            results["brokers"][name] = entry
+        results["merged_from"] = {"started_utc": old.get("started_utc"), "limits": old.get("limits"),
+                                  "loadavg_at_start": old.get("loadavg_at_start")}
     log("physical limits")
     results["limits"] = {"fsync": fsync_latency(work, 300 if args.quick else 2000),
                          "seq_write": seq_write(work, 256 if args.quick else 2048),
