@@ -18,7 +18,7 @@ if grep -q "test result: FAILED" /tmp/ferry-cargo-test.log; then exit 1; fi
 step "compatibility with real Kafka clients"
 FERRY_BIN="$PWD/target/release/ferry" tests/compat/run.sh
 
-step "exactly-once with the Java client, Kafka Streams and franz-go"
+step "exactly-once with the Java client, Kafka Streams and confluent-kafka (Python)"
 FERRY_BIN="$PWD/target/release/ferry" tests/eos/run.sh
 
 if [ -x fuzz/run.sh ]; then
