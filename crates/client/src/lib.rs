@@ -33,7 +33,7 @@ pub use idempotent::{IdSource, IdempotentConsumer, Outcome, SqliteStore, DEFAULT
 pub use processor::{BatchOutcome, Output, ProcessorConfig, RebalanceWatch, TransactionalProcessor};
 pub use selector::UseCase;
 pub use semantics::{CommitTiming, Preset, Semantics};
-pub use twophase::{SqlStatement, SqlValue, TwoPhaseCommit, TwoPhaseConfig};
+pub use twophase::{Participant, SqlSession, SqlStatement, SqlValue, SqliteParticipant, TwoPhaseCommit, TwoPhaseConfig};
 
 /// Result type of this crate.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ferry_client::{BatchOutcome, Preset, Semantics, SqlStatement, TwoPhaseCommit, TwoPhaseConfig};
+use ferry_client::{BatchOutcome, Preset, Semantics, SqlSession, SqlStatement, SqliteParticipant, TwoPhaseCommit, TwoPhaseConfig};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::Message;
-use rusqlite::OptionalExtension;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -74,9 +73,10 @@ fn main() -> anyhow::Result<()> {
             let preset = Preset::new(Semantics::ExactlyOnce, &args.bootstrap_server)
                 .consumer_set("group.instance.id", &transactional_id)
                 .transactional_id(transactional_id);
-            let mut config = TwoPhaseConfig::new(preset, &group, &[&args.topic], decision_log, db);
+            let mut config = TwoPhaseConfig::new(preset, &group, &[&args.topic], decision_log);
             config.max_batch = max_batch;
-            run(config, accounts, opening_balance, Duration::from_millis(idle_ms))
+            let database = SqliteParticipant::open(&db).with_context(|| format!("open {}", db.display()))?;
+            run(config, database, accounts, opening_balance, Duration::from_millis(idle_ms))
         }
     }
 }
@@ -99,15 +99,12 @@ fn seed(bootstrap: &str, topic: &str, transfers: u64, accounts: u64) -> anyhow::
     Ok(())
 }
 
-fn transfer_effect(transfer: &serde_json::Value, db: &rusqlite::Connection) -> Result<Vec<SqlStatement>, String> {
+fn transfer_effect(transfer: &serde_json::Value, db: &mut dyn SqlSession) -> Result<Vec<SqlStatement>, String> {
     let id = transfer["id"].as_str().ok_or("transfer without id")?;
     let from = transfer["from"].as_str().ok_or("transfer without from")?;
     let to = transfer["to"].as_str().ok_or("transfer without to")?;
     let amount = transfer["amount"].as_i64().ok_or("transfer without amount")?;
-    let balance: Option<i64> = db
-        .query_row("SELECT balance FROM accounts WHERE id = ?1", [from], |r| r.get(0))
-        .optional()
-        .map_err(|e| e.to_string())?;
+    let balance = db.query_i64("SELECT balance FROM accounts WHERE id = ?1", &[from.into()])?;
     let record = |status: &str| {
         SqlStatement::new(
             "INSERT INTO transfers (id, from_account, to_account, amount, status) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -124,17 +121,19 @@ fn transfer_effect(transfer: &serde_json::Value, db: &rusqlite::Connection) -> R
     ])
 }
 
-fn run(config: TwoPhaseConfig, accounts: u64, opening_balance: i64, idle: Duration) -> anyhow::Result<()> {
-    let mut bank = TwoPhaseCommit::open(config).context("open the two-phase-commit coordinator")?;
-    bank.database().execute_batch(
+fn run(config: TwoPhaseConfig, database: SqliteParticipant, accounts: u64, opening_balance: i64, idle: Duration) -> anyhow::Result<()> {
+    // The schema first: recovery may commit prepared transfers into it.
+    database.connection().execute_batch(
         "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0));
          CREATE TABLE IF NOT EXISTS transfers (id TEXT PRIMARY KEY, from_account TEXT NOT NULL,
              to_account TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL);",
     )?;
     for account in 0..accounts {
-        bank.database()
+        database
+            .connection()
             .execute("INSERT OR IGNORE INTO accounts (id, balance) VALUES (?1, ?2)", (format!("acct-{account}"), opening_balance))?;
     }
+    let mut bank = TwoPhaseCommit::open(config, database).context("open the two-phase-commit coordinator")?;
     let recovery = bank.recovery().clone();
     let (mut batches, mut inputs_committed) = (0u64, 0usize);
     let mut stop = ferry_examples::IdleStop::new(idle);
@@ -154,7 +153,7 @@ fn run(config: TwoPhaseConfig, accounts: u64, opening_balance: i64, idle: Durati
         }
         stop.touch();
     }
-    let db = bank.database();
+    let db = bank.participant().connection();
     let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0));
     ferry_examples::print_summary(json!({
         "example": "bank-transfer", "semantics": "exactly-once",

@@ -26,6 +26,7 @@
 //! Prepared database rows that the log does not name are aborted too.
 
 mod decision_log;
+mod participant;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -39,10 +40,10 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use rusqlite::{Connection, TransactionBehavior};
 
 pub use decision_log::{DecisionLog, PartitionOffset, Pending, Record};
-pub use sqlite::{SqlStatement, SqlValue, SqliteParticipant};
+pub use participant::{Participant, SqlSession};
+pub use sqlite::{SqlStatement, SqlValue, SqliteBatch, SqliteParticipant};
 
 use crate::failpoint::Failpoint;
 use crate::processor::{is_fatal, RebalanceWatch};
@@ -62,19 +63,17 @@ pub struct TwoPhaseConfig {
     pub group_id: String,
     pub input_topics: Vec<String>,
     pub decision_log: PathBuf,
-    pub database: PathBuf,
     pub commit_interval: Duration,
     pub max_batch: usize,
 }
 
 impl TwoPhaseConfig {
-    pub fn new(preset: Preset, group_id: &str, input_topics: &[&str], decision_log: PathBuf, database: PathBuf) -> Self {
+    pub fn new(preset: Preset, group_id: &str, input_topics: &[&str], decision_log: PathBuf) -> Self {
         TwoPhaseConfig {
             preset,
             group_id: group_id.to_string(),
             input_topics: input_topics.iter().map(|t| t.to_string()).collect(),
             decision_log,
-            database,
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
         }
@@ -92,10 +91,12 @@ pub struct RecoveryReport {
 
 type Positions = BTreeMap<(String, i32), (i64, i64)>;
 
-pub struct TwoPhaseCommit {
+/// The coordinator: one consumer, one transactional producer, one database
+/// participant `P` and the decision log.
+pub struct TwoPhaseCommit<P: Participant = SqliteParticipant> {
     config: TwoPhaseConfig,
     log: DecisionLog,
-    db: SqliteParticipant,
+    db: P,
     consumer: BaseConsumer<RebalanceWatch>,
     producer: ThreadedProducer<DefaultProducerContext>,
     transactional_id: String,
@@ -103,10 +104,10 @@ pub struct TwoPhaseCommit {
     recovery: RecoveryReport,
 }
 
-impl TwoPhaseCommit {
-    /// Opens the decision log and the database, fences any older instance,
-    /// resolves every in-doubt transaction, then subscribes.
-    pub fn open(config: TwoPhaseConfig) -> Result<TwoPhaseCommit> {
+impl<P: Participant> TwoPhaseCommit<P> {
+    /// Opens the decision log, fences any older instance, resolves every
+    /// in-doubt transaction with `db`, then subscribes.
+    pub fn open(config: TwoPhaseConfig, db: P) -> Result<TwoPhaseCommit<P>> {
         if config.preset.semantics() != Semantics::ExactlyOnce {
             return Err(ClientError::Config("TwoPhaseCommit needs the exactly-once preset".into()));
         }
@@ -116,7 +117,6 @@ impl TwoPhaseCommit {
             .ok_or_else(|| ClientError::Config("the exactly-once preset needs a transactional.id".into()))?
             .to_string();
         let (log, pending) = DecisionLog::open(&config.decision_log)?;
-        let db = SqliteParticipant::open(&config.database)?;
         let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
         // Aborts the dead instance's open broker transaction, if any.
         producer.init_transactions(TXN_CALL_TIMEOUT)?;
@@ -143,9 +143,9 @@ impl TwoPhaseCommit {
         &self.recovery
     }
 
-    /// The participant database, for the application's schema and reads.
-    pub fn database(&self) -> &Connection {
-        &self.db.connection
+    /// The database participant (e.g. for the application's schema).
+    pub fn participant(&self) -> &P {
+        &self.db
     }
 
     fn recover(&mut self, pending: Vec<Pending>) -> Result<()> {
@@ -228,7 +228,7 @@ impl TwoPhaseCommit {
     /// error aborts the batch, rewinds the consumer and is returned.
     pub fn process_batch<E: Display>(
         &mut self,
-        mut handler: impl FnMut(&BorrowedMessage<'_>, &Connection) -> std::result::Result<Vec<SqlStatement>, E>,
+        mut handler: impl FnMut(&BorrowedMessage<'_>, &mut dyn SqlSession) -> std::result::Result<Vec<SqlStatement>, E>,
     ) -> Result<BatchOutcome> {
         let started = Instant::now();
         let mut positions: Positions = BTreeMap::new();
@@ -236,8 +236,7 @@ impl TwoPhaseCommit {
         let mut inputs = 0usize;
         self.consumer.context().take_revoked();
 
-        let mut tx = self.db.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let trial = tx.savepoint()?;
+        let mut batch = self.db.begin()?;
         let mut failure: Option<ClientError> = None;
         while inputs < self.config.max_batch {
             let remaining = self.config.commit_interval.saturating_sub(started.elapsed());
@@ -258,10 +257,10 @@ impl TwoPhaseCommit {
                 .and_modify(|p| p.1 = message.offset() + 1)
                 .or_insert((message.offset(), message.offset() + 1));
             let coordinates = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
-            match handler(&message, &trial) {
+            match handler(&message, &mut batch) {
                 Ok(effect) => {
                     for statement in effect {
-                        if let Err(e) = statement.execute(&trial) {
+                        if let Err(e) = batch.execute(&statement) {
                             failure = Some(ClientError::Handler(format!("{coordinates}: {}: {e}", statement.sql)));
                             break;
                         }
@@ -274,17 +273,16 @@ impl TwoPhaseCommit {
                 break;
             }
         }
-        drop(trial); // rolls the trial back
         if inputs == 0 && failure.is_none() {
             return Ok(BatchOutcome::Idle);
         }
         if failure.is_none() && self.consumer.context().take_revoked() {
-            drop(tx);
+            drop(batch);
             self.rewind(&positions)?;
             return Ok(BatchOutcome::Aborted { inputs, reason: "a partition was revoked during the batch".into() });
         }
         if let Some(error) = failure {
-            drop(tx);
+            drop(batch);
             self.rewind(&positions)?;
             return Err(error);
         }
@@ -296,8 +294,7 @@ impl TwoPhaseCommit {
             .collect();
         self.log.append(&Record::Begin { xid, offsets: offsets.clone() })?;
         self.failpoint.pass("before-prepare");
-        SqliteParticipant::stage(&tx, xid, &statements)?;
-        tx.commit()?;
+        P::prepare(batch, xid, &statements)?;
         self.failpoint.pass("between-prepares");
 
         if let Err(error) = self.broker_prepare(&offsets) {

@@ -13,10 +13,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, Value};
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use super::participant::{Participant, SqlSession};
 use crate::{ClientError, Result};
 
 /// A value bound to a statement parameter.
@@ -79,12 +80,49 @@ impl SqlStatement {
     }
 }
 
+/// A SQLite database as a two-phase-commit participant.
 pub struct SqliteParticipant {
-    pub(crate) connection: Connection,
+    connection: Connection,
+}
+
+/// One batch's open SQLite transaction. Statements run inside a savepoint
+/// (the trial) so later messages of the batch see earlier effects; prepare
+/// rolls the trial back and stores the statements instead.
+pub struct SqliteBatch<'a> {
+    tx: Transaction<'a>,
+}
+
+impl SqlSession for SqliteBatch<'_> {
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> std::result::Result<Vec<Vec<SqlValue>>, String> {
+        let mut statement = self.tx.prepare(sql).map_err(|e| e.to_string())?;
+        let columns = statement.column_count();
+        let rows = statement
+            .query_map(params_from_iter(params.iter()), |row| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => SqlValue::Null,
+                            ValueRef::Integer(v) => SqlValue::Integer(v),
+                            ValueRef::Real(v) => SqlValue::Real(v),
+                            ValueRef::Text(v) => SqlValue::Text(String::from_utf8_lossy(v).into_owned()),
+                            ValueRef::Blob(v) => SqlValue::Text(String::from_utf8_lossy(v).into_owned()),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<SqlValue>>>()
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| e.to_string())
+    }
+
+    fn execute(&mut self, statement: &SqlStatement) -> std::result::Result<(), String> {
+        statement.execute(&self.tx).map(|_| ()).map_err(|e| e.to_string())
+    }
 }
 
 impl SqliteParticipant {
-    pub fn open(path: &Path) -> Result<SqliteParticipant> {
+    /// Opens (or creates) the database at `path` (WAL, `synchronous=FULL`).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteParticipant> {
+        let path = path.as_ref();
         let connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
@@ -101,18 +139,34 @@ impl SqliteParticipant {
         Ok(SqliteParticipant { connection })
     }
 
-    /// Stores the prepared statements of `xid` inside `tx` (which the
-    /// caller commits: that commit is the prepare).
-    pub(crate) fn stage(tx: &Transaction<'_>, xid: u64, statements: &[SqlStatement]) -> Result<()> {
+    /// The database, for the application's schema and reads.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl Participant for SqliteParticipant {
+    type Batch<'a> = SqliteBatch<'a>;
+
+    fn begin(&mut self) -> Result<SqliteBatch<'_>> {
+        // IMMEDIATE: the write lock for the whole batch, so nothing changes
+        // what the trial saw before the statements are stored.
+        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("SAVEPOINT ferry_trial")?;
+        Ok(SqliteBatch { tx })
+    }
+
+    fn prepare(batch: SqliteBatch<'_>, xid: u64, statements: &[SqlStatement]) -> Result<()> {
+        let tx = batch.tx;
+        tx.execute_batch("ROLLBACK TO ferry_trial; RELEASE ferry_trial")?;
         let json = serde_json::to_string(statements).expect("statements serialize");
         tx.execute("INSERT INTO ferry_2pc_prepared (xid, statements) VALUES (?1, ?2)", params![xid as i64, json])?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Applies the prepared statements of `xid`. Returns false when they
-    /// were applied before (a repeated commit).
-    pub fn commit(&mut self, xid: u64) -> Result<bool> {
-        let tx = self.connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    fn commit(&mut self, xid: u64) -> Result<bool> {
+        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let prepared: Option<String> = tx
             .query_row("SELECT statements FROM ferry_2pc_prepared WHERE xid = ?1", params![xid as i64], |r| r.get(0))
             .optional()?;
@@ -142,20 +196,18 @@ impl SqliteParticipant {
         Ok(true)
     }
 
-    pub fn abort(&mut self, xid: u64) -> Result<()> {
+    fn abort(&mut self, xid: u64) -> Result<()> {
         self.connection.execute("DELETE FROM ferry_2pc_prepared WHERE xid = ?1", params![xid as i64])?;
         Ok(())
     }
 
-    /// Prepared transactions without an outcome yet.
-    pub fn prepared(&self) -> Result<Vec<u64>> {
+    fn prepared(&mut self) -> Result<Vec<u64>> {
         let mut statement = self.connection.prepare("SELECT xid FROM ferry_2pc_prepared ORDER BY xid")?;
         let xids = statement.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(xids.into_iter().map(|x| x as u64).collect())
     }
 
-    /// Forgets applied xids below `xid`: the decision log no longer names them.
-    pub fn forget_applied_below(&self, xid: u64) -> Result<()> {
+    fn forget_applied_below(&mut self, xid: u64) -> Result<()> {
         self.connection.execute("DELETE FROM ferry_2pc_applied WHERE xid < ?1", params![xid as i64])?;
         Ok(())
     }
