@@ -186,8 +186,10 @@ class Ferry(Broker):
     durability = "acks=all answered after fsync (group commit); acks=0/1 after write(2)"
     version = None
 
+    bin = FERRY_BIN
+
     def start(self):
-        self.launch([str(FERRY_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.work / "data")])
+        self.launch([str(self.bin), "serve", "--listen", self.bootstrap, "--data-dir", str(self.work / "data")])
 
 
 class Kafka(Broker):
@@ -260,7 +262,7 @@ class Nisshi(Broker):
         url = f"tcp://127.0.0.1:{self.port}"
         env = dict(os.environ, RUST_LOG="warn")
         self.launch([str(NISSHI_BIN), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                     "--storage-engine", f"sqlite://{self.work / 'nisshi.db'}"], env=env)
+                     "--storage-engine", "sqlite://nisshi.db"], env=env)
 
 
 class Nats(Broker):
@@ -830,10 +832,15 @@ def main():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix="peers-rd-", dir=work))
+    if FERRY_BIN.exists():  # a private copy: a rebuild during the run changes nothing
+        Ferry.bin = work / "ferry"
+        shutil.copy2(FERRY_BIN, Ferry.bin)
 
     results = {"tool": "bench/peers/run.sh", "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "quick": args.quick, "command": " ".join(sys.argv), "machine": machine_info(work),
-               "loadavg_at_start": loadavg(), "ferry_commit": git_rev(), "brokers": {},
+               "loadavg_at_start": loadavg(), "ferry_commit": git_rev(), "ferry_tree_dirty": git_dirty(),
+               "ferry_binary_mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(FERRY_BIN.stat().st_mtime))
+               if FERRY_BIN.exists() else None, "brokers": {},
                "java_producer_props": JAVA_PRODUCER_PROPS}
     if args.merge:
         old = json.loads(Path(args.merge).read_text())
@@ -883,6 +890,16 @@ def git_rev():
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
         return rev
+    except Exception:
+        return None
+
+
+def git_dirty():
+    """Uncommitted changes under crates/ (compiled into the ferry measured)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "crates"], capture_output=True,
+                             text=True).stdout
+        return bool(out.strip())
     except Exception:
         return None
 
