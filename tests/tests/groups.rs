@@ -293,3 +293,70 @@ async fn limits_and_errors() {
     assert!(r.is_err(), "commit to unknown partition refused: {r:?}");
     let _ = produce_all(&producer(&ferry.bootstrap(), &[]), "lim", &["x".into()]).await;
 }
+
+/// Membership is durable, as in Kafka: after a broker SIGKILL the members
+/// carry on with their member ids and generation (no rebalance, commits
+/// accepted), and the next rebalance continues the generation count.
+#[tokio::test]
+async fn membership_and_generation_survive_sigkill() {
+    let mut ferry = Ferry::start_with(FAST_GROUPS, &[]);
+    create_topic(&ferry, "members", 2).await;
+    let all = fill(&ferry, "members", 600).await;
+    let c = consumer(&ferry, "keepers", &[("session.timeout.ms", "30000")]);
+    c.subscribe(&["members"]).unwrap();
+    let mut seen = Vec::new();
+    consume_commit_after(&c, &mut seen, |s| s.len() >= 200, Duration::from_secs(20));
+    ferry.kill9();
+    let restart_mark = ferry.log().len();
+    ferry.spawn_and_wait();
+    // The log as plain text (tracing may color it), from the restart on.
+    let after_restart = |ferry: &Ferry| {
+        let text = ferry.log()[restart_mark..].to_string();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(ch);
+            }
+        }
+        plain
+    };
+    assert!(after_restart(&ferry).contains("group membership loaded"), "{}", after_restart(&ferry));
+
+    // The same consumer goes on: heartbeats and commits with its old
+    // generation are accepted, so it reads the rest without rejoining.
+    // A few heartbeats first (heartbeat.interval.ms=500): an unknown member
+    // would be told to rejoin now.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) && seen.len() < 600 {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
+            c.commit_message(&m, CommitMode::Sync).expect("a commit with the restored generation is accepted");
+        }
+    }
+    consume_commit_after(&c, &mut seen, |s| s.len() >= 600, Duration::from_secs(30));
+    assert_eq!(committed(&ferry, "keepers", "members", 2).values().sum::<i64>(), 600, "commits accepted to the end");
+    let seen_set: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen_set, all, "every record read");
+    assert_eq!(seen.len(), 600, "no record read twice: the commits after the restart were accepted");
+    let log = after_restart(&ferry);
+    assert!(!log.contains("join phase complete"), "no rebalance after the restart:\n{log}");
+
+    // A second member joins: the generation goes on from the restored one.
+    let d = consumer(&ferry, "keepers", &[]);
+    d.subscribe(&["members"]).unwrap();
+    let start = Instant::now();
+    while d.assignment().unwrap().count() == 0 && start.elapsed() < Duration::from_secs(30) {
+        let _ = d.poll(Duration::from_millis(100));
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    let log = after_restart(&ferry);
+    let joined = log.lines().filter(|l| l.contains("join phase complete")).collect::<Vec<_>>();
+    assert!(!joined.is_empty() && joined.iter().all(|l| !l.contains("generation=1 ")), "the generation continues past the restored 1:\n{log}");
+}

@@ -6,6 +6,7 @@
 //! in SyncGroup. Timeouts (session, rebalance, initial delay) are driven by
 //! [`GroupCoordinator::tick`], called every 100 ms.
 
+mod membership;
 pub mod offsets;
 mod state;
 
@@ -24,6 +25,7 @@ use tracing::info;
 
 pub use offsets::{CommittedOffset, OffsetStore, TopicPartitionKey};
 pub use state::GroupState;
+use membership::MembershipStore;
 use state::{Group, Member};
 
 use crate::error::EngineError;
@@ -205,22 +207,47 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<BTreeMap<String, Group>>,
     pub offsets: OffsetStore,
+    membership: MembershipStore,
     next_member: AtomicU64,
 }
 
-fn join_order() -> u64 {
+pub(super) fn join_order() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl GroupCoordinator {
     pub fn open(data_dir: &Path, storage: Arc<dyn Storage>, config: GroupConfig) -> Result<GroupCoordinator, EngineError> {
-        let offsets = OffsetStore::open(data_dir, storage)?;
+        let offsets = OffsetStore::open(data_dir, storage.clone())?;
+        let (membership, restored) = MembershipStore::open(data_dir, storage)?;
         let mut groups = BTreeMap::new();
         for g in offsets.groups() {
             groups.insert(g.clone(), Group::new(g));
         }
-        Ok(GroupCoordinator { config, groups: Mutex::new(groups), offsets, next_member: AtomicU64::new(0) })
+        for g in restored {
+            groups.insert(g.id.clone(), g);
+        }
+        Ok(GroupCoordinator { config, groups: Mutex::new(groups), offsets, membership, next_member: AtomicU64::new(0) })
+    }
+
+    /// Makes a settled group's state durable (under the groups lock, so the
+    /// log's last record for a group is its latest state). A failure is
+    /// logged and retried at the next tick; the group works on meanwhile.
+    fn save_if_dirty(&self, group: &mut Group) {
+        if !group.dirty {
+            return;
+        }
+        match self.membership.save(group) {
+            Ok(()) => group.dirty = false,
+            Err(e) => tracing::warn!(group = %group.id, error = %e, "could not save group membership; retrying"),
+        }
+    }
+
+    fn save_group(&self, group_id: &str) {
+        let mut groups = self.groups.lock();
+        if let Some(group) = groups.get_mut(group_id) {
+            self.save_if_dirty(group);
+        }
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -236,6 +263,13 @@ impl GroupCoordinator {
     /// Registers a join; the answer arrives on the returned channel when the
     /// rebalance completes (or at once for errors and unchanged members).
     pub fn join(&self, req: JoinRequest) -> oneshot::Receiver<JoinResponse> {
+        let group_id = req.group_id.clone();
+        let rx = self.join_unsaved(req);
+        self.save_group(&group_id);
+        rx
+    }
+
+    fn join_unsaved(&self, req: JoinRequest) -> oneshot::Receiver<JoinResponse> {
         let (tx, rx) = oneshot::channel();
         let reply_now = |tx: oneshot::Sender<JoinResponse>, r: JoinResponse| {
             let _ = tx.send(r);
@@ -292,6 +326,7 @@ impl GroupCoordinator {
                     group.static_members.insert(req.group_instance_id.clone().expect("static"), new_id.clone());
                     group.members.insert(new_id.clone(), member);
                     if group.state == GroupState::Stable && unchanged {
+                        group.dirty = true;
                         // KIP-345: the group stays Stable and keeps its plan. A
                         // leader gets the member list with skip_assignment, and
                         // its SyncGroup returns the stored assignment.
@@ -361,6 +396,13 @@ impl GroupCoordinator {
     }
 
     pub fn sync(&self, req: SyncRequest) -> oneshot::Receiver<SyncResponse> {
+        let group_id = req.group_id.clone();
+        let rx = self.sync_unsaved(req);
+        self.save_group(&group_id);
+        rx
+    }
+
+    fn sync_unsaved(&self, req: SyncRequest) -> oneshot::Receiver<SyncResponse> {
         let (tx, rx) = oneshot::channel();
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(&req.group_id) else {
@@ -451,6 +493,7 @@ impl GroupCoordinator {
             }
         }
         group.try_complete_join(now, false);
+        self.save_if_dirty(group);
         Ok(results)
     }
 
@@ -475,6 +518,7 @@ impl GroupCoordinator {
                 let force = group.rebalance_deadline.is_some_and(|d| now >= d);
                 group.try_complete_join(now, force);
             }
+            self.save_if_dirty(group);
         }
         // Offsets of empty groups past retention.
         let retention = self.config.offsets_retention_ms;
@@ -502,7 +546,15 @@ impl GroupCoordinator {
     pub fn drop_empty_groups(&self) {
         let mut groups = self.groups.lock();
         let with_offsets: std::collections::HashSet<String> = self.offsets.groups().into_iter().collect();
-        groups.retain(|id, g| g.state != GroupState::Empty || with_offsets.contains(id));
+        groups.retain(|id, g| {
+            let keep = g.state != GroupState::Empty || with_offsets.contains(id);
+            if !keep {
+                if let Err(e) = self.membership.delete(id) {
+                    tracing::warn!(group = %id, error = %e, "could not delete group membership");
+                }
+            }
+            keep
+        });
     }
 
     /// Checks that an offset commit may proceed. `generation_id == -1` with an
@@ -591,6 +643,7 @@ impl GroupCoordinator {
             }
         }
         self.offsets.delete_group(group_id).await?;
+        self.membership.delete(group_id)?;
         self.groups.lock().remove(group_id);
         Ok(())
     }

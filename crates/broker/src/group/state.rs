@@ -99,6 +99,9 @@ pub(super) struct Group {
     pub rebalance_deadline: Option<Instant>,
     /// An empty group waits this long for more members before completing.
     pub initial_delay_until: Option<Instant>,
+    /// The group settled (Stable with a new plan, Empty, or a static member
+    /// took a new id) since its state was last made durable.
+    pub dirty: bool,
 }
 
 impl Group {
@@ -115,6 +118,7 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            dirty: false,
         }
     }
 
@@ -219,6 +223,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol_name = None;
             self.leader_id = None;
+            self.dirty = true;
             info!(group = %self.id, generation = self.generation_id, "group is empty");
             return;
         }
@@ -320,6 +325,7 @@ impl Group {
             m.last_heartbeat = now;
         }
         self.state = GroupState::Stable;
+        self.dirty = true;
         info!(group = %self.id, generation = self.generation_id, "rebalance complete: group is stable");
         let protocol_type = self.protocol_type.clone();
         let protocol_name = self.protocol_name.clone();
