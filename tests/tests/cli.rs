@@ -157,3 +157,24 @@ fn produce_and_consume_with_each_semantics() {
     let bad = Command::new(ferry_bin()).args(["consume", "t", "--semantics", "sometimes"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "usage error");
 }
+
+#[test]
+fn bench_produces_and_reads_back_with_each_semantics() {
+    let broker = Ferry::start();
+    for semantics in ["at-most-once", "at-least-once", "exactly-once"] {
+        let topic = format!("bench-{semantics}");
+        let out = ferry(&broker, &["bench", "--topic", &topic, "--records", "20000", "--partitions", "2", "--semantics", semantics, "--consume", "--output", "json"]);
+        assert!(out.status.success(), "{semantics}: {}", String::from_utf8_lossy(&out.stderr));
+        let summary = &json_lines(&out)[0];
+        assert_eq!(summary["semantics"], semantics);
+        assert_eq!(summary["delivered"], 20000, "{summary}");
+        assert_eq!(summary["consume"]["records"], 20000, "{summary}");
+        assert!(summary["produce_records_per_sec"].as_f64().unwrap() > 0.0);
+        if semantics == "exactly-once" {
+            assert!(summary["transactions"].as_u64().unwrap() >= 1, "{summary}");
+        }
+    }
+    let bad = Command::new(ferry_bin()).args(["bench", "--records", "0"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--records"));
+}

@@ -38,6 +38,9 @@ enum Command {
     /// Prove the delivery semantics: run each under faults (broker SIGKILL/SIGSTOP) and count
     /// what was lost, duplicated or read uncommitted.
     Verify(cli::verify::VerifyArgs),
+    /// Measure produce (and consume) throughput and latency against a running broker,
+    /// with a delivery semantics. Side by side with other brokers: bench/peers/run.sh.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(serve::run(settings))
         }),
         Command::Produce(args) => cli::records::produce(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Consume(args) => cli::records::consume(args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),

@@ -154,3 +154,16 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Creates `name` with `partitions` partitions unless it exists.
+pub async fn ensure(connect: &ConnectArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(connect.timeout()));
+    let result = admin.create_topics([&topic], &opts).await.map_err(|e| connect.explain(e))?;
+    match result.into_iter().next() {
+        Some(Ok(_)) | Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+        Some(Err((_, code))) => bail!("cannot create topic {name}: {code}"),
+        None => bail!("cannot create topic {name}: no answer"),
+    }
+}
