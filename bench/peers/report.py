@@ -65,6 +65,8 @@ def table(brokers, section, names, key, peers, is_ms=False, header_what="records
                 row.append(err)
                 continue
             s = fmt_ms(v) if is_ms else fmt_rate(v)
+            if (brokers.get(c, {}).get(section) or {}).get(n, {}).get("rerun_utc"):
+                s += "†"
             if c != "ferry":
                 s += ratio_str(fv, v)
             row.append(s)
@@ -110,7 +112,7 @@ def targets(r):
     for client, section in [("Java ProducerPerformance", "java"), ("librdkafka", "rdkafka")]:
         for n in names_in(B, section):
             if not ((", acks=1" in n or ", acks=all" in n) and "producers" not in n and "[" not in n
-                    and not n.startswith(("fixed", "end-to-end"))):
+                    and "idempotent" not in n and not n.startswith(("fixed", "end-to-end"))):
                 continue
             f, k = get(B, "ferry", section, n, "records_per_sec"), get(B, "kafka", section, n, "records_per_sec")
             if f and k:
@@ -241,6 +243,10 @@ def markdown(r):
     for t in T:
         met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
         lines.append(f"| {t['target']} | {met} | {t['detail']} |")
+    if r.get("reruns"):
+        lines += ["", "† re-measured in a later run on the same machine (" + ", ".join(
+            f"{x['started_utc']}: `{x['command']}`" for x in r["reruns"]) + "): the first run's figure for that "
+            "cell was taken while other processes were using the cores; it is kept in the JSON as `first_run`."]
     notes = r.get("notes")
     if notes:
         lines += ["", "## Notes", ""] + [f"* {n}" for n in notes]

@@ -678,10 +678,12 @@ class CpuMeter:
                 "cpu_wall_seconds": round(wall, 2)}
 
 
-def run_java_suite(broker, quick, wait_s):
+def run_java_suite(broker, quick, wait_s, only=None):
     out = {}
     consume_topic = None
     for kind, name, p in kafka_workloads(quick):
+        if only and not any(o in name for o in only):
+            continue
         quiet = wait_quiet(wait_s)
         meter = CpuMeter(broker)
         topic = f"perf-{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}-{int(time.time())}"
@@ -771,7 +773,7 @@ def run_broker(broker, args, results, tmp):
     try:
         if broker.kafka_protocol:
             if "java" in args.clients:
-                entry["java"] = run_java_suite(broker, args.quick, args.wait_quiet)
+                entry["java"] = run_java_suite(broker, args.quick, args.wait_quiet, args.only)
             if "rdkafka" in args.clients:
                 wait_quiet(args.wait_quiet)
                 rd_args = ["--workload", "all", "--acks", "0,1,all", "--idempotent", "--txn-partitions", "1,4"]
@@ -821,11 +823,15 @@ def main():
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--wait-quiet", type=float, default=60, help="before each workload wait up to S s for <10%% CPU")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only", help="Java workloads whose name contains one of these comma-separated strings")
+    ap.add_argument("--rerun-cells", metavar="JSON", help="re-measure some cells of an earlier run: cells measured "
+                    "now replace that run's (marked rerun_utc); everything else is kept")
     ap.add_argument("--merge", metavar="JSON", help="start from an earlier run's results: brokers run now replace "
                     "theirs, the others are kept (and marked as from that run)")
     args = ap.parse_args()
     args.clients = args.clients.split(",")
-    args.ack_systems = args.ack_systems.split(",")
+    args.ack_systems = [a for a in args.ack_systems.split(",") if a]
+    args.only = [o for o in (args.only or "").split(",") if o]
 
     work = Path(args.work_dir)
     if work.exists():
@@ -833,7 +839,7 @@ def main():
     work.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix="peers-rd-", dir=work))
     if FERRY_BIN.exists():  # a private copy: a rebuild during the run changes nothing
-        Ferry.bin = work / "ferry"
+        Ferry.bin = work / "ferry-bin"
         shutil.copy2(FERRY_BIN, Ferry.bin)
 
     results = {"tool": "bench/peers/run.sh", "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -874,9 +880,34 @@ def main():
             write_report(results, args)
     results["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results["loadavg_at_end"] = loadavg()
+    if args.rerun_cells:
+        results = merge_cells(json.loads(Path(args.rerun_cells).read_text()), results)
     if not args.no_write:
         write_report(results, args)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def merge_cells(old, new):
+    """Cells of `new` replace the same cells of `old`, marked with when they were re-measured."""
+    stamp = new["started_utc"]
+    for name, entry in new["brokers"].items():
+        o = old["brokers"].setdefault(name, {})
+        for section in ("java", "rdkafka", "ack_each"):
+            for cell, v in (entry.get(section) or {}).items():
+                if isinstance(v, dict):
+                    prev = (o.get(section) or {}).get(cell)
+                    if isinstance(prev, dict):
+                        v["first_run"] = {k: prev.get(k) for k in ("records_per_sec", "p50_ms", "p99_ms", "p999_ms",
+                                                                   "broker_cpu_pct", "client_cpu_pct",
+                                                                   "machine_busy_pct_before", "error") if k in prev}
+                    v["rerun_utc"] = stamp
+                    v["loadavg_at_rerun"] = new.get("loadavg_at_start")
+                o.setdefault(section, {})[cell] = v
+        o["peak_rss_bytes"] = max(o.get("peak_rss_bytes") or 0, entry.get("peak_rss_bytes") or 0) or None
+    old.setdefault("reruns", []).append({"started_utc": stamp, "finished_utc": new.get("finished_utc"),
+                                         "command": new.get("command"), "loadavg_at_start": new.get("loadavg_at_start"),
+                                         "limits": new.get("limits")})
+    return old
 
 
 def write_report(results, args):
