@@ -15,6 +15,9 @@ step "unit and integration tests"
 cargo test --release --locked --workspace 2>&1 | tee /tmp/ferry-cargo-test.log
 if grep -q "test result: FAILED" /tmp/ferry-cargo-test.log; then exit 1; fi
 
+step "SDK backends: PostgreSQL and Redis"
+scripts/sdk-backends.sh
+
 step "compatibility with real Kafka clients"
 FERRY_BIN="$PWD/target/release/ferry" tests/compat/run.sh
 

@@ -1,8 +1,13 @@
 //! The idempotent consumer: at-least-once delivery from the broker, but each
-//! message id is processed once. Processed ids live in a SQLite table with a
-//! TTL. When the business data lives in the same database, the handler's
-//! writes and the id's mark commit in one database transaction, so a crash
-//! can never leave one without the other.
+//! message id is processed once. Processed ids live in a [`ProcessedStore`]
+//! with a TTL:
+//! - [`SqliteStore`] (the default): a SQLite table. When the business data
+//!   lives in the same database, the handler's writes and the id's mark
+//!   commit in one database transaction, so a crash can never leave one
+//!   without the other: exactly-once effects.
+//! - `RedisStore` (feature `redis`): keys with Redis's own expiry. The
+//!   handler runs, then the id is marked; a crash in between re-runs the
+//!   handler on redelivery (see its documentation).
 
 use std::fmt::Display;
 use std::path::Path;
@@ -62,6 +67,35 @@ pub enum Outcome<T> {
     Processed(T),
     /// Its id was processed before (within the TTL); the handler did not run.
     Duplicate,
+}
+
+/// Where an [`IdempotentConsumer`] remembers processed message ids, each
+/// for the store's TTL.
+pub trait ProcessedStore {
+    /// What the handler is given while it processes a message: the open
+    /// database transaction for [`SqliteStore`] (its writes commit with the
+    /// mark), `()` for stores outside the application's database.
+    type Tx<'a>
+    where
+        Self: 'a;
+
+    /// Whether `id` was processed within the TTL.
+    fn is_processed(&mut self, id: &str) -> Result<bool>;
+    /// Runs `handler` unless `id` was processed within the TTL, then marks
+    /// `id`. A handler error leaves `id` unmarked and is returned as
+    /// [`ClientError::Handler`]. How a crash between the two is resolved is
+    /// the store's guarantee (see each store).
+    fn process_once<T, E: Display>(
+        &mut self,
+        id: &str,
+        handler: impl FnOnce(&Self::Tx<'_>) -> std::result::Result<T, E>,
+    ) -> Result<Outcome<T>>;
+    /// Marks `id` processed now (for the TTL).
+    fn mark(&mut self, id: &str) -> Result<()>;
+    /// Deletes marks older than the TTL, for stores that do not expire
+    /// them themselves; returns how many.
+    fn purge_expired(&mut self) -> Result<usize>;
+    fn ttl(&self) -> Duration;
 }
 
 /// The processed-id store: a table `ferry_processed_ids` in a SQLite
@@ -170,12 +204,52 @@ impl SqliteStore {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+
+    /// Marks `id` processed now, outside any handler.
+    pub fn mark(&self, id: &str) -> Result<()> {
+        self.connection.execute(
+            "INSERT OR REPLACE INTO ferry_processed_ids (id, processed_at_ms) VALUES (?1, ?2)",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
 }
 
-/// An at-least-once consumer that processes each message id once.
-pub struct IdempotentConsumer {
+/// The handler gets the open SQLite transaction; its writes and the mark
+/// commit together.
+impl ProcessedStore for SqliteStore {
+    type Tx<'a> = Transaction<'a>;
+
+    fn is_processed(&mut self, id: &str) -> Result<bool> {
+        SqliteStore::is_processed(self, id)
+    }
+
+    fn process_once<T, E: Display>(
+        &mut self,
+        id: &str,
+        handler: impl FnOnce(&Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> Result<Outcome<T>> {
+        SqliteStore::process_once(self, id, handler)
+    }
+
+    fn mark(&mut self, id: &str) -> Result<()> {
+        SqliteStore::mark(self, id)
+    }
+
+    fn purge_expired(&mut self) -> Result<usize> {
+        SqliteStore::purge_expired(self)
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// An at-least-once consumer that processes each message id once, with its
+/// processed ids in `S` ([`SqliteStore`] unless said otherwise).
+pub struct IdempotentConsumer<S: ProcessedStore = SqliteStore> {
     consumer: BaseConsumer,
-    store: SqliteStore,
+    store: S,
     id_source: IdSource,
     /// Offsets are committed after processing, every this many messages
     /// (and on [`IdempotentConsumer::commit`]); the store filters what a
@@ -186,11 +260,11 @@ pub struct IdempotentConsumer {
     last_purge: Instant,
 }
 
-impl IdempotentConsumer {
+impl<S: ProcessedStore> IdempotentConsumer<S> {
     /// Subscribes a consumer of group `group_id` to `topics`, configured as
     /// at-least-once (commit after processing). `preset` supplies the
     /// bootstrap address and overrides; its semantics must be at-least-once.
-    pub fn new(preset: &Preset, group_id: &str, topics: &[&str], store: SqliteStore) -> Result<IdempotentConsumer> {
+    pub fn new(preset: &Preset, group_id: &str, topics: &[&str], store: S) -> Result<IdempotentConsumer<S>> {
         if preset.semantics() != Semantics::AtLeastOnce {
             return Err(ClientError::Config(format!(
                 "IdempotentConsumer completes at-least-once delivery; the preset is {}",
@@ -210,18 +284,22 @@ impl IdempotentConsumer {
         })
     }
 
-    pub fn id_source(mut self, id_source: IdSource) -> IdempotentConsumer {
+    pub fn id_source(mut self, id_source: IdSource) -> IdempotentConsumer<S> {
         self.id_source = id_source;
         self
     }
 
-    pub fn commit_every(mut self, messages: u64) -> IdempotentConsumer {
+    pub fn commit_every(mut self, messages: u64) -> IdempotentConsumer<S> {
         self.commit_every = messages.max(1);
         self
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &S {
         &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     pub fn consumer(&self) -> &BaseConsumer {
@@ -234,7 +312,7 @@ impl IdempotentConsumer {
     pub fn poll_process<T, E: Display>(
         &mut self,
         timeout: Duration,
-        handler: impl FnOnce(&BorrowedMessage<'_>, &Transaction<'_>) -> std::result::Result<T, E>,
+        handler: impl FnOnce(&BorrowedMessage<'_>, &S::Tx<'_>) -> std::result::Result<T, E>,
     ) -> Result<Option<Outcome<T>>> {
         if self.last_purge.elapsed() >= self.purge_interval {
             self.store.purge_expired()?;

@@ -24,15 +24,21 @@ mod error;
 pub mod failpoint;
 mod idempotent;
 mod processor;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod selector;
 mod semantics;
 pub mod twophase;
 
 pub use error::ClientError;
-pub use idempotent::{IdSource, IdempotentConsumer, Outcome, SqliteStore, DEFAULT_TTL};
+pub use idempotent::{IdSource, IdempotentConsumer, Outcome, ProcessedStore, SqliteStore, DEFAULT_TTL};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, DEFAULT_KEY_PREFIX};
 pub use processor::{BatchOutcome, Output, ProcessorConfig, RebalanceWatch, TransactionalProcessor};
 pub use selector::UseCase;
 pub use semantics::{CommitTiming, Preset, Semantics};
+#[cfg(feature = "postgres")]
+pub use twophase::PostgresParticipant;
 pub use twophase::{Participant, SqlSession, SqlStatement, SqlValue, SqliteParticipant, TwoPhaseCommit, TwoPhaseConfig};
 
 /// Result type of this crate.

@@ -27,6 +27,8 @@
 
 mod decision_log;
 mod participant;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -43,6 +45,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 pub use decision_log::{DecisionLog, PartitionOffset, Pending, Record};
 pub use participant::{Participant, SqlSession};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresBatch, PostgresParticipant, DEFAULT_GID_PREFIX};
 pub use sqlite::{SqlStatement, SqlValue, SqliteBatch, SqliteParticipant};
 
 use crate::failpoint::Failpoint;
