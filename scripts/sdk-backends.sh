@@ -8,6 +8,7 @@
 # Run as root (initdb and postgres run as the `postgres` OS user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 
 work=""
 pg_data=""
@@ -71,7 +72,8 @@ chmod 755 "$work"
 # --- PostgreSQL ---------------------------------------------------------------
 pg_data="$work/pg"
 mkdir "$pg_data" && chown postgres: "$pg_data"
-runuser -u postgres -- "$pg_bin/initdb" -D "$pg_data" -U postgres -A trust -E UTF8 --no-sync >"$work/initdb.log" 2>&1 \
+cd "$work"   # somewhere the postgres user may enter
+runuser -u postgres -- "$pg_bin/initdb" -D "$pg_data" -U postgres -A trust -E UTF8 --no-locale --no-sync >"$work/initdb.log" 2>&1 \
   || { cat "$work/initdb.log"; exit 1; }
 for attempt in 1 2 3 4 5; do
   pg_port=$(pick_port)
@@ -106,6 +108,7 @@ done
 echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2) on 127.0.0.1:$redis_port (pid $redis_pid)"
 
 # --- the tests ----------------------------------------------------------------
+cd "$repo"
 # The broker tests start the real ferry binary.
 cargo build --release --locked -p ferry
 export FERRY_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
