@@ -10,6 +10,12 @@ pub enum ClientError {
     Kafka(#[from] KafkaError),
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
+    #[cfg(feature = "postgres")]
+    #[error("postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[cfg(feature = "redis")]
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("decision log {path} is corrupt at byte {position}: {reason}")]

@@ -36,7 +36,7 @@ pub const DEFAULT_KEY_PREFIX: &str = "ferry:processed:";
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn redis_error(error: RedisError) -> ClientError {
-    ClientError::Database(rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+    ClientError::Redis(error)
 }
 
 /// The processed-id store on Redis.

@@ -50,7 +50,7 @@ const SCHEMA_LOCK_KEY: i64 = 0x6665_7272_7932_7063; // "ferry2pc"
 /// A PostgreSQL error as a [`ClientError::Database`], keeping the
 /// `postgres::Error` as its source.
 pub(crate) fn pg_error(error: postgres::Error) -> ClientError {
-    ClientError::Database(rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+    ClientError::Postgres(error)
 }
 
 /// A PostgreSQL database as a two-phase-commit participant.
