@@ -122,7 +122,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut transaction_started = Instant::now();
     let mut transactions = 0u64;
-    for _ in 0..args.records {
+    let progress = super::progress::bar(args.records, "records sent");
+    for sent in 0..args.records {
+        if sent % 10_000 == 0 {
+            progress.set_position(sent);
+        }
         let mut record = BaseRecord::with_opaque_to(&topic, Box::new(Instant::now())).payload(&value[..]).key(&[] as &[u8]);
         loop {
             match producer.send(record) {
@@ -146,6 +150,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         transactions += 1;
     }
     producer.flush(Duration::from_secs(120)).context("flush")?;
+    progress.finish_and_clear();
     let produce_secs = started.elapsed().as_secs_f64();
     let mut latencies = std::mem::take(&mut *reports.latencies_us.lock());
     latencies.sort_unstable();

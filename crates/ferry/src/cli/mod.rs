@@ -5,6 +5,7 @@ pub mod bench;
 pub mod group;
 pub mod topic;
 mod output;
+mod progress;
 pub mod records;
 pub mod txn;
 pub mod verify;

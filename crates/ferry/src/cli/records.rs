@@ -95,6 +95,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         Some(f) => Box::new(std::io::BufReader::new(std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?)),
         None => Box::new(std::io::stdin().lock()),
     };
+    let progress = super::progress::counter("records sent");
     let mut count = 0u64;
     for line in input.lines() {
         let line = line?;
@@ -124,6 +125,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             }
         }
         count += 1;
+        progress.inc(1);
         if transactional && count % 1000 == 0 {
             producer.commit_transaction(args.connect.timeout())?;
             producer.begin_transaction()?;
@@ -133,11 +135,13 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         producer.commit_transaction(args.connect.timeout()).map_err(|e| args.connect.explain(e))?;
     }
     producer.flush(args.connect.timeout()).map_err(|e| args.connect.explain(e))?;
+    progress.finish_and_clear();
     let failed = producer.in_flight_count();
     if failed > 0 {
         bail!("{failed} records were not acknowledged");
     }
-    eprintln!("{count} records produced to {} ({:?})", args.topic, args.semantics);
+    let semantics = clap::ValueEnum::to_possible_value(&args.semantics).map(|v| v.get_name().to_string()).unwrap_or_default();
+    eprintln!("{count} records produced to {} ({semantics})", args.topic);
     Ok(())
 }
 
@@ -173,6 +177,12 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         None => consumer.subscribe(&[&args.topic])?,
     }
+    // Progress only when the records go elsewhere (a file, a pipe).
+    let progress = if super::progress::stdout_is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        super::progress::counter("records consumed")
+    };
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     let mut last = Instant::now();
@@ -222,6 +232,8 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             consumer.commit_message(&m, CommitMode::Sync)?;
         }
         seen += 1;
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     Ok(())
 }
