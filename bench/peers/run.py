@@ -399,9 +399,13 @@ PERF_RE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/se
                      r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
 
 
-def producer_perf(bootstrap, topic, records, size, props, throughput=-1, txn_ms=None, timeout=JAVA_TIMEOUT):
+def producer_perf(bootstrap, topic, records, size, props, throughput=-1, txn_ms=None, timeout=JAVA_TIMEOUT,
+                  warmup=None):
     args = ["--topic", topic, "--num-records", str(records), "--record-size", str(size), "--throughput",
             str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}"] + props
+    if warmup:
+        # Percentiles of the steady state only (the tool's last summary line).
+        args += ["--warmup-records", str(warmup)]
     if txn_ms:
         args += ["--transactional-id", f"perf-{topic}", "--transaction-duration-ms", str(txn_ms)]
     t0 = time.time()
@@ -649,6 +653,9 @@ def kafka_workloads(quick):
     for acks in ["1", "all"]:
         w.append(("rate", f"fixed rate 20,000/s x 100 B, acks={acks}", dict(records=20_000 * (2 if quick else 10),
                                                                              size=100, acks=acks, rate=20_000)))
+    for acks in ["1", "all"]:
+        w.append(("rate", f"fixed rate 20,000/s x 100 B, acks={acks}, after 2 s warmup",
+                  dict(records=20_000 * (4 if quick else 12), size=100, acks=acks, rate=20_000, warmup=40_000)))
     w.append(("consume", f"{small // 1000}k x 100 B, group consume", dict(records=small)))
     w.append(("e2e", f"end-to-end latency, 100 B, acks=all, one at a time", dict(records=1000 if quick else 5000, size=100,
                                                                                  acks="all")))
@@ -682,7 +689,7 @@ def run_java_suite(broker, quick, wait_s, only=None):
     out = {}
     consume_topic = None
     for kind, name, p in kafka_workloads(quick):
-        if only and not any(o in name for o in only):
+        if only and not any(name.endswith(o[:-1]) if o.endswith("$") else o in name for o in only):
             continue
         quiet = wait_quiet(wait_s)
         meter = CpuMeter(broker)
@@ -701,7 +708,8 @@ def run_java_suite(broker, quick, wait_s, only=None):
             r = producer_perf_multi(broker.bootstrap, topic, p["records"], p["size"], props, p["n"])
         elif kind == "rate":
             props = [f"acks={p['acks']}", "linger.ms=0", "enable.idempotence=false"]
-            r = producer_perf(broker.bootstrap, topic, p["records"], p["size"], props, throughput=p["rate"])
+            r = producer_perf(broker.bootstrap, topic, p["records"], p["size"], props, throughput=p["rate"],
+                              warmup=p.get("warmup"))
         elif kind == "consume":
             if consume_topic is None:
                 r = {"error": "no topic to consume"}
@@ -823,7 +831,8 @@ def main():
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--wait-quiet", type=float, default=60, help="before each workload wait up to S s for <10%% CPU")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--only", help="Java workloads whose name contains one of these comma-separated strings")
+    ap.add_argument("--only", help="Java workloads whose name contains one of these ;-separated strings (ending in $: "
+                    "whose name ends with it)")
     ap.add_argument("--rerun-cells", metavar="JSON", help="re-measure some cells of an earlier run: cells measured "
                     "now replace that run's (marked rerun_utc); everything else is kept")
     ap.add_argument("--merge", metavar="JSON", help="start from an earlier run's results: brokers run now replace "
@@ -831,7 +840,7 @@ def main():
     args = ap.parse_args()
     args.clients = args.clients.split(",")
     args.ack_systems = [a for a in args.ack_systems.split(",") if a]
-    args.only = [o for o in (args.only or "").split(",") if o]
+    args.only = [o for o in (args.only or "").split(";") if o]
 
     work = Path(args.work_dir)
     if work.exists():
@@ -892,6 +901,9 @@ def merge_cells(old, new):
     stamp = new["started_utc"]
     for name, entry in new["brokers"].items():
         o = old["brokers"].setdefault(name, {})
+        for k, v in entry.items():  # a broker new to the old run: its description
+            if k not in ("java", "rdkafka", "ack_each", "peak_rss_bytes"):
+                o.setdefault(k, v)
         for section in ("java", "rdkafka", "ack_each"):
             for cell, v in (entry.get(section) or {}).items():
                 if isinstance(v, dict):
