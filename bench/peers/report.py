@@ -190,6 +190,13 @@ def markdown(r):
     lines.append(f"| sequential write | {sw.get('mb_per_sec', sw.get('error'))} MB/s | {sw.get('what', '')} |")
     lb = L.get("loopback", {})
     lines.append(f"| loopback TCP | {lb.get('gbit_per_sec', lb.get('error'))} Gbit/s ({lb.get('mb_per_sec')} MB/s) | {lb.get('what', '')} |")
+    for x in r.get("reruns", []):
+        Lx = x.get("limits") or {}
+        f, w, l = Lx.get("fsync", {}), Lx.get("seq_write", {}), Lx.get("loopback", {})
+        if f:
+            lines.append(f"| same, at {x['started_utc'][11:16]} UTC (later run) | fsync p50 {f.get('p50_ms')} ms, "
+                         f"p99 {f.get('p99_ms')} ms; sequential write {w.get('mb_per_sec')} MB/s; loopback "
+                         f"{l.get('gbit_per_sec')} Gbit/s | as above |")
     lines += ["", "## Brokers", "", "| broker | version | durability as configured | peak RSS (whole run) | RSS Ferry ÷ it |",
               "|---|---|---|---:|---:|"]
     fr = B.get("ferry", {}).get("peak_rss_bytes")
