@@ -24,11 +24,9 @@ FERRY_EOS_ABORT_RECORDS (K, default 500).
 Exit 0 when every check passed, 1 otherwise.
 """
 import os
-import sys
 import time
-import traceback
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 
 import eos_common as eos
 from eos_common import log
@@ -70,13 +68,8 @@ class Abort:
 
         for part in range(PARTS):
             for j in range(self.k):
-                while True:
-                    try:
-                        p.produce(self.topic, key=f"{txn}-k{part}-{j}", value=f"{txn}-v{part}-{j}", partition=part,
-                                  on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        p.poll(0.05)
+                eos.produce(p, self.topic, key=f"{txn}-k{part}-{j}", value=f"{txn}-v{part}-{j}", partition=part,
+                            on_delivery=on_delivery)
         left = p.flush(30)
         if left or self.delivery_errors:
             raise RuntimeError(f"{txn}: {left} records not delivered by the flush; delivery errors "
@@ -149,57 +142,21 @@ class Abort:
                 want += self.k + 1  # the transaction's control batch (one marker record) follows its data
         self.check(not bad, "acknowledged offsets are T1, marker, T2, marker, T3, marker, T4 per partition", bad)
 
-    def consumer(self, read_committed):
-        return Consumer(dict(eos.common(), **{
-            "client.id": "eos-pyabort-" + ("rc" if read_committed else "ru"),
-            "group.id": "eos-pyabort-unused",
-            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-            "enable.auto.commit": False,
-        }))
-
     def end_offsets(self, read_committed):
-        """(low, high) per partition from ListOffsets with the given isolation level (read_committed: the
-        high is the last stable offset)."""
-        c = self.consumer(read_committed)
-        try:
-            return {part: c.get_watermark_offsets(TopicPartition(self.topic, part), timeout=30)
-                    for part in range(PARTS)}
-        finally:
-            c.close()
+        """{partition: end offset} from ListOffsets with the given isolation level (read_committed: the last
+        stable offset)."""
+        return eos.end_offsets(self.topic, PARTS, read_committed, client_id="eos-pyabort-")
 
     def read(self, read_committed, end):
-        """Reads every partition from the beginning to end[part]: {part: [(offset, key, value)]}."""
+        """Reads every partition from the beginning to end[part]: {part: [(offset, key, value)]}; then for
+        one more second, as nothing more may arrive past the end (e.g. records of an open transaction)."""
         got = {part: [] for part in range(PARTS)}
-        c = Consumer(dict(eos.common(), **{
-            "client.id": "eos-pyabort-read-" + ("rc" if read_committed else "ru"),
-            "group.id": "eos-pyabort-unused",
-            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }))
-        try:
-            c.assign([TopicPartition(self.topic, part, OFFSET_BEGINNING) for part in range(PARTS)])
-            done = {part for part in range(PARTS) if end[part] == 0}
-            deadline = time.monotonic() + 30
-            while len(done) < PARTS:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"reading (read_committed={read_committed}) did not reach {end} in 30s; "
-                                       f"done {sorted(done)}, read {({k: len(v) for k, v in got.items()})}")
-                for m in c.consume(num_messages=1000, timeout=0.5):
-                    err = m.error()
-                    if err is None:
-                        got[m.partition()].append((m.offset(), (m.key() or b"").decode(), (m.value() or b"").decode()))
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        if m.offset() >= end[m.partition()]:
-                            done.add(m.partition())
-                    else:
-                        raise KafkaException(err)
-            # Nothing more may arrive past the end (e.g. records of an open transaction).
-            for m in c.consume(num_messages=1000, timeout=1.0):
-                if m.error() is None:
-                    got[m.partition()].append((m.offset(), (m.key() or b"").decode(), (m.value() or b"").decode()))
-        finally:
-            c.close()
+
+        def sink(m):
+            got[m.partition()].append((m.offset(), (m.key() or b"").decode(), (m.value() or b"").decode()))
+
+        eos.read_all(self.topic, PARTS, read_committed, 30, sink, end=end, drain=1.0,
+                     client_id="eos-pyabort-read-")
         return got
 
     def compare(self, what, got, txns):
@@ -218,23 +175,22 @@ class Abort:
     def check_open_txn(self):
         rc = self.end_offsets(True)
         ru = self.end_offsets(False)
-        lso_ok = all(rc[part][1] == self.acked[("T3", part)][0][0] for part in range(PARTS))
-        self.check(lso_ok, f"T3 open: read_committed end offsets (last stable offset) {({p: rc[p][1] for p in rc})} "
+        lso_ok = all(rc[part] == self.acked[("T3", part)][0][0] for part in range(PARTS))
+        self.check(lso_ok, f"T3 open: read_committed end offsets (last stable offset) {rc} "
                            f"= T3's first offsets {({p: self.acked[('T3', p)][0][0] for p in range(PARTS)})}")
-        hw_ok = all(ru[part][1] == self.acked[("T3", part)][-1][0] + 1 for part in range(PARTS))
-        self.check(hw_ok, f"T3 open: high watermarks {({p: ru[p][1] for p in ru})} = T3's last offsets + 1")
-        got = self.read(True, {part: rc[part][1] for part in range(PARTS)})
+        hw_ok = all(ru[part] == self.acked[("T3", part)][-1][0] + 1 for part in range(PARTS))
+        self.check(hw_ok, f"T3 open: high watermarks {ru} = T3's last offsets + 1")
+        got = self.read(True, rc)
         self.compare("T3 open, read_committed", got, ("T1",))
-        got = self.read(False, {part: ru[part][1] for part in range(PARTS)})
+        got = self.read(False, ru)
         self.compare("T3 open, read_uncommitted", got, ("T1", "T2", "T3"))
 
     def check_reads(self, when):
         rc = self.end_offsets(True)
         ru = self.end_offsets(False)
         want_end = {part: self.acked[("T4", part)][-1][0] + 2 for part in range(PARTS)}  # T4's marker included
-        self.check({p: rc[p][1] for p in rc} == want_end and {p: ru[p][1] for p in ru} == want_end,
-                   f"{when}: last stable offsets {({p: rc[p][1] for p in rc})} = high watermarks "
-                   f"{({p: ru[p][1] for p in ru})} = after T4's marker {want_end}")
+        self.check(rc == want_end and ru == want_end,
+                   f"{when}: last stable offsets {rc} = high watermarks {ru} = after T4's marker {want_end}")
         got = self.read(True, want_end)
         self.compare(f"{when}, read_committed", got, COMMITTED)
         got = self.read(False, want_end)
@@ -244,17 +200,14 @@ class Abort:
 def main():
     k = int(os.environ.get("FERRY_EOS_ABORT_RECORDS", "500"))
     t = Abort(k, eos.timeout_seconds(90))
-    try:
+
+    def run():
         ok = t.run()
         if not ok:
             log(f"{len(t.failures)} checks failed")
-    except Exception as e:  # noqa: BLE001
-        log(f"FAILED with {type(e).__name__}: {e}")
-        traceback.print_exc(file=sys.stdout)
-        ok = False
-    log("python-abort: OK" if ok else "python-abort: FAILED")
-    sys.stdout.flush()
-    os._exit(0 if ok else 1)
+        return ok
+
+    eos.main("python-abort", run)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ with the same data dir; it then deletes the request and creates ``kill-done``
 import os
 import sys
 import time
+import traceback
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -51,6 +52,37 @@ def common():
     }
 
 
+def kafka_error(e):
+    """The KafkaError inside a KafkaException (None for other exceptions)."""
+    if isinstance(e, KafkaException) and e.args and isinstance(e.args[0], KafkaError):
+        return e.args[0]
+    return None
+
+
+def main(name, run):
+    """Runs run() (True when every check passed), logs "<name>: OK" or "<name>: FAILED" and exits 0 or 1.
+    An exception fails the run (logged with its traceback)."""
+    try:
+        ok = run()
+    except Exception as e:  # noqa: BLE001
+        log(f"FAILED with {type(e).__name__}: {e}")
+        traceback.print_exc(file=sys.stdout)
+        ok = False
+    log(f"{name}: OK" if ok else f"{name}: FAILED")
+    sys.stdout.flush()
+    os._exit(0 if ok else 1)
+
+
+def produce(p, topic, **kwargs):
+    """p.produce(topic, **kwargs), polling while the producer's queue is full."""
+    while True:
+        try:
+            p.produce(topic, **kwargs)
+            return
+        except BufferError:
+            p.poll(0.05)
+
+
 class ErrorLog:
     """Counts errors by kind; logs the first few of each kind and then powers of two."""
 
@@ -58,8 +90,8 @@ class ErrorLog:
         self.counts = {}
 
     def note(self, where, err):
-        if isinstance(err, KafkaException) and err.args and isinstance(err.args[0], KafkaError):
-            e = err.args[0]
+        e = kafka_error(err)
+        if e is not None:
             kind = e.name()
             flags = [f for f, on in (("retriable", e.retriable()), ("txn_requires_abort", e.txn_requires_abort()),
                                      ("fatal", e.fatal())) if on]
@@ -104,24 +136,40 @@ def create_topic(name, partitions):
         log(f"topic {name} already exists")
 
 
-def read_all(topic, partitions, read_committed, timeout, sink):
-    """Reads partitions 0..partitions-1 of topic from the beginning up to their high watermarks as seen at
-    the start (for read_committed the reader also stops at the last stable offset, which equals the high
-    watermark once no transaction is open), handing each message to sink. Returns {partition: end}."""
-    c = Consumer(dict(common(), **{
-        "client.id": "eos-py-verify-" + ("rc" if read_committed else "ru"),
+def verify_consumer(client_id, read_committed, **extra):
+    """A Consumer for assign()-only reading and ListOffsets (never joins its group)."""
+    return Consumer(dict(common(), **{
+        "client.id": client_id + ("rc" if read_committed else "ru"),
         "group.id": "eos-py-verify-unused",  # required by librdkafka; assign() never joins it
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
         "enable.auto.commit": False,
+    }, **extra))
+
+
+def end_offsets(topic, partitions, read_committed=True, client_id="eos-py-end-"):
+    """{partition: end offset} of partitions 0..partitions-1 from ListOffsets with the given isolation level
+    (read_committed: the last stable offset; read_uncommitted: the high watermark)."""
+    c = verify_consumer(client_id, read_committed)
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def read_all(topic, partitions, read_committed, timeout, sink, end=None, drain=0.0, client_id="eos-py-verify-"):
+    """Reads partitions 0..partitions-1 of topic from the beginning up to end ({partition: offset}; by default
+    their high watermarks as seen at the start; for read_committed the reader also stops at the last stable
+    offset, which equals the high watermark once no transaction is open), handing each message to sink.
+    With drain > 0 it then consumes for drain seconds more and hands whatever still arrives (records past
+    the end, e.g. of an open transaction) to sink as well. Returns {partition: end}."""
+    c = verify_consumer(client_id, read_committed, **{
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
-    }))
+    })
     try:
-        end = {}
-        for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            end[p] = hi
+        if end is None:
+            end = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         done = {p for p in range(partitions) if end[p] == 0}
         pos = {p: 0 for p in range(partitions)}
@@ -141,6 +189,10 @@ def read_all(topic, partitions, read_committed, timeout, sink):
                         done.add(m.partition())
                 else:
                     raise KafkaException(err)
+        if drain > 0:
+            for m in c.consume(num_messages=5000, timeout=drain):
+                if m.error() is None:
+                    sink(m)
         return end
     finally:
         c.close()

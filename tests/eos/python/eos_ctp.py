@@ -28,16 +28,14 @@ kinds, evenly spaced), FERRY_EOS_RUN_ID, FERRY_EOS_DEBUG (librdkafka debug conte
 Exit 0 when every check passed, 1 otherwise.
 """
 import os
-import sys
 import time
-import traceback
 
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
-                             Producer, TopicPartition)
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient
 
 import eos_common as eos
-from eos_common import log
+from eos_common import kafka_error, log
 
 PARTS = 3
 ABORT_EVERY = 25
@@ -51,13 +49,6 @@ def kill_points():
     if k == 2:
         return [0.30, 0.70]
     return [(j + 1.0) / (k + 1.0) for j in range(k)]
-
-
-def kafka_error(e):
-    """The KafkaError inside a KafkaException (None for other exceptions)."""
-    if isinstance(e, KafkaException) and e.args and isinstance(e.args[0], KafkaError):
-        return e.args[0]
-    return None
 
 
 class Ctp:
@@ -116,24 +107,14 @@ class Ctp:
             "error_cb": eos.client_error_cb(self.errors, "input producer"),
         }))
         for i in range(self.n):
-            while True:
-                try:
-                    p.produce(self.input, key=f"k-{i}", value=f"in-{i}", on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    p.poll(0.05)
+            eos.produce(p, self.input, key=f"k-{i}", value=f"in-{i}", on_delivery=on_delivery)
             if i % 1000 == 0:
                 p.poll(0)
         left = p.flush(60)
         if failures or left:
             raise RuntimeError(f"producing the input failed: {len(failures)} failures (e.g. {failures[:3]}), "
                                f"{left} not delivered")
-        c = Consumer(dict(eos.common(), **{"client.id": "eos-pyctp-end", "group.id": self.group + "-end"}))
-        try:
-            for part in range(PARTS):
-                self.in_end[part] = c.get_watermark_offsets(TopicPartition(self.input, part), timeout=30)[1]
-        finally:
-            c.close()
+        self.in_end = eos.end_offsets(self.input, PARTS, client_id="eos-pyctp-end-")
         total = sum(self.in_end.values())
         log(f"produced {acked[0]} input records (idempotent, acks=all) in {time.monotonic() - t0:.1f}s; "
             f"end offsets {self.in_end}")
@@ -387,12 +368,7 @@ class Ctp:
                 time.sleep(0.1)
 
     def produce(self, key, value):
-        while True:
-            try:
-                self.producer.produce(self.output, key=key, value=value)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        eos.produce(self.producer, self.output, key=key, value=value)
 
     def process(self, recs):
         self.txns += 1
@@ -551,15 +527,7 @@ class Ctp:
 def main():
     n = int(os.environ.get("FERRY_EOS_CTP_RECORDS", "100000"))
     t = Ctp(n, eos.timeout_seconds(240))
-    try:
-        ok = t.run()
-    except Exception as e:  # noqa: BLE001
-        log(f"FAILED with {type(e).__name__}: {e}")
-        traceback.print_exc(file=sys.stdout)
-        ok = False
-    log("python-ctp: OK" if ok else "python-ctp: FAILED")
-    sys.stdout.flush()
-    os._exit(0 if ok else 1)
+    eos.main("python-ctp", t.run)
 
 
 if __name__ == "__main__":
