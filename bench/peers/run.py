@@ -717,12 +717,8 @@ def run_java_suite(broker, quick, wait_s, only=None):
                 r = consumer_perf(broker.bootstrap, consume_topic, p["records"], f"g-{topic}")
         elif kind == "e2e":
             r = end_to_end(broker.bootstrap, topic, p["records"], p["size"], p["acks"])
-        r["broker_rss_peak_bytes"] = broker.sampler.reset_phase()
-        r.update(meter.done())
-        r["machine_busy_pct_before"] = quiet
-        out[name] = r
-        log(f"  {broker.name} java {name}: " + (f"ERROR {r['error']}" if r.get("error") else
-                                               f"{r.get('records_per_sec', '')} rec/s p99 {r.get('p99_ms', '')} ms"))
+        finish_run(broker, meter, quiet, out, name, r, f"{broker.name} java {name}",
+                   lambda r: f"{r.get('records_per_sec', '')} rec/s p99 {r.get('p99_ms', '')} ms")
     return out
 
 
@@ -800,6 +796,16 @@ def run_broker(broker, args, results, tmp):
         log(f"stopped {broker.name}; peak RSS {(entry['peak_rss_bytes'] or 0) / 1048576:.0f} MiB")
 
 
+def finish_run(broker, meter, quiet, out, name, r, label, summary):
+    """Attach the broker RSS peak, CPU and pre-run machine load to result r, store it as out[name] and log it;
+    summary(r) formats a successful result."""
+    r["broker_rss_peak_bytes"] = broker.sampler.reset_phase()
+    r.update(meter.done())
+    r["machine_busy_pct_before"] = quiet
+    out[name] = r
+    log(f"  {label}: " + (f"ERROR {r['error']}" if r.get("error") else summary(r)))
+
+
 def run_ack_each(broker, args):
     system = {"ferry": "kafka", "kafka": "kafka", "kafka-fsync": "kafka", "nisshi": "kafka", "nats": "nats",
               "rabbitmq": "rabbitmq", "redis": "redis"}[broker.name]
@@ -811,12 +817,8 @@ def run_ack_each(broker, args):
         meter = CpuMeter(broker)
         name = f"publish-and-wait, 100 B, {pubs} publisher{'s' if pubs > 1 else ''}"
         r = loadgen(system, broker.bootstrap, f"ack{pubs}-{int(time.time())}", n, 100, pubs, limit)
-        r["broker_rss_peak_bytes"] = broker.sampler.reset_phase()
-        r.update(meter.done())
-        r["machine_busy_pct_before"] = quiet
-        out[name] = r
-        log(f"  {broker.name} {name}: " + (f"ERROR {r['error']}" if r.get("error") else
-                                          f"{r['records_per_sec']:.0f} msg/s p99 {r['p99_ms']} ms"))
+        finish_run(broker, meter, quiet, out, name, r, f"{broker.name} {name}",
+                   lambda r: f"{r['records_per_sec']:.0f} msg/s p99 {r['p99_ms']} ms")
     return out
 
 

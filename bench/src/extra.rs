@@ -19,6 +19,24 @@ use super::*;
 // Shared helpers
 // ---------------------------------------------------------------------------
 
+impl Outcome for GroupResult {
+    fn peak_bytes(&self) -> Option<u64> {
+        self.rss.peak_bytes
+    }
+    fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl Outcome for TxnResult {
+    fn peak_bytes(&self) -> Option<u64> {
+        self.rss.peak_bytes
+    }
+    fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
 /// Latency summary in milliseconds.
 #[derive(Debug, Serialize, Default, Clone)]
 pub(crate) struct Latency {
@@ -368,19 +386,8 @@ fn group_consumer_thread(
     drop(consumer);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_group_workload(
-    rt: &tokio::runtime::Runtime,
-    spec: &GroupSpec,
-    broker: &Broker,
-    sampler: Option<&RssSampler>,
-    hz: f64,
-    stall: Duration,
-    run_id: u64,
-    index: usize,
-    wait_quiet: Duration,
-    quiet_pct: f64,
-) -> Result<GroupResult> {
+pub(crate) fn run_group_workload(spec: &GroupSpec, cx: &RunCtx) -> Result<GroupResult> {
+    let RunCtx { rt, broker, sampler, hz, stall, run_id, index, wait_quiet, quiet_pct } = *cx;
     let topic = format!("bench-{run_id}-{index}-group-{}p", spec.partitions);
     let group_id = format!("ferry-bench-group-{run_id}-{index}");
     let pid = broker.pid;
@@ -876,19 +883,8 @@ fn run_read_committed(spec: &TxnSpec, bootstrap: &str, topic: &str, expected: u6
     Ok(r)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_txn_workload(
-    rt: &tokio::runtime::Runtime,
-    spec: &TxnSpec,
-    broker: &Broker,
-    sampler: Option<&RssSampler>,
-    hz: f64,
-    stall: Duration,
-    run_id: u64,
-    index: usize,
-    wait_quiet: Duration,
-    quiet_pct: f64,
-) -> Result<TxnResult> {
+pub(crate) fn run_txn_workload(spec: &TxnSpec, cx: &RunCtx) -> Result<TxnResult> {
+    let RunCtx { rt, broker, sampler, hz, stall, run_id, index, wait_quiet, quiet_pct } = *cx;
     let pid = broker.pid;
     let plain_topic = format!("bench-{run_id}-{index}-txnbase-{}p", spec.partitions);
     let txn_topic = format!("bench-{run_id}-{index}-txn-{}p", spec.partitions);
@@ -992,23 +988,32 @@ fn done(ok: bool, problems: &[String]) -> String {
     }
 }
 
+/// Writes a `## heading` section start, an optional paragraph, and a table's header and separator rows.
+pub(crate) fn table_head(s: &mut String, heading: &str, description: Option<&str>, header: &str, separator: &str) {
+    let _ = writeln!(s, "## {heading}");
+    let _ = writeln!(s);
+    if let Some(d) = description {
+        let _ = writeln!(s, "{d}");
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "{header}");
+    let _ = writeln!(s, "{separator}");
+}
+
 pub(crate) fn markdown_group(s: &mut String, groups: &[GroupResult]) {
     if groups.is_empty() {
         return;
     }
-    let _ = writeln!(s, "## Consumer group (`--workload group`)");
-    let _ = writeln!(s);
-    let _ = writeln!(
+    table_head(
         s,
-        "Produced at acks=1 round-robin, then read by a group of consumers (one thread each, `subscribe`, \
-         enable.auto.commit=false), each calling `commit_consumer_state(CommitMode::Sync)` every N records it received."
+        "Consumer group (`--workload group`)",
+        Some(
+            "Produced at acks=1 round-robin, then read by a group of consumers (one thread each, `subscribe`, \
+             enable.auto.commit=false), each calling `commit_consumer_state(CommitMode::Sync)` every N records it received.",
+        ),
+        "| workload | produce records/s | group consume records/s | MB/s | first record after (s) | records/s after first record | commits | commit p50 / p99 / max (ms) | failed commits | rebalances | distinct / expected | duplicates | broker peak RSS (MiB) | broker / client / other CPU consume | complete |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     );
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "| workload | produce records/s | group consume records/s | MB/s | first record after (s) | records/s after first record | commits | commit p50 / p99 / max (ms) | failed commits | rebalances | distinct / expected | duplicates | broker peak RSS (MiB) | broker / client / other CPU consume | complete |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for g in groups {
         let c = &g.consume;
         let _ = writeln!(
@@ -1043,20 +1048,17 @@ pub(crate) fn markdown_txn(s: &mut String, txns: &[TxnResult]) {
     if txns.is_empty() {
         return;
     }
-    let _ = writeln!(s, "## Transactions vs acks=all (`--workload txn`)");
-    let _ = writeln!(s);
-    let _ = writeln!(
+    table_head(
         s,
-        "The same records produced twice, each to a fresh topic: by a plain producer at acks=all (no idempotence), and by a \
-         transactional producer (idempotent, acks=all) that calls commit_transaction every interval and begins the next \
-         transaction. The transactional topic is then read back with isolation.level=read_committed."
+        "Transactions vs acks=all (`--workload txn`)",
+        Some(
+            "The same records produced twice, each to a fresh topic: by a plain producer at acks=all (no idempotence), and by a \
+             transactional producer (idempotent, acks=all) that calls commit_transaction every interval and begins the next \
+             transaction. The transactional topic is then read back with isolation.level=read_committed.",
+        ),
+        "| workload | acks=all records/s | transactional records/s | ratio txn / acks=all | transactions | commit p50 / p99 / max (ms) | read_committed read / expected | broker peak RSS (MiB) | broker CPU acks=all / txn | client CPU acks=all / txn | other CPU acks=all / txn | complete |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     );
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "| workload | acks=all records/s | transactional records/s | ratio txn / acks=all | transactions | commit p50 / p99 / max (ms) | read_committed read / expected | broker peak RSS (MiB) | broker CPU acks=all / txn | client CPU acks=all / txn | other CPU acks=all / txn | complete |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for t in txns {
         let x = &t.transactional;
         let _ = writeln!(

@@ -1091,19 +1091,65 @@ fn run_consume(
     Ok(r)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_workload(
-    rt: &tokio::runtime::Runtime,
-    spec: &WorkloadSpec,
-    broker: &Broker,
-    sampler: Option<&RssSampler>,
-    hz: f64,
-    stall: Duration,
-    run_id: u64,
-    index: usize,
-    wait_quiet: Duration,
-    quiet_pct: f64,
-) -> Result<WorkloadResult> {
+/// What every workload runner needs besides its spec: the runtime, the broker under test and its RSS
+/// sampler, the clock rate for CPU accounting, the stall timeout, names for fresh topics (run id and job
+/// index) and how long to wait for a quiet machine first.
+#[derive(Clone, Copy)]
+pub(crate) struct RunCtx<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub broker: &'a Broker,
+    pub sampler: Option<&'a RssSampler>,
+    pub hz: f64,
+    pub stall: Duration,
+    pub run_id: u64,
+    pub index: usize,
+    pub wait_quiet: Duration,
+    pub quiet_pct: f64,
+}
+
+/// The parts of a workload result that the run loop collects.
+pub(crate) trait Outcome {
+    fn peak_bytes(&self) -> Option<u64>;
+    fn problems(&self) -> &[String];
+}
+
+impl Outcome for WorkloadResult {
+    fn peak_bytes(&self) -> Option<u64> {
+        self.rss.peak_bytes
+    }
+    fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+/// Records one workload's outcome: a result raises the run's peak RSS, has its problems printed and is
+/// pushed to `results`; an error is printed and added to `errors`.
+fn collect_outcome<T: Outcome>(
+    outcome: Result<T>,
+    name: &str,
+    run_peak: &mut Option<u64>,
+    results: &mut Vec<T>,
+    errors: &mut Vec<String>,
+) {
+    match outcome {
+        Ok(w) => {
+            if let Some(p) = w.peak_bytes() {
+                *run_peak = Some(run_peak.unwrap_or(0).max(p));
+            }
+            for p in w.problems() {
+                eprintln!("    PROBLEM: {p}");
+            }
+            results.push(w);
+        }
+        Err(e) => {
+            eprintln!("    ERROR: {e:#}");
+            errors.push(format!("{name}: {e:#}"));
+        }
+    }
+}
+
+fn run_workload(spec: &WorkloadSpec, cx: &RunCtx) -> Result<WorkloadResult> {
+    let RunCtx { rt, broker, sampler, hz, stall, run_id, index, wait_quiet, quiet_pct } = *cx;
     let idem = if spec.idempotent { "-idem" } else { "" };
     let topic = format!("bench-{run_id}-{index}-{}b-acks{}{idem}", spec.record_bytes, spec.acks.config_value());
     let pid = broker.pid;
@@ -1489,10 +1535,7 @@ fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(s);
     }
-    let _ = writeln!(s, "## Targets");
-    let _ = writeln!(s);
-    let _ = writeln!(s, "| target | goal | measured | status |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    extra::table_head(&mut s, "Targets", None, "| target | goal | measured | status |", "|---|---|---|---|");
     for t in &r.targets {
         let status = match t.met {
             Some(true) => "met",
@@ -1724,60 +1767,24 @@ fn run(args: Args) -> Result<bool> {
         let b = broker.as_mut().expect("broker");
         eprintln!("[{}/{}] {}", i + 1, specs.len(), spec.name());
         let wait_quiet = Duration::from_secs(args.wait_quiet);
-        let outcome = match spec {
-            Job::Matrix(m) => run_workload(&rt, m, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct).map_err(Some),
-            Job::Group(g) => {
-                match extra::run_group_workload(&rt, g, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct) {
-                    Ok(w) => {
-                        if let Some(p) = w.rss.peak_bytes {
-                            run_peak = Some(run_peak.unwrap_or(0).max(p));
-                        }
-                        for p in &w.problems {
-                            eprintln!("    PROBLEM: {p}");
-                        }
-                        group_results.push(w);
-                    }
-                    Err(e) => {
-                        eprintln!("    ERROR: {e:#}");
-                        errors.push(format!("{}: {e:#}", spec.name()));
-                    }
-                }
-                Err(None)
-            }
-            Job::Txn(t) => {
-                match extra::run_txn_workload(&rt, t, b, sampler.as_ref(), hz, stall, run_id, i, wait_quiet, args.quiet_pct) {
-                    Ok(w) => {
-                        if let Some(p) = w.rss.peak_bytes {
-                            run_peak = Some(run_peak.unwrap_or(0).max(p));
-                        }
-                        for p in &w.problems {
-                            eprintln!("    PROBLEM: {p}");
-                        }
-                        txn_results.push(w);
-                    }
-                    Err(e) => {
-                        eprintln!("    ERROR: {e:#}");
-                        errors.push(format!("{}: {e:#}", spec.name()));
-                    }
-                }
-                Err(None)
-            }
+        let cx = RunCtx {
+            rt: &rt,
+            broker: b,
+            sampler: sampler.as_ref(),
+            hz,
+            stall,
+            run_id,
+            index: i,
+            wait_quiet,
+            quiet_pct: args.quiet_pct,
         };
-        match outcome {
-            Err(None) => {}
-            Ok(w) => {
-                if let Some(p) = w.rss.peak_bytes {
-                    run_peak = Some(run_peak.unwrap_or(0).max(p));
-                }
-                for p in &w.problems {
-                    eprintln!("    PROBLEM: {p}");
-                }
-                results.push(w);
+        let name = spec.name();
+        match spec {
+            Job::Matrix(m) => collect_outcome(run_workload(m, &cx), &name, &mut run_peak, &mut results, &mut errors),
+            Job::Group(g) => {
+                collect_outcome(extra::run_group_workload(g, &cx), &name, &mut run_peak, &mut group_results, &mut errors)
             }
-            Err(Some(e)) => {
-                eprintln!("    ERROR: {e:#}");
-                errors.push(format!("{}: {e:#}", spec.name()));
-            }
+            Job::Txn(t) => collect_outcome(extra::run_txn_workload(t, &cx), &name, &mut run_peak, &mut txn_results, &mut errors),
         }
         if let Some(status) = b.exited() {
             errors.push(format!("broker exited during {}: {status}", spec.name()));
