@@ -109,14 +109,22 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Opens (or creates) a SQLite database for records that must survive a
+/// power cut once committed: WAL with `synchronous=FULL`, and a busy timeout
+/// so a second process sharing it waits instead of failing.
+pub(crate) fn open_durable_sqlite(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    Ok(connection)
+}
+
 impl SqliteStore {
     /// Opens (or creates) the database at `path`, in WAL mode with
     /// `synchronous=FULL` so a committed mark survives a power cut.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
-        let connection = Connection::open(path.as_ref())?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(Duration::from_secs(10))?;
+        let connection = open_durable_sqlite(path.as_ref())?;
         connection.execute_batch(
             "CREATE TABLE IF NOT EXISTS ferry_processed_ids (
                  id TEXT PRIMARY KEY,

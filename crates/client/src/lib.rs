@@ -27,6 +27,7 @@ mod processor;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod selector;
+mod txn_pair;
 mod semantics;
 pub mod twophase;
 
@@ -34,7 +35,8 @@ pub use error::ClientError;
 pub use idempotent::{IdSource, IdempotentConsumer, Outcome, ProcessedStore, SqliteStore, DEFAULT_TTL};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisStore, DEFAULT_KEY_PREFIX};
-pub use processor::{BatchOutcome, Output, ProcessorConfig, RebalanceWatch, TransactionalProcessor};
+pub use processor::{BatchOutcome, Output, ProcessorConfig, TransactionalProcessor};
+pub use txn_pair::RebalanceWatch;
 pub use selector::UseCase;
 pub use semantics::{CommitTiming, Preset, Semantics};
 #[cfg(feature = "postgres")]

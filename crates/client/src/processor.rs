@@ -4,24 +4,18 @@
 //! inputs are processed again; a newer instance with the same
 //! transactional.id fences this one.
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::semantics::{Preset, Semantics};
-use crate::{ClientError, Result};
-
-/// Bound on how long the processor waits for a transactional call
-/// (init, send offsets, commit, abort).
-const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::semantics::Preset;
+use crate::txn_pair::{Positions, RebalanceWatch, TxnPair, TXN_CALL_TIMEOUT};
+use crate::Result;
 
 /// Settings of a [`TransactionalProcessor`].
 #[derive(Debug, Clone)]
@@ -74,48 +68,9 @@ pub enum BatchOutcome {
     Aborted { inputs: usize, reason: String },
 }
 
-/// Notes partition revocations: a batch that spans one must not commit the
-/// offsets of a partition another member now owns.
-#[derive(Default)]
-pub struct RebalanceWatch {
-    revoked: AtomicBool,
-}
-
-impl ClientContext for RebalanceWatch {}
-
-impl ConsumerContext for RebalanceWatch {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if matches!(rebalance, Rebalance::Revoke(_) | Rebalance::Error(_)) {
-            self.revoked.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-impl RebalanceWatch {
-    pub(crate) fn take_revoked(&self) -> bool {
-        self.revoked.swap(false, Ordering::SeqCst)
-    }
-}
-
-/// Whether a transactional error means this producer was fenced (or is
-/// otherwise unusable): the instance must stop.
-pub(crate) fn is_fatal(error: &KafkaError) -> bool {
-    if let KafkaError::Transaction(e) = error {
-        if e.is_fatal() {
-            return true;
-        }
-    }
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
-    )
-}
-
 /// A consume-transform-produce loop with offsets inside the transaction.
 pub struct TransactionalProcessor {
-    consumer: BaseConsumer<RebalanceWatch>,
-    producer: ThreadedProducer<DefaultProducerContext>,
-    transactional_id: String,
+    clients: TxnPair,
     config: ProcessorConfig,
 }
 
@@ -124,25 +79,13 @@ impl TransactionalProcessor {
     /// and registers the transactional.id with the broker, which fences any
     /// older instance and aborts what it left open.
     pub fn new(config: ProcessorConfig) -> Result<TransactionalProcessor> {
-        if config.preset.semantics() != Semantics::ExactlyOnce {
-            return Err(ClientError::Config("TransactionalProcessor needs the exactly-once preset".into()));
-        }
-        let producer_config = config.preset.producer_config();
-        let transactional_id = producer_config
-            .get("transactional.id")
-            .ok_or_else(|| ClientError::Config("the exactly-once preset needs a transactional.id".into()))?
-            .to_string();
-        let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
-        producer.init_transactions(TXN_CALL_TIMEOUT)?;
-        let consumer: BaseConsumer<RebalanceWatch> =
-            config.preset.consumer_config(&config.group_id).create_with_context(RebalanceWatch::default())?;
-        let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
-        Ok(TransactionalProcessor { consumer, producer, transactional_id, config })
+        let clients = TxnPair::open(&config.preset, &config.group_id, "TransactionalProcessor")?;
+        clients.subscribe(&config.input_topics)?;
+        Ok(TransactionalProcessor { clients, config })
     }
 
     pub fn consumer(&self) -> &BaseConsumer<RebalanceWatch> {
-        &self.consumer
+        &self.clients.consumer
     }
 
     /// One transaction: polls up to `max_batch` inputs for up to
@@ -155,20 +98,19 @@ impl TransactionalProcessor {
         mut handler: impl FnMut(&BorrowedMessage<'_>) -> std::result::Result<Vec<Output>, E>,
     ) -> Result<BatchOutcome> {
         let started = Instant::now();
-        // first offset (for the rewind) and next offset (for the commit) per partition
-        let mut positions: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        let mut positions = Positions::default();
         let mut inputs = 0usize;
         let mut outputs = 0usize;
         let mut failure: Option<String> = None;
         let mut in_transaction = false;
-        self.consumer.context().take_revoked();
+        self.clients.consumer.context().take_revoked();
 
         while inputs < self.config.max_batch {
             let remaining = self.config.commit_interval.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 break;
             }
-            let message = match self.consumer.poll(remaining) {
+            let message = match self.clients.consumer.poll(remaining) {
                 None => break,
                 Some(Err(e)) => {
                     failure = Some(format!("consume: {e}"));
@@ -177,14 +119,11 @@ impl TransactionalProcessor {
                 Some(Ok(message)) => message,
             };
             if !in_transaction {
-                self.producer.begin_transaction().map_err(|e| self.classify(e))?;
+                self.clients.producer.begin_transaction().map_err(|e| self.clients.classify(e))?;
                 in_transaction = true;
             }
             inputs += 1;
-            positions
-                .entry((message.topic().to_string(), message.partition()))
-                .and_modify(|p| p.1 = message.offset() + 1)
-                .or_insert((message.offset(), message.offset() + 1));
+            positions.track(&message);
             match handler(&message) {
                 Ok(records) => {
                     for record in &records {
@@ -204,20 +143,24 @@ impl TransactionalProcessor {
         if !in_transaction {
             return Ok(BatchOutcome::Idle);
         }
-        if failure.is_none() && self.consumer.context().take_revoked() {
+        if failure.is_none() && self.clients.consumer.context().take_revoked() {
             failure = Some("a partition was revoked during the transaction".to_string());
         }
         if failure.is_none() {
-            match self.commit(&positions) {
+            let committed = self
+                .clients
+                .send_offsets(positions.next_offsets())
+                .and_then(|()| self.clients.producer.commit_transaction(TXN_CALL_TIMEOUT));
+            match committed.map_err(|e| self.clients.classify(e)) {
                 Ok(()) => return Ok(BatchOutcome::Committed { inputs, outputs }),
-                Err(e) if is_fatal(&e) => return Err(ClientError::Fenced(self.transactional_id.clone())),
+                Err(fenced @ crate::ClientError::Fenced(_)) => return Err(fenced),
                 Err(e) => failure = Some(format!("commit: {e}")),
             }
         }
         let reason = failure.unwrap_or_default();
         tracing::warn!(%reason, inputs, "aborting transaction and rewinding");
-        self.producer.abort_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.classify(e))?;
-        self.rewind(&positions)?;
+        self.clients.producer.abort_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.clients.classify(e))?;
+        self.clients.rewind(&positions)?;
         Ok(BatchOutcome::Aborted { inputs, reason })
     }
 
@@ -230,7 +173,7 @@ impl TransactionalProcessor {
             base = base.partition(partition);
         }
         loop {
-            match self.producer.send(base) {
+            match self.clients.producer.send(base) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     base = back;
@@ -238,39 +181,6 @@ impl TransactionalProcessor {
                 }
                 Err((e, _)) => return Err(e),
             }
-        }
-    }
-
-    fn commit(&self, positions: &BTreeMap<(String, i32), (i64, i64)>) -> std::result::Result<(), KafkaError> {
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), (_, next)) in positions {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
-        self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)?;
-        self.producer.commit_transaction(TXN_CALL_TIMEOUT)
-    }
-
-    /// Puts every partition of the aborted batch back to its first input.
-    fn rewind(&self, positions: &BTreeMap<(String, i32), (i64, i64)>) -> Result<()> {
-        let assigned = self.consumer.assignment()?;
-        for ((topic, partition), (first, _)) in positions {
-            // A revoked partition restarts from its committed offset at its new owner.
-            if assigned.find_partition(topic, *partition).is_some() {
-                self.consumer.seek(topic, *partition, Offset::Offset(*first), Duration::from_secs(10))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn classify(&self, error: KafkaError) -> ClientError {
-        if is_fatal(&error) {
-            ClientError::Fenced(self.transactional_id.clone())
-        } else {
-            ClientError::Kafka(error)
         }
     }
 }

@@ -31,16 +31,14 @@ mod participant;
 mod postgres;
 mod sqlite;
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::Producer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 pub use decision_log::{DecisionLog, PartitionOffset, Pending, Record};
@@ -50,11 +48,9 @@ pub use postgres::{PostgresBatch, PostgresParticipant, DEFAULT_GID_PREFIX};
 pub use sqlite::{SqlStatement, SqlValue, SqliteBatch, SqliteParticipant};
 
 use crate::failpoint::Failpoint;
-use crate::processor::{is_fatal, RebalanceWatch};
-use crate::semantics::{Preset, Semantics};
+use crate::semantics::Preset;
+use crate::txn_pair::{Positions, TxnPair, TXN_CALL_TIMEOUT};
 use crate::{BatchOutcome, ClientError, Result};
-
-const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The decision log is rewritten to a checkpoint once it holds this many records.
 const DECISION_LOG_REWRITE_RECORDS: u64 = 10_000;
 
@@ -93,17 +89,13 @@ pub struct RecoveryReport {
     pub broker_redone: Vec<u64>,
 }
 
-type Positions = BTreeMap<(String, i32), (i64, i64)>;
-
 /// The coordinator: one consumer, one transactional producer, one database
 /// participant `P` and the decision log.
 pub struct TwoPhaseCommit<P: Participant = SqliteParticipant> {
     config: TwoPhaseConfig,
     log: DecisionLog,
     db: P,
-    consumer: BaseConsumer<RebalanceWatch>,
-    producer: ThreadedProducer<DefaultProducerContext>,
-    transactional_id: String,
+    clients: TxnPair,
     failpoint: Failpoint,
     recovery: RecoveryReport,
 }
@@ -112,33 +104,19 @@ impl<P: Participant> TwoPhaseCommit<P> {
     /// Opens the decision log, fences any older instance, resolves every
     /// in-doubt transaction with `db`, then subscribes.
     pub fn open(config: TwoPhaseConfig, db: P) -> Result<TwoPhaseCommit<P>> {
-        if config.preset.semantics() != Semantics::ExactlyOnce {
-            return Err(ClientError::Config("TwoPhaseCommit needs the exactly-once preset".into()));
-        }
-        let producer_config = config.preset.producer_config();
-        let transactional_id = producer_config
-            .get("transactional.id")
-            .ok_or_else(|| ClientError::Config("the exactly-once preset needs a transactional.id".into()))?
-            .to_string();
         let (log, pending) = DecisionLog::open(&config.decision_log)?;
-        let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
-        // Aborts the dead instance's open broker transaction, if any.
-        producer.init_transactions(TXN_CALL_TIMEOUT)?;
-        let consumer: BaseConsumer<RebalanceWatch> =
-            config.preset.consumer_config(&config.group_id).create_with_context(RebalanceWatch::default())?;
+        // InitProducerId aborts the dead instance's open broker transaction, if any.
+        let clients = TxnPair::open(&config.preset, &config.group_id, "TwoPhaseCommit")?;
         let mut coordinator = TwoPhaseCommit {
             config,
             log,
             db,
-            consumer,
-            producer,
-            transactional_id,
+            clients,
             failpoint: Failpoint::from_env(),
             recovery: RecoveryReport::default(),
         };
         coordinator.recover(pending)?;
-        let topics: Vec<&str> = coordinator.config.input_topics.iter().map(String::as_str).collect();
-        coordinator.consumer.subscribe(&topics)?;
+        coordinator.clients.subscribe(&coordinator.config.input_topics)?;
         Ok(coordinator)
     }
 
@@ -190,7 +168,7 @@ impl<P: Participant> TwoPhaseCommit<P> {
         for o in offsets {
             wanted.add_partition(&o.topic, o.partition);
         }
-        let committed = self.consumer.committed_offsets(wanted, TXN_CALL_TIMEOUT)?;
+        let committed = self.clients.consumer.committed_offsets(wanted, TXN_CALL_TIMEOUT)?;
         let behind = offsets.iter().any(|o| {
             match committed.find_partition(&o.topic, o.partition).map(|e| e.offset()) {
                 Some(Offset::Offset(c)) => c < o.offset,
@@ -204,26 +182,13 @@ impl<P: Participant> TwoPhaseCommit<P> {
     }
 
     fn broker_prepare(&self, offsets: &[PartitionOffset]) -> std::result::Result<(), KafkaError> {
-        let mut list = TopicPartitionList::new();
-        for o in offsets {
-            list.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))?;
-        }
-        let metadata = self.consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
-        self.producer.begin_transaction()?;
-        self.producer.send_offsets_to_transaction(&list, &metadata, TXN_CALL_TIMEOUT)
+        self.clients.producer.begin_transaction()?;
+        self.clients.send_offsets(offsets.iter().map(|o| (o.topic.as_str(), o.partition, o.offset)))
     }
 
     fn broker_commit_again(&self, offsets: &[PartitionOffset]) -> Result<()> {
-        self.broker_prepare(offsets).map_err(|e| self.classify(e))?;
-        self.producer.commit_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.classify(e))
-    }
-
-    fn classify(&self, error: KafkaError) -> ClientError {
-        if is_fatal(&error) {
-            ClientError::Fenced(self.transactional_id.clone())
-        } else {
-            ClientError::Kafka(error)
-        }
+        self.broker_prepare(offsets).map_err(|e| self.clients.classify(e))?;
+        self.clients.producer.commit_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.clients.classify(e))
     }
 
     /// One batch through both phases. `handler` turns a message into the
@@ -235,10 +200,10 @@ impl<P: Participant> TwoPhaseCommit<P> {
         mut handler: impl FnMut(&BorrowedMessage<'_>, &mut dyn SqlSession) -> std::result::Result<Vec<SqlStatement>, E>,
     ) -> Result<BatchOutcome> {
         let started = Instant::now();
-        let mut positions: Positions = BTreeMap::new();
+        let mut positions = Positions::default();
         let mut statements: Vec<SqlStatement> = Vec::new();
         let mut inputs = 0usize;
-        self.consumer.context().take_revoked();
+        self.clients.consumer.context().take_revoked();
 
         let mut batch = self.db.begin()?;
         let mut failure: Option<ClientError> = None;
@@ -247,7 +212,7 @@ impl<P: Participant> TwoPhaseCommit<P> {
             if remaining.is_zero() {
                 break;
             }
-            let message = match self.consumer.poll(remaining) {
+            let message = match self.clients.consumer.poll(remaining) {
                 None => break,
                 Some(Err(e)) => {
                     failure = Some(e.into());
@@ -256,10 +221,7 @@ impl<P: Participant> TwoPhaseCommit<P> {
                 Some(Ok(message)) => message,
             };
             inputs += 1;
-            positions
-                .entry((message.topic().to_string(), message.partition()))
-                .and_modify(|p| p.1 = message.offset() + 1)
-                .or_insert((message.offset(), message.offset() + 1));
+            positions.track(&message);
             let coordinates = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
             match handler(&message, &mut batch) {
                 Ok(effect) => {
@@ -280,21 +242,21 @@ impl<P: Participant> TwoPhaseCommit<P> {
         if inputs == 0 && failure.is_none() {
             return Ok(BatchOutcome::Idle);
         }
-        if failure.is_none() && self.consumer.context().take_revoked() {
+        if failure.is_none() && self.clients.consumer.context().take_revoked() {
             drop(batch);
-            self.rewind(&positions)?;
+            self.clients.rewind(&positions)?;
             return Ok(BatchOutcome::Aborted { inputs, reason: "a partition was revoked during the batch".into() });
         }
         if let Some(error) = failure {
             drop(batch);
-            self.rewind(&positions)?;
+            self.clients.rewind(&positions)?;
             return Err(error);
         }
 
         let xid = self.log.allocate_xid();
         let offsets: Vec<PartitionOffset> = positions
-            .iter()
-            .map(|((topic, partition), (_, next))| PartitionOffset { topic: topic.clone(), partition: *partition, offset: *next })
+            .next_offsets()
+            .map(|(topic, partition, offset)| PartitionOffset { topic: topic.to_string(), partition, offset })
             .collect();
         self.log.append(&Record::Begin { xid, offsets: offsets.clone() })?;
         self.failpoint.pass("before-prepare");
@@ -302,15 +264,15 @@ impl<P: Participant> TwoPhaseCommit<P> {
         self.failpoint.pass("between-prepares");
 
         if let Err(error) = self.broker_prepare(&offsets) {
-            let fatal = is_fatal(&error);
+            let error = self.clients.classify(error);
             self.log.append(&Record::Abort { xid })?;
             self.db.abort(xid)?;
-            if fatal {
-                return Err(ClientError::Fenced(self.transactional_id.clone()));
+            if matches!(error, ClientError::Fenced(_)) {
+                return Err(error);
             }
-            self.producer.abort_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.classify(e))?;
+            self.clients.producer.abort_transaction(TXN_CALL_TIMEOUT).map_err(|e| self.clients.classify(e))?;
             self.log.append(&Record::Done { xid })?;
-            self.rewind(&positions)?;
+            self.clients.rewind(&positions)?;
             return Ok(BatchOutcome::Aborted { inputs, reason: format!("broker prepare: {error}") });
         }
         self.failpoint.pass("after-prepares");
@@ -318,15 +280,19 @@ impl<P: Participant> TwoPhaseCommit<P> {
         self.log.append(&Record::Commit { xid })?;
         self.failpoint.pass("after-decision");
 
-        if let Err(error) = self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
-            if is_fatal(&error) {
+        if let Err(error) = self.clients.producer.commit_transaction(TXN_CALL_TIMEOUT) {
+            let error = self.clients.classify(error);
+            if matches!(error, ClientError::Fenced(_)) {
                 // Decided commit: the next instance's recovery redoes it.
-                return Err(ClientError::Fenced(self.transactional_id.clone()));
+                return Err(error);
             }
             // E.g. the broker aborted it on transaction.timeout.ms: the
             // decision stands, so commit the offsets again.
             tracing::warn!(xid, %error, "broker commit failed; committing the offsets again");
-            let _ = self.producer.abort_transaction(TXN_CALL_TIMEOUT);
+            if let Err(abort_error) = self.clients.producer.abort_transaction(TXN_CALL_TIMEOUT) {
+                // Nothing is open to abort when the broker already aborted it.
+                tracing::warn!(xid, %abort_error, "abort before committing the offsets again failed");
+            }
             self.broker_commit_again(&offsets)?;
         }
         self.failpoint.pass("between-commits");
@@ -339,15 +305,5 @@ impl<P: Participant> TwoPhaseCommit<P> {
             self.db.forget_applied_below(xid + 1)?;
         }
         Ok(BatchOutcome::Committed { inputs, outputs: statements.len() })
-    }
-
-    fn rewind(&self, positions: &Positions) -> Result<()> {
-        let assigned = self.consumer.assignment()?;
-        for ((topic, partition), (first, _)) in positions {
-            if assigned.find_partition(topic, *partition).is_some() {
-                self.consumer.seek(topic, *partition, Offset::Offset(*first), Duration::from_secs(10))?;
-            }
-        }
-        Ok(())
     }
 }

@@ -11,13 +11,13 @@
 //! make a commit fail, which is reported as a heuristic hazard, never hidden.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::participant::{Participant, SqlSession};
+use crate::idempotent::open_durable_sqlite;
 use crate::{ClientError, Result};
 
 /// A value bound to a statement parameter.
@@ -122,11 +122,7 @@ impl SqlSession for SqliteBatch<'_> {
 impl SqliteParticipant {
     /// Opens (or creates) the database at `path` (WAL, `synchronous=FULL`).
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteParticipant> {
-        let path = path.as_ref();
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(Duration::from_secs(10))?;
+        let connection = open_durable_sqlite(path.as_ref())?;
         connection.execute_batch(
             "CREATE TABLE IF NOT EXISTS ferry_2pc_prepared (
                  xid INTEGER PRIMARY KEY,

@@ -104,11 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("compression.type", "none");
-    match args.semantics {
-        CliSemantics::AtMostOnce => config.set("acks", "0").set("message.send.max.retries", "0").set("enable.idempotence", "false"),
-        CliSemantics::AtLeastOnce => config.set("acks", "all").set("enable.idempotence", "false"),
-        CliSemantics::ExactlyOnce => config.set("transactional.id", format!("ferry-bench-{}", std::process::id())),
-    };
+    args.semantics.configure_producer(&mut config, "ferry-bench");
     if let Some(acks) = &args.acks {
         config.set("acks", acks);
     }
@@ -160,7 +156,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let consumed = if args.consume { Some(consume(&args, &topic, delivered)?) } else { None };
     let mb = (delivered as f64 * args.record_size as f64) / (1024.0 * 1024.0);
     let summary = json!({
-        "topic": topic, "semantics": clap::ValueEnum::to_possible_value(&args.semantics).map(|v| v.get_name().to_string()), "acks": args.acks,
+        "topic": topic, "semantics": args.semantics.name(), "acks": args.acks,
         "records": args.records, "record_size": args.record_size, "partitions": args.partitions,
         "delivered": delivered, "failed": failed, "first_error": *reports.first_error.lock(),
         "produce_seconds": produce_secs, "produce_records_per_sec": delivered as f64 / produce_secs,

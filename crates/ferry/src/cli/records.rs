@@ -25,6 +25,23 @@ pub enum CliSemantics {
     ExactlyOnce,
 }
 
+impl CliSemantics {
+    /// The producer settings of this semantics; an exactly-once producer
+    /// gets the transactional.id `<id_prefix>-<pid>`.
+    pub fn configure_producer(self, config: &mut rdkafka::ClientConfig, id_prefix: &str) {
+        match self {
+            CliSemantics::AtMostOnce => config.set("acks", "0").set("message.send.max.retries", "0").set("enable.idempotence", "false"),
+            CliSemantics::AtLeastOnce => config.set("acks", "all").set("enable.idempotence", "false"),
+            CliSemantics::ExactlyOnce => config.set("transactional.id", format!("{id_prefix}-{}", std::process::id())),
+        };
+    }
+
+    /// The name used on the command line (`--semantics`).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
     topic: String,
@@ -75,11 +92,7 @@ pub struct ConsumeArgs {
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut config = args.connect.client_config();
     config.set("linger.ms", "5");
-    match args.semantics {
-        CliSemantics::AtMostOnce => config.set("acks", "0").set("message.send.max.retries", "0").set("enable.idempotence", "false"),
-        CliSemantics::AtLeastOnce => config.set("acks", "all").set("enable.idempotence", "false"),
-        CliSemantics::ExactlyOnce => config.set("transactional.id", format!("ferry-cli-{}", std::process::id())),
-    };
+    args.semantics.configure_producer(&mut config, "ferry-cli");
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = config.create().context("cannot create a Kafka client")?;
     let transactional = args.semantics == CliSemantics::ExactlyOnce;
     if transactional {
@@ -140,8 +153,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} records were not acknowledged");
     }
-    let semantics = clap::ValueEnum::to_possible_value(&args.semantics).map(|v| v.get_name().to_string()).unwrap_or_default();
-    eprintln!("{count} records produced to {} ({semantics})", args.topic);
+    eprintln!("{count} records produced to {} ({})", args.topic, args.semantics.name());
     Ok(())
 }
 
