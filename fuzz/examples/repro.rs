@@ -61,7 +61,7 @@ fn main() {
                             Ok(Some(ferry_log::ReadPlan::Disk(slice))) => {
                                 eprintln!(
                                     "read_slice -> {:?}",
-                                    ferry_log::read_slice(&slice, 1 << 20, i64::MAX)
+                                    ferry_log::read_slice(&slice, 1 << 20, i64::MAX, true)
                                         .map(|b| b.len())
                                 )
                             }

@@ -130,7 +130,7 @@ fn check(data: &[u8]) {
 
     ferry_fuzz::guarded("read_plan/read_slice/offset_for_timestamp", || {
         if let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(start) {
-            let _ = read_slice(&slice, 1 << 20, i64::MAX);
+            let _ = read_slice(&slice, 1 << 20, i64::MAX, true);
         }
         consume(&log, start);
         let _ = producers.first_unstable_offset();
@@ -196,7 +196,7 @@ fn consume(log: &DiskLog, mut offset: i64) {
         let Ok(Some(ReadPlan::Disk(slice))) = log.read_plan(offset) else {
             return;
         };
-        let Ok(bytes) = read_slice(&slice, 1, i64::MAX) else {
+        let Ok(bytes) = read_slice(&slice, 1, i64::MAX, true) else {
             return;
         };
         let mut pos = 0;

@@ -217,22 +217,22 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `offset`, up to `max_bytes` (at least one
-    /// batch), none at or past `max_offset_exclusive`. The file read happens
-    /// outside the lock.
-    pub async fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> EngineResult<Bytes> {
+    /// Reads whole batches from `offset`, up to `max_bytes` (with
+    /// `min_one_batch`, at least one batch however large), none at or past
+    /// `max_offset_exclusive`. The file read happens outside the lock.
+    pub async fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64, min_one_batch: bool) -> EngineResult<Bytes> {
         let plan = {
             let inner = self.inner.lock();
             match &inner.log {
                 PartitionLog::Disk(l) => l.read_plan(offset)?,
-                PartitionLog::Memory(l) => Some(ReadPlan::Ready(l.read(offset, max_bytes, max_offset_exclusive)?)),
+                PartitionLog::Memory(l) => Some(ReadPlan::Ready(l.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?)),
             }
         };
         match plan {
             None => Ok(Bytes::new()),
             Some(ReadPlan::Ready(b)) => Ok(b),
             Some(ReadPlan::Disk(slice)) => {
-                let result = tokio::task::spawn_blocking(move || read_slice(&slice, max_bytes, max_offset_exclusive))
+                let result = tokio::task::spawn_blocking(move || read_slice(&slice, max_bytes, max_offset_exclusive, min_one_batch))
                     .await
                     .map_err(|e| EngineError::Storage(format!("read task failed: {e}")))?;
                 result.map_err(|e| EngineError::Storage(format!("read failed: {e}")))

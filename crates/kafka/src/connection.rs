@@ -1,10 +1,14 @@
 //! One client connection: frames in, answers out, in request order.
 //!
-//! The reader decodes and handles each request in order (so pipelined
-//! produces append in the order they were sent); work that only waits (a
-//! fetch's long poll, an acks=all fsync) is spawned, so the next request is
-//! read meanwhile and concurrent producers share fsyncs. The writer sends
-//! answers in request order, as Kafka clients require.
+//! The reader decodes and handles each request in order, so requests take
+//! effect in the order they were sent (pipelined produces append in order,
+//! pipelined offset commits land in order). Work that only waits (a fetch's
+//! long poll, an acks=all fsync) is spawned and the next request is handled
+//! meanwhile, so a pipelining producer's requests share fsyncs. Work whose
+//! effects happen while it waits (an offset commit's fsync before it is
+//! visible, a transaction step) is spawned too, but the reader handles
+//! nothing more until it finished. The writer sends answers in request
+//! order, as Kafka clients require.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -107,6 +111,8 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
         let _ = wr.shutdown().await;
     });
     let idle = Duration::from_millis(ctx.config.connections_max_idle_ms);
+    // Set while an Ordered request's effects are still being applied.
+    let mut effects_pending: Option<oneshot::Receiver<()>> = None;
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
@@ -123,10 +129,27 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
                 }
             },
         };
+        if let Some(done) = effects_pending.take() {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                // An error means the task ended without finishing (it
+                // panicked); the writer closes the connection then.
+                _ = done => {}
+            }
+        }
         let pending = match decode_request(frame) {
             Ok(Decoded::Request(header, body)) => match handlers::dispatch(&ctx, peer, header, body).await {
                 Dispatched::Ready(reply) => Pending::Ready(reply),
-                Dispatched::Later(work) => Pending::Task(tokio::spawn(work)),
+                Dispatched::Waiting(work) => Pending::Task(tokio::spawn(work)),
+                Dispatched::Ordered(work) => {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    effects_pending = Some(done_rx);
+                    Pending::Task(tokio::spawn(async move {
+                        let reply = work.await;
+                        let _ = done_tx.send(());
+                        reply
+                    }))
+                }
             },
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
                 if api != ApiKey::ApiVersions {

@@ -344,10 +344,12 @@ impl DiskLog {
 }
 
 /// Reads batches from a planned slice: whole batches only, starting with the
-/// one holding `target_offset`, at most `max_bytes` unless the first batch
-/// alone is larger (then it is returned whole so the consumer can progress),
-/// and none whose base offset is at or past `max_offset_exclusive`.
-pub fn read_slice(slice: &ReadSlice, max_bytes: usize, max_offset_exclusive: i64) -> std::io::Result<Bytes> {
+/// one holding `target_offset`, at most `max_bytes`, and none whose base
+/// offset is at or past `max_offset_exclusive`. With `min_one_batch` a first
+/// batch larger than `max_bytes` is returned whole so the consumer can
+/// progress (KIP-74: only the first partition with data in a fetch may
+/// exceed the limits); without it such a read returns nothing.
+pub fn read_slice(slice: &ReadSlice, max_bytes: usize, max_offset_exclusive: i64, min_one_batch: bool) -> std::io::Result<Bytes> {
     let mut position = slice.start_position;
     let mut header_buf = [0u8; BATCH_HEADER_LEN];
     // Skip to the batch holding the target offset.
@@ -364,6 +366,9 @@ pub fn read_slice(slice: &ReadSlice, max_bytes: usize, max_offset_exclusive: i64
         position += header.total_len() as u64;
     };
     if first.base_offset >= max_offset_exclusive {
+        return Ok(Bytes::new());
+    }
+    if !min_one_batch && first.total_len() > max_bytes {
         return Ok(Bytes::new());
     }
     let available = (slice.end_position - position) as usize;

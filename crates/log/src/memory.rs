@@ -77,7 +77,8 @@ impl MemoryLog {
         }
     }
 
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> Result<Bytes, LogError> {
+    /// Whole batches from `offset`, as [`crate::read_slice`] reads them.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64, min_one_batch: bool) -> Result<Bytes, LogError> {
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -88,7 +89,8 @@ impl MemoryLog {
         let start = self.batches.partition_point(|b| b.last_offset < offset);
         let mut out: Vec<u8> = Vec::new();
         for b in self.batches.iter().skip(start) {
-            if b.base_offset >= max_offset_exclusive || (!out.is_empty() && out.len() + b.bytes.len() > max_bytes) {
+            let may_exceed = out.is_empty() && min_one_batch;
+            if b.base_offset >= max_offset_exclusive || (!may_exceed && out.len() + b.bytes.len() > max_bytes) {
                 break;
             }
             out.extend_from_slice(&b.bytes);

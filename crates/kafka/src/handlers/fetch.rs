@@ -72,7 +72,11 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 continue;
             }
             let max = (p.partition_max_bytes.max(0) as usize).min(budget);
-            match partition.read(p.fetch_offset, max, visible_end).await {
+            // Only the first partition with data may go over the limits,
+            // by its first batch (KIP-74); later ones stay within them, or
+            // the answer outgrows what the client can receive.
+            let min_one_batch = total == 0;
+            match partition.read(p.fetch_offset, max, visible_end, min_one_batch).await {
                 Ok(records) => {
                     total += records.len();
                     budget = budget.saturating_sub(records.len());

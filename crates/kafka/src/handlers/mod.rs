@@ -47,24 +47,32 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
 /// A request's outcome as the connection sees it.
 pub enum Dispatched {
     Ready(Reply),
-    /// Work that waits (a fetch's long poll, acks=all's fsync): run it
-    /// concurrently, answer in order.
-    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+    /// Work that only waits, its effects already applied (a fetch's long
+    /// poll, acks=all's fsync after the append): run it concurrently with
+    /// the next requests, answer in order.
+    Waiting(ReplyFuture),
+    /// Work whose effects happen inside it (an offset commit made durable
+    /// and then visible, a transaction step, a join): run it concurrently,
+    /// but handle no later request of the connection before it finished,
+    /// so requests take effect in the order they were sent, as in Kafka.
+    Ordered(ReplyFuture),
 }
 
 /// Handles one request. Runs in the connection's reader, so everything
-/// that must happen in request order (appends, admin changes) happens here;
-/// only waiting is deferred.
+/// that must happen in request order (appends, admin changes) happens here
+/// or in an [`Dispatched::Ordered`] future the reader waits for.
 pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: RequestHeader, body: RequestKind) -> Dispatched {
     let version = header.request_api_version;
     let cid = header.correlation_id;
     let (api, response): (ApiKey, ResponseKind) = match body {
         RequestKind::Produce(r) => {
             let appended = produce::append(ctx, r, version);
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Waiting(Box::pin(async move {
                 match produce::finish(appended).await {
                     produce::Outcome::Respond(resp) => encode(ApiKey::Produce, version, cid, resp.into()),
                     produce::Outcome::Silent => Reply::Nothing,
@@ -74,7 +82,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         }
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Waiting(Box::pin(async move {
                 let resp = fetch::handle(&ctx, r, version).await;
                 encode(ApiKey::Fetch, version, cid, resp.into())
             }));
@@ -83,56 +91,56 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let ctx = ctx.clone();
             let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             let client_host = format!("/{}", peer.ip());
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::join_group(&ctx, r, version, client_id, client_host).await;
                 encode(ApiKey::JoinGroup, version, cid, resp.into())
             }));
         }
         RequestKind::SyncGroup(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::sync_group(&ctx, r).await;
                 encode(ApiKey::SyncGroup, version, cid, resp.into())
             }));
         }
         RequestKind::OffsetCommit(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::offset_commit(&ctx, r).await;
                 encode(ApiKey::OffsetCommit, version, cid, resp.into())
             }));
         }
         RequestKind::InitProducerId(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::init_producer_id(&ctx, r, version).await;
                 encode(ApiKey::InitProducerId, version, cid, resp.into())
             }));
         }
         RequestKind::AddPartitionsToTxn(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_partitions(&ctx, r, version).await;
                 encode(ApiKey::AddPartitionsToTxn, version, cid, resp.into())
             }));
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_offsets(&ctx, r, version).await;
                 encode(ApiKey::AddOffsetsToTxn, version, cid, resp.into())
             }));
         }
         RequestKind::TxnOffsetCommit(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::txn_offset_commit(&ctx, r, version).await;
                 encode(ApiKey::TxnOffsetCommit, version, cid, resp.into())
             }));
         }
         RequestKind::EndTxn(r) => {
             let ctx = ctx.clone();
-            return Dispatched::Later(Box::pin(async move {
+            return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::end_txn(&ctx, r, version).await;
                 encode(ApiKey::EndTxn, version, cid, resp.into())
             }));
