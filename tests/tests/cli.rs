@@ -178,3 +178,34 @@ fn bench_produces_and_reads_back_with_each_semantics() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--records"));
 }
+
+/// Where `ferry consume` overlaps kafka-console-consumer.sh it takes that
+/// tool's names and meanings: --topic, --timeout-ms (exit when no message
+/// arrives), --max-messages, --partition with --offset, --property print.*.
+#[test]
+fn console_consumer_habits() {
+    let f = Ferry::start();
+    let bs = f.bootstrap();
+    let out = run_with_stdin(&["produce", "--topic", "habits", "--property", "parse.key=true", "--property", "key.separator=:", "--bootstrap-server", &bs], "k0:v0\nk1:v1\nk2:v2\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = std::time::Instant::now();
+    let out = Command::new(ferry_bin())
+        .args(["consume", "--topic", "habits", "--from-beginning", "--timeout-ms", "2000", "--property", "print.key=true", "--property", "print.offset=true"])
+        .args(["--bootstrap-server", &bs])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(25), "--timeout-ms ends the consumer when nothing more arrives");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Offset:0\tk0\tv0\nOffset:1\tk1\tv1\nOffset:2\tk2\tv2\n");
+    let out = Command::new(ferry_bin())
+        .args(["consume", "--topic", "habits", "--partition", "0", "--offset", "1", "--max-messages", "1", "--bootstrap-server", &bs])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n");
+    let bad = Command::new(ferry_bin()).args(["consume", "--topic", "habits", "--property", "print.colour=true", "--bootstrap-server", &bs]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("print.colour"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = Command::new(ferry_bin()).args(["consume", "--topic", "habits", "--partition", "7", "--bootstrap-server", &bs]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no partition 7"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

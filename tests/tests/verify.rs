@@ -1,14 +1,21 @@
-//! `ferry verify` end to end: each semantics under broker SIGKILLs keeps its
-//! promise, and the JSON output has the documented shape.
+//! `ferry verify` end to end: each semantics keeps its promise under every
+//! fault kind, each kind is injected, and the JSON output has the
+//! documented shape. Long enough (tens of thousands of records, a dozen
+//! faults per semantics) to catch what a three-second run never does: a
+//! consumer group that never resumes after a kill, offsets handed out twice.
 
 use std::process::Command;
 
 use ferry_tests::ferry_bin;
 
+const FAULT_KINDS: [&str; 5] = ["kill", "pause", "disconnect", "fsync-error", "torn-tail"];
+
 #[test]
 fn verify_all_semantics_under_every_fault_kind() {
+    let faults = FAULT_KINDS.join(",");
     let out = Command::new(ferry_bin())
-        .args(["verify", "--semantics", "all", "--faults", "kill,disconnect,fsync-error,torn-tail", "--records", "2000", "--rate", "800", "--max-faults", "3", "--seed", "7", "--output", "json"])
+        .args(["verify", "--semantics", "all", "--faults", &faults, "--records", "24000", "--rate", "2000", "--max-faults", "12"])
+        .args(["--fault-interval-ms", "800", "--seed", "7", "--output", "json"])
         .output()
         .expect("run ferry verify");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -20,7 +27,12 @@ fn verify_all_semantics_under_every_fault_kind() {
     assert_eq!(results.len(), 3);
     for r in results {
         let name = r["semantics"].as_str().unwrap();
-        assert!(r["faults_injected"].as_u64().unwrap() >= 1, "{name}: faults were injected");
+        for kind in FAULT_KINDS {
+            assert!(r["faults_by_kind"][kind].as_u64().unwrap_or(0) >= 1, "{name}: no {kind} fault injected: {r}");
+        }
+        assert!(r["faults_injected"].as_u64().unwrap() >= 8, "{name}: a dozen faults or so: {r}");
+        assert_eq!(r["verdict"], "held", "{name}: {r}");
+        assert_eq!(r["inconsistent_offsets"], 0, "{name}: {r}");
         assert!(r["acknowledged"].as_u64().unwrap() > 0, "{name}: something was acknowledged");
         assert_eq!(r["promise_held"], true, "{name}: {r}");
     }
@@ -51,4 +63,12 @@ fn verify_check_catches_a_planted_duplicate() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["report"]["duplicated"], 1);
     assert_eq!(v["promise_held"], false);
+}
+
+#[test]
+fn verify_refuses_fewer_faults_than_kinds() {
+    let out = Command::new(ferry_bin()).args(["verify", "--faults", "kill,pause,torn-tail", "--max-faults", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--max-faults 2 is fewer than the 3 fault kinds"), "{stderr}");
 }

@@ -28,7 +28,7 @@ enum Command {
     /// Produce records from stdin (one per line) with a delivery semantics.
     Produce(cli::records::ProduceArgs),
     /// Consume records in a group; the semantics decide when offsets are committed.
-    Consume(cli::records::ConsumeArgs),
+    Consume(cli::consume::ConsumeArgs),
     /// Topics: create, list, describe (partitions, offsets, configs), alter, delete.
     Topic(cli::topic::TopicArgs),
     /// Consumer groups: list, describe (members, offsets, lag), reset-offsets, delete.
@@ -66,15 +66,19 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Produce(args) => cli::records::produce(args),
         Command::Bench(args) => cli::bench::run(args),
-        Command::Consume(args) => cli::records::consume(args),
+        Command::Consume(args) => cli::consume::consume(args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
         Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),
         Command::Verify(args) => match cli::verify::run(args) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+            Ok(cli::verify::Verdict::Held) => Ok(()),
+            Ok(cli::verify::Verdict::Broken) => {
                 eprintln!("ferry verify: a promise was broken (see the table)");
                 return std::process::ExitCode::from(2);
+            }
+            Ok(cli::verify::Verdict::Inconclusive) => {
+                eprintln!("ferry verify: inconclusive: a requested fault kind was never injected (see the table)");
+                return std::process::ExitCode::from(3);
             }
             Err(e) => Err(e),
         },

@@ -49,6 +49,18 @@ enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+impl FrameError {
+    /// The peer went away (reset, or closed mid-frame): not a bad frame.
+    fn is_disconnect(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        match self {
+            FrameError::Truncated { .. } => true,
+            FrameError::Io(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof),
+            FrameError::Negative(_) | FrameError::TooLarge { .. } => false,
+        }
+    }
+}
+
 async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, max_bytes: usize) -> Result<FrameRead, FrameError> {
     let mut len_buf = [0u8; 4];
     let mut got = 0;
@@ -123,6 +135,10 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
                 }
                 Ok(Ok(FrameRead::Frame(f))) => f,
                 Ok(Ok(FrameRead::Closed)) => break,
+                Ok(Err(e)) if e.is_disconnect() => {
+                    info!(%peer, reason = %e, "client disconnected");
+                    break;
+                }
                 Ok(Err(e)) => {
                     warn!(%peer, error = %e, "closing connection: bad frame");
                     break;

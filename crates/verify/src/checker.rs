@@ -43,6 +43,8 @@ pub struct Report {
     /// Acknowledged offsets out of send order within one producer's partition.
     pub reordered: usize,
     pub faults_injected: usize,
+    /// Faults injected, per kind (`kill`, `torn-tail`, ...).
+    pub faults_by_kind: BTreeMap<String, usize>,
     pub examples: BTreeMap<String, Vec<String>>,
 }
 
@@ -52,6 +54,12 @@ impl Report {
         if v.len() < EXAMPLES {
             v.push(text);
         }
+    }
+
+    /// The requested fault kinds that were never injected: a run missing
+    /// one proves nothing about it.
+    pub fn missing_fault_kinds(&self, requested: &[String]) -> Vec<String> {
+        requested.iter().filter(|k| !self.faults_by_kind.contains_key(k.as_str())).cloned().collect()
     }
 
     /// Whether the promise held.
@@ -134,7 +142,10 @@ pub fn check(events: &[Event]) -> Report {
                 final_values.entry(value).or_default().push((*partition, *offset));
                 note_offset(&mut r, &mut at_offset, *partition, *offset, value);
             }
-            Event::Fault { .. } => r.faults_injected += 1,
+            Event::Fault { kind, .. } => {
+                r.faults_injected += 1;
+                *r.faults_by_kind.entry(kind.clone()).or_default() += 1;
+            }
             Event::SendFailed { .. } => {}
         }
     }

@@ -2,6 +2,7 @@
 //! protocol (librdkafka), like Kafka's own tools.
 
 pub mod bench;
+pub mod consume;
 pub mod group;
 pub mod topic;
 mod output;
@@ -21,22 +22,40 @@ pub struct ConnectArgs {
     /// Broker to connect to, as in Kafka's tools.
     #[arg(long, env = "FERRY_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092", global = true)]
     pub bootstrap_server: String,
+    /// Give up on the broker after this long (--timeout-ms is an older name).
+    #[arg(long = "request-timeout-ms", alias = "timeout-ms", default_value_t = 10_000, global = true)]
+    pub request_timeout_ms: u64,
+}
+
+/// [`ConnectArgs`] for `ferry consume`, where --timeout-ms means what it
+/// means in kafka-console-consumer.sh (exit when no message arrives).
+#[derive(Debug, Args, Clone)]
+pub struct ConsumeConnectArgs {
+    /// Broker to connect to, as in Kafka's tools.
+    #[arg(long, env = "FERRY_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+    pub bootstrap_server: String,
     /// Give up on the broker after this long.
-    #[arg(long, default_value_t = 10_000, global = true)]
-    pub timeout_ms: u64,
+    #[arg(long = "request-timeout-ms", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl From<&ConsumeConnectArgs> for ConnectArgs {
+    fn from(c: &ConsumeConnectArgs) -> ConnectArgs {
+        ConnectArgs { bootstrap_server: c.bootstrap_server.clone(), request_timeout_ms: c.request_timeout_ms }
+    }
 }
 
 impl ConnectArgs {
     pub fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_server)
-            .set("socket.timeout.ms", self.timeout_ms.to_string())
+            .set("socket.timeout.ms", self.request_timeout_ms.to_string())
             .set("log_level", "3");
         c
     }
 
     pub fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.timeout_ms)
+        std::time::Duration::from_millis(self.request_timeout_ms)
     }
 
     /// Turns librdkafka's "all brokers down" into advice a person can act on.

@@ -1,19 +1,17 @@
-//! `ferry produce` and `ferry consume`: records from stdin to a topic and
-//! back, with the delivery semantics as one choice.
+//! `ferry produce`: records from stdin to a topic, with the delivery
+//! semantics as one choice (`ferry consume` reads them back). The
+//! semantics presets live here.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde_json::json;
 
-use super::{ConnectArgs, OutputFormat};
+use super::ConnectArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CliSemantics {
@@ -44,7 +42,11 @@ impl CliSemantics {
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    topic: String,
+    /// The topic (or --topic, as in kafka-console-producer.sh).
+    #[arg(value_name = "TOPIC", required_unless_present = "topic_flag")]
+    topic: Option<String>,
+    #[arg(long = "topic", value_name = "TOPIC", conflicts_with = "topic")]
+    topic_flag: Option<String>,
     #[arg(long, value_enum, default_value_t = CliSemantics::AtLeastOnce)]
     semantics: CliSemantics,
     /// Read records from this file instead of stdin (one per line).
@@ -59,40 +61,42 @@ pub struct ProduceArgs {
     /// Write to this partition (default: by key, or spread).
     #[arg(long)]
     partition: Option<i32>,
+    /// As kafka-console-producer.sh's reader: parse.key=true splits each line at
+    /// key.separator (default a tab).
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// A librdkafka producer setting, passed as is (repeatable).
+    #[arg(long = "producer-property", value_name = "KEY=VALUE")]
+    producer_properties: Vec<String>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct ConsumeArgs {
-    topic: String,
-    /// Consumer group (commits go there).
-    #[arg(long)]
-    group: String,
-    #[arg(long, value_enum, default_value_t = CliSemantics::AtLeastOnce)]
-    semantics: CliSemantics,
-    /// Start from the earliest offset when the group has no committed offset.
-    #[arg(long)]
-    from_beginning: bool,
-    /// Start every partition at this offset (overrides the group's position).
-    #[arg(long)]
-    offset: Option<i64>,
-    /// Stop after this many records.
-    #[arg(long)]
-    max: Option<u64>,
-    /// Exit when nothing arrives for this long.
-    #[arg(long = "idle-timeout-ms")]
-    idle_timeout_ms: Option<u64>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
-    #[command(flatten)]
-    connect: ConnectArgs,
+/// The key separator from --key-separator, or from Kafka's
+/// `--property parse.key=true [--property key.separator=X]`.
+fn key_separator(args: &ProduceArgs) -> anyhow::Result<Option<String>> {
+    let mut parse_key = false;
+    let mut separator = "\t".to_string();
+    for p in &args.properties {
+        match p.split_once('=') {
+            Some(("parse.key", v)) => parse_key = v.eq_ignore_ascii_case("true"),
+            Some(("key.separator", v)) => separator = v.to_string(),
+            _ => bail!("unknown or malformed --property `{p}` (parse.key=true, key.separator=X)"),
+        }
+    }
+    Ok(args.key_separator.clone().or(parse_key.then_some(separator)))
 }
 
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let topic = args.topic.clone().or(args.topic_flag.clone()).context("a topic is required")?;
+    let key_separator = key_separator(&args)?;
     let mut config = args.connect.client_config();
     config.set("linger.ms", "5");
     args.semantics.configure_producer(&mut config, "ferry-cli");
+    for p in &args.producer_properties {
+        let (k, v) = p.split_once('=').with_context(|| format!("--producer-property `{p}` is not KEY=VALUE"))?;
+        config.set(k, v);
+    }
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = config.create().context("cannot create a Kafka client")?;
     let transactional = args.semantics == CliSemantics::ExactlyOnce;
     if transactional {
@@ -112,14 +116,14 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut count = 0u64;
     for line in input.lines() {
         let line = line?;
-        let (key, value) = match &args.key_separator {
+        let (key, value) = match &key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
                 Some((k, v)) => (Some(k.to_string()), v.to_string()),
                 None => (None, line.clone()),
             },
             None => (None, line.clone()),
         };
-        let mut record = BaseRecord::<String, String>::to(&args.topic).payload(&value).headers(headers.clone());
+        let mut record = BaseRecord::<String, String>::to(&topic).payload(&value).headers(headers.clone());
         if let Some(k) = &key {
             record = record.key(k);
         }
@@ -153,99 +157,6 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} records were not acknowledged");
     }
-    eprintln!("{count} records produced to {} ({})", args.topic, args.semantics.name());
-    Ok(())
-}
-
-fn text(bytes: Option<&[u8]>) -> serde_json::Value {
-    match bytes {
-        None => serde_json::Value::Null,
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => json!(s),
-            Err(_) => json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
-        },
-    }
-}
-
-pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let mut config = args.connect.client_config();
-    config
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" });
-    if args.semantics == CliSemantics::ExactlyOnce {
-        config.set("isolation.level", "read_committed");
-    }
-    let consumer: BaseConsumer = config.create().context("cannot create a Kafka client")?;
-    match args.offset {
-        Some(offset) => {
-            let md = consumer.fetch_metadata(Some(&args.topic), args.connect.timeout()).map_err(|e| args.connect.explain(e))?;
-            let t = md.topics().first().context("no metadata for the topic")?;
-            let mut tpl = TopicPartitionList::new();
-            for p in t.partitions() {
-                tpl.add_partition_offset(&args.topic, p.id(), Offset::Offset(offset))?;
-            }
-            consumer.assign(&tpl)?;
-        }
-        None => consumer.subscribe(&[&args.topic])?,
-    }
-    // Progress only when the records go elsewhere (a file, a pipe).
-    let progress = if super::progress::stdout_is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        super::progress::counter("records consumed")
-    };
-    let mut out = std::io::stdout().lock();
-    let mut seen = 0u64;
-    let mut last = Instant::now();
-    let started = Instant::now();
-    loop {
-        if args.max.is_some_and(|m| seen >= m) {
-            break;
-        }
-        // The idle clock runs only once partitions are assigned: joining a
-        // group can take longer than the timeout (group.initial.rebalance.delay.ms).
-        if consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
-            if let Some(t) = args.idle_timeout_ms {
-                if started.elapsed() > Duration::from_millis(t).max(Duration::from_secs(30)) {
-                    bail!("no partition of {} was assigned to this consumer: does the topic exist?", args.topic);
-                }
-            }
-            last = Instant::now();
-        }
-        if args.idle_timeout_ms.is_some_and(|t| last.elapsed() > Duration::from_millis(t)) {
-            break;
-        }
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let m = result.map_err(|e| args.connect.explain(e))?;
-        last = Instant::now();
-        // At-most-once: the commit comes first; a crash after it loses this record, never repeats it.
-        if args.semantics == CliSemantics::AtMostOnce {
-            consumer.commit_message(&m, CommitMode::Sync)?;
-        }
-        match args.output {
-            OutputFormat::Json => {
-                let headers: serde_json::Map<String, serde_json::Value> = m
-                    .headers()
-                    .map(|hs| hs.iter().map(|h| (h.key.to_string(), text(h.value))).collect())
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "timestamp": m.timestamp().to_millis(),
-                           "key": text(m.key()), "value": text(m.payload()), "headers": headers})
-                )?;
-            }
-            OutputFormat::Text => writeln!(out, "{}", String::from_utf8_lossy(m.payload().unwrap_or_default()))?,
-        }
-        out.flush()?;
-        // At-least-once and exactly-once reads: processed, then committed.
-        if args.semantics != CliSemantics::AtMostOnce {
-            consumer.commit_message(&m, CommitMode::Sync)?;
-        }
-        seen += 1;
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
+    eprintln!("{count} records produced to {topic} ({})", args.semantics.name());
     Ok(())
 }

@@ -49,13 +49,15 @@ pub struct VerifyArgs {
     /// Faults to inject, comma-separated: kill (SIGKILL + restart), pause (SIGSTOP/SIGCONT),
     /// disconnect (reset every client connection), fsync-error (restart with the storage seam
     /// failing the topic's fsyncs, then restart clean), torn-tail (SIGKILL, a partial batch
-    /// appended to every segment tail, restart).
+    /// appended to every segment tail, restart), or none. Each kind is injected at least once,
+    /// the first fault early; producers go on past --records until each has landed (within a
+    /// bound), and a run that still misses one is `inconclusive` (exit status 3).
     #[arg(long, default_value = "kill", value_delimiter = ',')]
     faults: Vec<String>,
     /// Mean time between faults.
     #[arg(long, default_value_t = 1_500)]
     fault_interval_ms: u64,
-    /// Most faults injected per semantics (bounds the run time).
+    /// Most faults injected per semantics (bounds the run time; at least one per kind).
     #[arg(long, default_value_t = 4)]
     max_faults: u32,
     /// Seed of the fault schedule and names: the same seed gives the same schedule.
@@ -271,31 +273,74 @@ impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
     }
 }
 
+/// What a verify run showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every promise held under every requested fault kind.
+    Held,
+    /// Some promise was broken.
+    Broken,
+    /// No promise was broken, but some requested fault kind was never
+    /// injected: the run proves nothing about it.
+    Inconclusive,
+}
+
 struct RunResult {
     semantics: Semantics,
     report: Report,
+    /// Requested fault kinds the run never injected.
+    missing_faults: Vec<String>,
     throughput: f64,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
 }
 
-pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+impl RunResult {
+    fn verdict(&self) -> Verdict {
+        if !self.report.promise_held(promise_of(self.semantics)) {
+            Verdict::Broken
+        } else if !self.missing_faults.is_empty() {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Held
+        }
+    }
+    fn verdict_text(&self) -> &'static str {
+        match self.verdict() {
+            Verdict::Held => "held",
+            Verdict::Broken => "BROKEN",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
     if let Some(VerifyCommand::Check { file, semantics }) = &args.command {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
         let events = ferry_verify::parse_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let report = check(&events);
         let held = report.promise_held(promise_of(*semantics));
         println!("{}", serde_json::to_string_pretty(&json!({"report": report, "promise_held": held}))?);
-        return Ok(held);
+        return Ok(if held { Verdict::Held } else { Verdict::Broken });
+    }
+    if args.faults.iter().any(|f| f == "none") {
+        args.faults.clear();
     }
     for f in &args.faults {
         match f.as_str() {
             "kill" | "pause" | "disconnect" | "fsync-error" | "torn-tail" => {}
-            other => bail!("unknown fault `{other}` (kill, pause, disconnect, fsync-error, torn-tail)"),
+            other => bail!("unknown fault `{other}` (kill, pause, disconnect, fsync-error, torn-tail, or none)"),
         }
     }
-    if args.bootstrap_server.is_some() && args.faults.iter().any(|f| f != "disconnect") {
-        bail!("--faults other than disconnect need a broker started by verify itself; drop --bootstrap-server or use --faults disconnect");
+    args.faults.dedup();
+    if args.bootstrap_server.is_some() && !args.faults.is_empty() {
+        bail!("faults need a broker started by verify itself; drop --bootstrap-server, or run without faults (--faults none)");
+    }
+    let mut unique_faults = args.faults.clone();
+    unique_faults.sort();
+    unique_faults.dedup();
+    if (args.max_faults as usize) < unique_faults.len() {
+        bail!("--max-faults {} is fewer than the {} fault kinds asked for; each kind is injected at least once", args.max_faults, unique_faults.len());
     }
     let semantics = match args.semantics {
         Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
@@ -349,7 +394,67 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     if let Some(path) = &args.report {
         std::fs::write(path, html_report(&results)).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(results.iter().all(|r| r.report.promise_held(promise_of(r.semantics))))
+    let verdicts: Vec<Verdict> = results.iter().map(RunResult::verdict).collect();
+    Ok(if verdicts.contains(&Verdict::Broken) {
+        Verdict::Broken
+    } else if verdicts.contains(&Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Held
+    })
+}
+
+/// Longest a single fault takes to inject (fsync-error: two restarts and
+/// up to two seconds between them).
+const FAULT_MAX_MS: u64 = 5_000;
+
+/// Which fault comes next: every requested kind once, in an order the seed
+/// shuffles, then again, so a run of N faults has each kind N / kinds times.
+struct FaultSchedule {
+    kinds: Vec<String>,
+    round: Vec<String>,
+    injected: HashMap<String, usize>,
+}
+
+impl FaultSchedule {
+    fn new(kinds: &[String]) -> FaultSchedule {
+        let mut unique: Vec<String> = Vec::new();
+        for k in kinds {
+            if !unique.contains(k) {
+                unique.push(k.clone());
+            }
+        }
+        FaultSchedule { kinds: unique, round: Vec::new(), injected: HashMap::new() }
+    }
+    fn next(&mut self, rng: &mut Rng) -> Option<String> {
+        if self.round.is_empty() {
+            self.round = self.kinds.clone();
+            for i in (1..self.round.len()).rev() {
+                self.round.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
+        }
+        let kind = self.round.pop()?;
+        *self.injected.entry(kind.clone()).or_default() += 1;
+        Some(kind)
+    }
+    fn every_kind_injected(&self) -> bool {
+        self.kinds.iter().all(|k| self.injected.contains_key(k))
+    }
+}
+
+/// When a producer stops: after its share of --records, unless a requested
+/// fault kind has not landed yet; then it goes on until one has, or until
+/// the deadline.
+struct ProduceUntil {
+    count: u64,
+    faults_pending: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+impl ProduceUntil {
+    fn more(&self, seq: u64) -> bool {
+        seq < self.count || (self.faults_pending.load(Ordering::SeqCst) && Instant::now() < self.deadline)
+    }
 }
 
 fn percentile(v: &mut [u64], p: f64) -> f64 {
@@ -367,9 +472,15 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
     create_topics(bootstrap, &[&topic, &out_topic], args.partitions)?;
 
     let stop_faults = Arc::new(AtomicBool::new(false));
+    // Producers go on past --records until every requested fault kind has
+    // landed, within a bound: a run without them proves nothing.
+    let faults_pending = Arc::new(AtomicBool::new(broker.is_some() && !args.faults.is_empty()));
+    let kinds = args.faults.len() as u64;
+    let fault_bound = Duration::from_millis((args.fault_interval_ms.max(200) * 2 + FAULT_MAX_MS) * kinds + 10_000);
     let fault_topic = topic.clone();
     let fault_thread = broker.clone().map(|b| {
         let topic = fault_topic;
+        let faults_pending = faults_pending.clone();
         let stop = stop_faults.clone();
         let recorder = recorder.clone();
         let faults = args.faults.clone();
@@ -377,14 +488,17 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
         let max_faults = args.max_faults;
         std::thread::spawn(move || {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut schedule = FaultSchedule::new(&faults);
             let mut injected = 0;
             while !stop.load(Ordering::SeqCst) && injected < max_faults {
+                // The first fault comes early, so even a short run has one.
+                let wait_ms = if injected == 0 { interval / 4 } else { interval / 2 + rng.next() % interval };
                 injected += 1;
-                std::thread::sleep(Duration::from_millis(interval / 2 + rng.next() % interval));
-                if stop.load(Ordering::SeqCst) || faults.is_empty() {
+                std::thread::sleep(Duration::from_millis(wait_ms));
+                if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let kind = faults[(rng.next() % faults.len() as u64) as usize].clone();
+                let Some(kind) = schedule.next(&mut rng) else { break };
                 recorder.push(Event::Fault { kind: kind.clone(), time_ms: recorder.now_ms() });
                 let mut b = b.lock().expect("broker lock");
                 match kind.as_str() {
@@ -425,6 +539,9 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
                         b.signal("CONT");
                     }
                 }
+                if schedule.every_kind_injected() {
+                    faults_pending.store(false, Ordering::SeqCst);
+                }
             }
         })
     });
@@ -439,13 +556,17 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
         consumer_threads.push(std::thread::spawn(move || consume(s, c, &bootstrap, &topic, &out_topic, seed, &recorder, &produced_all)));
     }
     // Producers.
-    let per_producer = args.records / args.producers as u64;
+    let until = Arc::new(ProduceUntil {
+        count: args.records / args.producers as u64,
+        faults_pending: faults_pending.clone(),
+        deadline: Instant::now() + Duration::from_secs_f64(args.records as f64 / args.rate.max(1) as f64) + fault_bound,
+    });
     let pause = Duration::from_micros(1_000_000 * args.producers as u64 / args.rate.max(1));
     let mut producer_threads = Vec::new();
     for p in 0..args.producers {
-        let (bootstrap, topic, recorder) = (bootstrap.to_string(), topic.clone(), recorder.clone());
+        let (bootstrap, topic, recorder, until) = (bootstrap.to_string(), topic.clone(), recorder.clone(), until.clone());
         let partitions = args.partitions;
-        producer_threads.push(std::thread::spawn(move || produce(s, p, &bootstrap, &topic, partitions, per_producer, pause, seed, &recorder)));
+        producer_threads.push(std::thread::spawn(move || produce(s, p, &bootstrap, &topic, partitions, &until, pause, seed, &recorder)));
     }
     for t in producer_threads {
         t.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
@@ -473,8 +594,10 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<
     if s == Semantics::ExactlyOnce {
         latencies = recorder.txn_latencies_us.lock().expect("recorder lock").clone();
     }
+    let missing_faults = report.missing_fault_kinds(&args.faults);
     let result = RunResult {
         semantics: s,
+        missing_faults,
         throughput: report.acknowledged as f64 / producing_secs.max(0.001),
         latency_p50_ms: percentile(&mut latencies.clone(), 0.50),
         latency_p99_ms: percentile(&mut latencies, 0.99),
@@ -500,7 +623,7 @@ fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) -> anyhow::R
 }
 
 #[allow(clippy::too_many_arguments)]
-fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, count: u64, pause: Duration, seed: u64, recorder: &Arc<Recorder>) -> anyhow::Result<()> {
+fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, until: &ProduceUntil, pause: Duration, seed: u64, recorder: &Arc<Recorder>) -> anyhow::Result<()> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap).set("linger.ms", "5").set("message.timeout.ms", "30000");
     match s {
@@ -535,8 +658,12 @@ fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, 
     let txn_size = 50u64;
     let mut seq = 0u64;
     let mut txn_id = 0u64;
-    while seq < count {
-        let batch_end = if s == Semantics::ExactlyOnce { (seq + txn_size).min(count) } else { seq + 1 };
+    while until.more(seq) {
+        let batch_end = match s {
+            Semantics::ExactlyOnce if seq < until.count => (seq + txn_size).min(until.count),
+            Semantics::ExactlyOnce => seq + txn_size,
+            _ => seq + 1,
+        };
         let txn_started = Instant::now();
         if s == Semantics::ExactlyOnce {
             if let Err(e) = producer.begin_transaction() {
@@ -779,6 +906,8 @@ fn print_results(results: &[RunResult], output: OutputFormat) {
                         "log_duplicates": rep.log_duplicates, "inconsistent_offsets": rep.inconsistent_offsets,
                         "aborted_reads": rep.aborted_reads, "precommitted_reads": rep.precommitted_reads,
                         "reordered": rep.reordered, "faults_injected": rep.faults_injected,
+                        "faults_by_kind": rep.faults_by_kind, "faults_missing": r.missing_faults,
+                        "verdict": r.verdict_text(),
                         "throughput_records_per_s": r.throughput, "latency_p50_ms": r.latency_p50_ms,
                         "latency_p99_ms": r.latency_p99_ms, "promise_held": rep.promise_held(promise_of(r.semantics)),
                         "examples": rep.examples,
@@ -804,7 +933,7 @@ fn print_results(results: &[RunResult], output: OutputFormat) {
                         rep.faults_injected.to_string(),
                         format!("{:.0}", r.throughput),
                         format!("{:.1}/{:.1}", r.latency_p50_ms, r.latency_p99_ms),
-                        if rep.promise_held(promise_of(r.semantics)) { "held".into() } else { "BROKEN".into() },
+                        r.verdict_text().into(),
                     ]
                 })
                 .collect();
@@ -813,6 +942,13 @@ fn print_results(results: &[RunResult], output: OutputFormat) {
                 &rows,
             );
             for r in results {
+                let by_kind: Vec<String> = r.report.faults_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                if !by_kind.is_empty() {
+                    println!("  {} faults: {}", name_of(r.semantics), by_kind.join(", "));
+                }
+                if !r.missing_faults.is_empty() {
+                    println!("  {} inconclusive: never injected: {}", name_of(r.semantics), r.missing_faults.join(", "));
+                }
                 for (kind, examples) in &r.report.examples {
                     for e in examples {
                         println!("  {} {kind}: {e}", name_of(r.semantics));
@@ -829,12 +965,12 @@ fn html_report(results: &[RunResult]) -> String {
     let mut bars = String::new();
     for (i, r) in results.iter().enumerate() {
         let rep = &r.report;
-        let held = rep.promise_held(promise_of(r.semantics));
+        let verdict = r.verdict();
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1} / {:.1}</td><td class=\"{}\">{}</td></tr>\n",
             name_of(r.semantics), rep.sent, rep.acknowledged, rep.delivered, rep.lost, rep.duplicated, rep.aborted_reads,
             rep.faults_injected, r.throughput, r.latency_p50_ms, r.latency_p99_ms,
-            if held { "ok" } else { "bad" }, if held { "held" } else { "BROKEN" }
+            if verdict == Verdict::Held { "ok" } else { "bad" }, r.verdict_text()
         ));
         let y = 30 + i * 90;
         for (j, (label, v, color)) in [("acknowledged", rep.acknowledged, "#4a7"), ("lost", rep.lost, "#d44"), ("duplicated", rep.duplicated, "#e90")].iter().enumerate() {
