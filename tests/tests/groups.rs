@@ -360,3 +360,69 @@ async fn membership_and_generation_survive_sigkill() {
     let joined = log.lines().filter(|l| l.contains("join phase complete")).collect::<Vec<_>>();
     assert!(!joined.is_empty() && joined.iter().all(|l| !l.contains("generation=1 ")), "the generation continues past the restored 1:\n{log}");
 }
+
+/// A member that is gone for good (SIGKILLed, or a client that gave its id
+/// up after its own session timeout) must expire after its session timeout
+/// even while the broker keeps restarting: the restored membership must not
+/// give it a fresh session at every start, or its partitions are never
+/// handed on (issue 11: a group that stopped delivering for good).
+#[tokio::test]
+async fn a_member_gone_for_good_expires_while_the_broker_keeps_restarting() {
+    let mut ferry = Ferry::start_with(FAST_GROUPS, &[]);
+    create_topic(&ferry, "ghosts", 2).await;
+    fill(&ferry, "ghosts", 100).await;
+    // The member that will vanish: a separate process, SIGKILLed (no LeaveGroup).
+    let mut ghost = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["consume", "--topic", "ghosts", "--group", "ghosts", "--from-beginning", "--bootstrap-server", &ferry.bootstrap()])
+        .args(["--consumer-property", "session.timeout.ms=6000", "--consumer-property", "heartbeat.interval.ms=500"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the ghost consumer");
+    let survivor = consumer(&ferry, "ghosts", &[]);
+    survivor.subscribe(&["ghosts"]).unwrap();
+    let start = Instant::now();
+    while survivor.assignment().unwrap().count() != 1 && start.elapsed() < Duration::from_secs(30) {
+        let _ = survivor.poll(Duration::from_millis(100));
+    }
+    let owned = survivor.assignment().unwrap();
+    assert_eq!(owned.count(), 1, "the two members share the two partitions");
+    let ghost_partition = 1 - owned.elements()[0].partition();
+    // Let both settle and commit, then the ghost dies without a word.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = survivor.poll(Duration::from_millis(100)) {
+            let _ = survivor.commit_message(&m, CommitMode::Async);
+        }
+    }
+    let _ = ghost.kill();
+    let _ = ghost.wait();
+
+    // Restart the broker every ~1.5 s, for longer than the session timeout
+    // several times over; a record goes to the ghost's partition each time.
+    let p = producer(&ferry.bootstrap(), &[("acks", "all"), ("message.timeout.ms", "2000")]);
+    let faults_started = Instant::now();
+    let mut taken_over_after: Option<Duration> = None;
+    for i in 0..16 {
+        ferry.kill9();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ferry.spawn_and_wait();
+        let value = format!("after-{i}");
+        let sent = p.send_result(rdkafka::producer::FutureRecord::<str, str>::to("ghosts").partition(ghost_partition).payload(&value));
+        let polled = Instant::now();
+        while polled.elapsed() < Duration::from_millis(1500) {
+            if let Some(Ok(m)) = survivor.poll(Duration::from_millis(100)) {
+                if m.partition() == ghost_partition && taken_over_after.is_none() {
+                    taken_over_after = Some(faults_started.elapsed());
+                }
+                let _ = survivor.commit_message(&m, CommitMode::Async);
+            }
+        }
+        drop(sent);
+    }
+    let faults_lasted = faults_started.elapsed();
+    assert!(
+        taken_over_after.is_some(),
+        "the ghost's partition was never handed to the live member during {faults_lasted:?} of restarts (session timeout 6 s)"
+    );
+}

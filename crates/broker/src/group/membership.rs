@@ -39,6 +39,15 @@ struct MemberRecord {
     protocol_type: String,
     protocols: Vec<(String, Vec<u8>)>,
     assignment: Vec<u8>,
+    /// Wall-clock ms since which the member has not been heard from: set
+    /// for every member when the broker restores the group, cleared when the
+    /// member is next heard from. A member silent across several restarts
+    /// keeps its first value, so its session keeps running down instead of
+    /// starting over at each restart (a consumer that gave its id up, e.g.
+    /// librdkafka after its own session timeout, must not stay a member for
+    /// as long as the broker restarts more often than the session timeout).
+    #[serde(default)]
+    silent_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,12 +86,13 @@ fn snapshot(group: &Group) -> GroupRecord {
                 protocol_type: m.protocol_type.clone(),
                 protocols: m.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect(),
                 assignment: m.assignment.to_vec(),
+                silent_since_ms: m.silent_since_ms,
             })
             .collect(),
     }
 }
 
-fn restore(record: GroupRecord, now: Instant) -> Option<Group> {
+fn restore(record: GroupRecord, now: Instant, now_ms: i64) -> Option<Group> {
     let GroupRecord::Snapshot { group, generation, protocol_type, protocol_name, leader, members } = record else {
         return None;
     };
@@ -95,6 +105,11 @@ fn restore(record: GroupRecord, now: Instant) -> Option<Group> {
     let mut members = members;
     members.sort_by_key(|m| Some(&m.id) != restored.leader_id.as_ref());
     for m in members {
+        // The session runs from when the member was last known alive: a
+        // member silent since an earlier restart has less of it left.
+        let silent_since = m.silent_since_ms.unwrap_or(now_ms);
+        let silent_for = (now_ms - silent_since).clamp(0, i64::from(m.session_timeout_ms.max(0)));
+        let last_heartbeat = now.checked_sub(std::time::Duration::from_millis(silent_for as u64)).unwrap_or(now);
         restored.add_member(Member {
             id: m.id,
             instance_id: m.instance_id,
@@ -105,9 +120,11 @@ fn restore(record: GroupRecord, now: Instant) -> Option<Group> {
             protocol_type: m.protocol_type,
             protocols: m.protocols.into_iter().map(|(n, b)| (n, Bytes::from(b))).collect(),
             assignment: Bytes::from(m.assignment),
-            // Sessions restart now: a member gets a full session timeout to
-            // find the restarted broker.
-            last_heartbeat: now,
+            // A member heard from before the crash gets a full session
+            // timeout to find the restarted broker; one already silent at
+            // an earlier restart only what is left of it.
+            last_heartbeat,
+            silent_since_ms: Some(silent_since),
             join_waiter: None,
             sync_waiter: None,
             join_order: super::join_order(),
@@ -153,15 +170,30 @@ impl MembershipStore {
                 }
             }
         }
+        // Every restored member is silent until heard from again: stamp
+        // those not yet stamped with now, durably, so the next start still
+        // knows (see `MemberRecord::silent_since_ms`).
+        let now = Instant::now();
+        let now_ms = crate::now_ms();
+        let mut stamped = false;
+        for bytes in latest.values_mut() {
+            let mut record: GroupRecord = serde_json::from_slice(bytes).map_err(storage_error)?;
+            if let GroupRecord::Snapshot { members, .. } = &mut record {
+                for m in members.iter_mut().filter(|m| m.silent_since_ms.is_none()) {
+                    m.silent_since_ms = Some(now_ms);
+                    stamped = true;
+                }
+            }
+            *bytes = serde_json::to_vec(&record).expect("group records serialize");
+        }
         let payloads: Vec<Vec<u8>> = latest.values().cloned().collect();
-        if payloads.len() != raw.len() {
+        if stamped || payloads.len() != raw.len() {
             log.rewrite(&payloads).map_err(storage_error)?;
         }
-        let now = Instant::now();
         let mut groups = Vec::new();
         for bytes in latest.values() {
             let record: GroupRecord = serde_json::from_slice(bytes).map_err(storage_error)?;
-            groups.extend(restore(record, now));
+            groups.extend(restore(record, now, now_ms));
         }
         let members: usize = groups.iter().map(|g| g.members.len()).sum();
         info!(groups = groups.len(), members, "group membership loaded");
@@ -175,6 +207,29 @@ impl MembershipStore {
         let mut inner = self.inner.lock();
         inner.log.append(std::slice::from_ref(&payload)).map_err(storage_error)?;
         inner.saved.insert(group.id.clone(), payload);
+        inner.records_in_log += 1;
+        Self::maybe_compact(&mut inner)
+    }
+
+    /// A restored member was heard from: clear its silence in the group's
+    /// last saved snapshot (not the live state, which may be mid-rebalance)
+    /// and append that. Once per member and restart.
+    pub fn mark_heard(&self, group_id: &str, member_id: &str) -> EngineResult<()> {
+        let mut inner = self.inner.lock();
+        let Some(bytes) = inner.saved.get(group_id) else {
+            return Ok(());
+        };
+        let mut record: GroupRecord = serde_json::from_slice(bytes).map_err(storage_error)?;
+        let GroupRecord::Snapshot { members, .. } = &mut record else {
+            return Ok(());
+        };
+        let Some(m) = members.iter_mut().find(|m| m.id == member_id && m.silent_since_ms.is_some()) else {
+            return Ok(());
+        };
+        m.silent_since_ms = None;
+        let payload = serde_json::to_vec(&record).expect("group records serialize");
+        inner.log.append(std::slice::from_ref(&payload)).map_err(storage_error)?;
+        inner.saved.insert(group_id.to_string(), payload);
         inner.records_in_log += 1;
         Self::maybe_compact(&mut inner)
     }

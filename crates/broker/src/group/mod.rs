@@ -243,6 +243,16 @@ impl GroupCoordinator {
         }
     }
 
+    /// A member restored from the membership log was heard from: its
+    /// session is live again, also for the next restart.
+    fn heard(&self, group_id: &str, member: &mut Member) {
+        if member.silent_since_ms.take().is_some() {
+            if let Err(e) = self.membership.mark_heard(group_id, &member.id) {
+                tracing::warn!(group = %group_id, member = %member.id, error = %e, "could not record that a restored member is back");
+            }
+        }
+    }
+
     fn save_group(&self, group_id: &str) {
         let mut groups = self.groups.lock();
         if let Some(group) = groups.get_mut(group_id) {
@@ -317,6 +327,7 @@ impl GroupCoordinator {
                         let _ = w.send(SyncResponse::error(GroupError::FencedInstanceId));
                     }
                     let unchanged = member.protocols == req.protocols && member.protocol_type == req.protocol_type;
+                    member.silent_since_ms = None;
                     member.id = new_id.clone();
                     member.update(&req, now);
                     let was_leader = group.leader_id.as_deref() == Some(old_id.as_str());
@@ -374,6 +385,7 @@ impl GroupCoordinator {
                     return rx;
                 }
             }
+            self.heard(&group.id, member);
             let unchanged = member.protocols == req.protocols;
             member.update(&req, now);
             let is_leader = group.leader_id.as_deref() == Some(req.member_id.as_str());
@@ -412,6 +424,9 @@ impl GroupCoordinator {
         if let Err(e) = group.check_member(&req.member_id, req.group_instance_id.as_deref()) {
             let _ = tx.send(SyncResponse::error(e));
             return rx;
+        }
+        if let Some(m) = group.members.get_mut(&req.member_id) {
+            self.heard(&group.id, m);
         }
         if req.generation_id != group.generation_id {
             let _ = tx.send(SyncResponse::error(GroupError::IllegalGeneration));
@@ -456,6 +471,7 @@ impl GroupCoordinator {
         group.check_member(member_id, instance_id)?;
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = Instant::now();
+            self.heard(&group.id, m);
         }
         if generation_id != group.generation_id {
             return Err(GroupError::IllegalGeneration);
@@ -581,6 +597,7 @@ impl GroupCoordinator {
         }
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = Instant::now();
+            self.heard(&group.id, m);
         }
         Ok(())
     }

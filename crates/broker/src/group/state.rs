@@ -47,6 +47,9 @@ pub(super) struct Member {
     pub join_waiter: Option<oneshot::Sender<JoinResponse>>,
     pub sync_waiter: Option<oneshot::Sender<SyncResponse>>,
     pub join_order: u64,
+    /// Restored from the membership log and not heard from since (wall-clock
+    /// ms since when); see `membership::MemberRecord::silent_since_ms`.
+    pub silent_since_ms: Option<i64>,
 }
 
 impl Member {
@@ -65,6 +68,7 @@ impl Member {
             join_waiter: None,
             sync_waiter: None,
             join_order,
+            silent_since_ms: None,
         }
     }
 

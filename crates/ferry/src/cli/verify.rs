@@ -762,9 +762,19 @@ fn consume(
     let mut since_commit = 0u32;
     let idle_limit = Duration::from_secs(if s == Semantics::ExactlyOnce { 15 } else { 8 });
     let mut idle_since = Instant::now();
+    let mut draining = false;
     loop {
-        if produced_all.load(Ordering::SeqCst) && idle_since.elapsed() > idle_limit {
-            break;
+        if produced_all.load(Ordering::SeqCst) {
+            // The idle limit counts from the end of producing at the
+            // earliest: a consumer that faults kept from its broker for a
+            // while must still get the chance to catch up.
+            if !draining {
+                draining = true;
+                idle_since = Instant::now();
+            }
+            if idle_since.elapsed() > idle_limit {
+                break;
+            }
         }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
         let Ok(m) = result else { continue };
