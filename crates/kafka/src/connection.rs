@@ -89,6 +89,30 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, max_bytes: usize) -> Resul
     Ok(FrameRead::Frame(Bytes::from(body)))
 }
 
+/// How long a connection stays open idle between AddOffsetsToTxn and
+/// EndTxn (see [`idle_limit`]).
+const IDLE_AFTER_ADD_OFFSETS_MS: u64 = 5_000;
+
+/// The idle limit of a connection. A transactional client sends
+/// TxnOffsetCommit right after AddOffsetsToTxn, to the group coordinator,
+/// then EndTxn on the transaction coordinator's connection. librdkafka
+/// (2.10 to at least 2.16), after re-bootstrapping when its only broker
+/// restarted, can keep a decommissioned handle cached as the group
+/// coordinator, and TxnOffsetCommit then waits for a broker state change
+/// that never comes (librdkafka issues #5511 and #5456; Kafka 4.4.0 hangs
+/// the same way, until connections.max.idle.ms closes the connection).
+/// Closing the transaction-coordinator connection it last used is such a
+/// change: the client looks the coordinator up again and sends. Closing an
+/// idle connection is harmless to every client: it reconnects when it next
+/// has something to send.
+fn idle_limit(offsets_added: bool, idle: Duration) -> Duration {
+    if offsets_added {
+        idle.min(Duration::from_millis(IDLE_AFTER_ADD_OFFSETS_MS))
+    } else {
+        idle
+    }
+}
+
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context, mut shutdown: watch::Receiver<bool>) {
     debug!(%peer, "connection opened");
     let (mut rd, mut wr) = stream.into_split();
@@ -125,12 +149,15 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
     let idle = Duration::from_millis(ctx.config.connections_max_idle_ms);
     // Set while an Ordered request's effects are still being applied.
     let mut effects_pending: Option<oneshot::Receiver<()>> = None;
+    // Between AddOffsetsToTxn and EndTxn on this connection (see `idle_limit`).
+    let mut offsets_added = false;
     loop {
+        let idle_limit = idle_limit(offsets_added, idle);
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
-            r = tokio::time::timeout(idle, read_frame(&mut rd, ctx.config.socket_request_max_bytes)) => match r {
+            r = tokio::time::timeout(idle_limit, read_frame(&mut rd, ctx.config.socket_request_max_bytes)) => match r {
                 Err(_) => {
-                    info!(%peer, idle_ms = ctx.config.connections_max_idle_ms, "closing idle connection");
+                    info!(%peer, idle_ms = idle_limit.as_millis() as u64, offsets_added, "closing idle connection");
                     break;
                 }
                 Ok(Ok(FrameRead::Frame(f))) => f,
@@ -154,19 +181,26 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
             }
         }
         let pending = match decode_request(frame) {
-            Ok(Decoded::Request(header, body)) => match handlers::dispatch(&ctx, peer, header, body).await {
-                Dispatched::Ready(reply) => Pending::Ready(reply),
-                Dispatched::Waiting(work) => Pending::Task(tokio::spawn(work)),
-                Dispatched::Ordered(work) => {
-                    let (done_tx, done_rx) = oneshot::channel();
-                    effects_pending = Some(done_rx);
-                    Pending::Task(tokio::spawn(async move {
-                        let reply = work.await;
-                        let _ = done_tx.send(());
-                        reply
-                    }))
+            Ok(Decoded::Request(header, body)) => {
+                match ApiKey::try_from(header.request_api_key) {
+                    Ok(ApiKey::AddOffsetsToTxn) => offsets_added = true,
+                    Ok(ApiKey::EndTxn) => offsets_added = false,
+                    _ => {}
                 }
-            },
+                match handlers::dispatch(&ctx, peer, header, body).await {
+                    Dispatched::Ready(reply) => Pending::Ready(reply),
+                    Dispatched::Waiting(work) => Pending::Task(tokio::spawn(work)),
+                    Dispatched::Ordered(work) => {
+                        let (done_tx, done_rx) = oneshot::channel();
+                        effects_pending = Some(done_rx);
+                        Pending::Task(tokio::spawn(async move {
+                            let reply = work.await;
+                            let _ = done_tx.send(());
+                            reply
+                        }))
+                    }
+                }
+            }
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
                 if api != ApiKey::ApiVersions {
                     warn!(%peer, api = ?api, version = prefix.api_version, "unsupported API version");

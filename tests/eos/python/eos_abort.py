@@ -87,7 +87,6 @@ class Abort:
             "transactional.id": self.txn_id,
             "transaction.timeout.ms": 60000,
             "linger.ms": 5,
-            "metadata.recovery.strategy": "none",  # see eos_ctp.py
             "error_cb": eos.client_error_cb(self.errors, "producer"),
         }))
         p.init_transactions(30)
