@@ -398,19 +398,26 @@ async fn a_member_gone_for_good_expires_while_the_broker_keeps_restarting() {
     let _ = ghost.kill();
     let _ = ghost.wait();
 
-    // Restart the broker every ~1.5 s, for longer than the session timeout
-    // several times over; a record goes to the ghost's partition each time.
+    // Restart the broker every ~2.7 s (more often than the 6 s session
+    // timeout, with time for a rebalance in between) until the live member
+    // takes the ghost's partition over, for up to ~55 s; a record goes to the
+    // ghost's partition each time. Before
+    // the fix the ghost's session started over at every restart, so this
+    // never happened while the restarts went on.
     let p = producer(&ferry.bootstrap(), &[("acks", "all"), ("message.timeout.ms", "2000")]);
     let faults_started = Instant::now();
     let mut taken_over_after: Option<Duration> = None;
-    for i in 0..16 {
+    for i in 0..20 {
+        if taken_over_after.is_some() {
+            break;
+        }
         ferry.kill9();
         tokio::time::sleep(Duration::from_millis(200)).await;
         ferry.spawn_and_wait();
         let value = format!("after-{i}");
         let sent = p.send_result(rdkafka::producer::FutureRecord::<str, str>::to("ghosts").partition(ghost_partition).payload(&value));
         let polled = Instant::now();
-        while polled.elapsed() < Duration::from_millis(1500) {
+        while polled.elapsed() < Duration::from_millis(2500) {
             if let Some(Ok(m)) = survivor.poll(Duration::from_millis(100)) {
                 if m.partition() == ghost_partition && taken_over_after.is_none() {
                     taken_over_after = Some(faults_started.elapsed());
