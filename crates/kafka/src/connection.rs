@@ -113,6 +113,24 @@ fn idle_limit(offsets_added: bool, idle: Duration) -> Duration {
     }
 }
 
+/// Starts a dispatched request's remaining work; for Ordered work, sets
+/// `effects_pending` to what tells when its effects are applied.
+fn queue(dispatched: Dispatched, effects_pending: &mut Option<oneshot::Receiver<()>>) -> Pending {
+    match dispatched {
+        Dispatched::Ready(reply) => Pending::Ready(reply),
+        Dispatched::Waiting(work) => Pending::Task(tokio::spawn(work)),
+        Dispatched::Ordered(work) => {
+            let (done_tx, done_rx) = oneshot::channel();
+            *effects_pending = Some(done_rx);
+            Pending::Task(tokio::spawn(async move {
+                let reply = work.await;
+                let _ = done_tx.send(());
+                reply
+            }))
+        }
+    }
+}
+
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context, mut shutdown: watch::Receiver<bool>) {
     debug!(%peer, "connection opened");
     let (mut rd, mut wr) = stream.into_split();
@@ -187,19 +205,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
                     Ok(ApiKey::EndTxn) => offsets_added = false,
                     _ => {}
                 }
-                match handlers::dispatch(&ctx, peer, header, body).await {
-                    Dispatched::Ready(reply) => Pending::Ready(reply),
-                    Dispatched::Waiting(work) => Pending::Task(tokio::spawn(work)),
-                    Dispatched::Ordered(work) => {
-                        let (done_tx, done_rx) = oneshot::channel();
-                        effects_pending = Some(done_rx);
-                        Pending::Task(tokio::spawn(async move {
-                            let reply = work.await;
-                            let _ = done_tx.send(());
-                            reply
-                        }))
-                    }
-                }
+                queue(handlers::dispatch(&ctx, peer, header, body).await, &mut effects_pending)
             }
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
                 if api != ApiKey::ApiVersions {
