@@ -332,15 +332,14 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
             other => bail!("unknown fault `{other}` (kill, pause, disconnect, fsync-error, torn-tail, or none)"),
         }
     }
+    // Each kind once: the schedule, the bound and the verdict count kinds.
+    args.faults.sort();
     args.faults.dedup();
     if args.bootstrap_server.is_some() && !args.faults.is_empty() {
         bail!("faults need a broker started by verify itself; drop --bootstrap-server, or run without faults (--faults none)");
     }
-    let mut unique_faults = args.faults.clone();
-    unique_faults.sort();
-    unique_faults.dedup();
-    if (args.max_faults as usize) < unique_faults.len() {
-        bail!("--max-faults {} is fewer than the {} fault kinds asked for; each kind is injected at least once", args.max_faults, unique_faults.len());
+    if (args.max_faults as usize) < args.faults.len() {
+        bail!("--max-faults {} is fewer than the {} fault kinds asked for; each kind is injected at least once", args.max_faults, args.faults.len());
     }
     let semantics = match args.semantics {
         Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
@@ -417,14 +416,9 @@ struct FaultSchedule {
 }
 
 impl FaultSchedule {
+    /// `kinds` holds each kind once (`run` deduplicates --faults).
     fn new(kinds: &[String]) -> FaultSchedule {
-        let mut unique: Vec<String> = Vec::new();
-        for k in kinds {
-            if !unique.contains(k) {
-                unique.push(k.clone());
-            }
-        }
-        FaultSchedule { kinds: unique, round: Vec::new(), injected: HashMap::new() }
+        FaultSchedule { kinds: kinds.to_vec(), round: Vec::new(), injected: HashMap::new() }
     }
     fn next(&mut self, rng: &mut Rng) -> Option<String> {
         if self.round.is_empty() {
