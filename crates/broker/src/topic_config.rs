@@ -18,7 +18,7 @@ pub enum StorageKind {
 }
 
 /// The effective configuration of a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     pub storage: StorageKind,
     pub log: LogConfig,

@@ -8,7 +8,7 @@ use thiserror::Error;
 pub const BATCH_HEADER_LEN: usize = 61;
 /// `baseOffset` (8) + `batchLength` (4): the part not counted in batchLength.
 pub const LOG_OVERHEAD: usize = 12;
-const CRC_START: usize = 21;
+pub(crate) const CRC_START: usize = 21;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
@@ -30,6 +30,8 @@ pub enum BatchError {
     BadRecords(&'static str),
     #[error("unknown compression codec {0}")]
     BadCompression(i16),
+    #[error("{0}")]
+    Codec(crate::codec::CodecError),
 }
 
 /// The fields of a v2 batch header the broker acts on.
@@ -162,7 +164,7 @@ pub fn split_and_validate(bytes: &[u8]) -> Result<Vec<(std::ops::Range<usize>, B
 }
 
 /// Reads a zigzag varint; returns (value, bytes used).
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         value |= ((b & 0x7f) as u64) << (7 * i);

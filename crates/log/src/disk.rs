@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::batch::{check_crc, set_base_offset, BatchHeader, BATCH_HEADER_LEN};
+use crate::cleaner::{recover_interrupted_clean, CleanState};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::segment::{parse_segment_name, segment_path, Segment};
@@ -22,16 +23,18 @@ const CORRUPTION_SCAN_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct DiskLog {
-    dir: PathBuf,
-    storage: Arc<dyn Storage>,
-    config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) config: LogConfig,
+    pub(crate) segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     /// Every offset below this is fsynced.
-    durable_offset: i64,
+    pub(crate) durable_offset: i64,
     /// Sealed segments whose tail may not be fsynced yet.
     unsynced: Vec<Arc<dyn StorageFile>>,
-    poisoned: Option<String>,
+    pub(crate) poisoned: Option<String>,
+    /// Where the cleaner left off (compacted topics).
+    pub(crate) clean_state: CleanState,
 }
 
 /// Files to fsync so that every offset below `target_offset` is durable.
@@ -76,6 +79,8 @@ impl DiskLog {
         observe: &mut dyn FnMut(&BatchHeader, &[u8]),
     ) -> Result<DiskLog, LogError> {
         storage.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        recover_interrupted_clean(dir, storage.as_ref())?;
+        let clean_state = CleanState::load(dir, storage.as_ref())?;
         let mut bases: Vec<i64> = storage
             .list_dir(dir)
             .map_err(|e| LogError::io(dir, e))?
@@ -87,13 +92,14 @@ impl DiskLog {
         let mut expected_next: Option<i64> = None;
         for (i, &base) in bases.iter().enumerate() {
             let path = segment_path(dir, base);
+            // Compaction may leave gaps between segments, never overlaps.
             if let Some(next) = expected_next {
-                if base != next {
+                if base < next {
                     return Err(LogError::Corrupt {
                         path,
                         position: 0,
                         expected_offset: next,
-                        reason: format!("segment starts at offset {base} but the previous one ends before {next}"),
+                        reason: format!("segment starts at offset {base} but the previous one ends at {}", next - 1),
                     });
                 }
             }
@@ -141,6 +147,7 @@ impl DiskLog {
             durable_offset: next,
             unsynced: Vec::new(),
             poisoned: None,
+            clean_state,
         })
     }
 
@@ -222,7 +229,13 @@ impl DiskLog {
     fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
         let active = self.active();
         let too_big = active.size > 0 && active.size + incoming_bytes > self.config.segment_bytes;
-        let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        // The active segment is never cleaned, so `max.compaction.lag.ms` rolls it too.
+        let max_age_ms = if self.config.compact {
+            self.config.segment_ms.min(self.config.max_compaction_lag_ms)
+        } else {
+            self.config.segment_ms
+        };
+        let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= max_age_ms);
         if !(too_big || too_old) {
             return Ok(());
         }
@@ -275,12 +288,12 @@ impl DiskLog {
         if offset == end {
             return Ok(None);
         }
-        let Some((_, segment)) = self.segments.range(..=offset).next_back() else {
+        // After compaction `offset` may fall in a gap: read from the first
+        // segment that still holds anything at or after it.
+        let from = self.segments.range(..=offset).next_back().map_or(self.log_start_offset, |(base, _)| *base);
+        let Some(segment) = self.segments.range(from..).map(|(_, s)| s).find(|s| s.size > 0 && s.next_offset > offset) else {
             return Ok(None);
         };
-        if offset >= segment.next_offset {
-            return Ok(None);
-        }
         Ok(Some(ReadPlan::Disk(ReadSlice {
             file: segment.file.clone(),
             start_position: segment.position_for_offset(offset),
@@ -328,8 +341,10 @@ impl DiskLog {
             }
             let base = oldest.base_offset;
             let path = segment_path(&self.dir, base);
-            let segment = self.segments.remove(&base).expect("present");
-            self.log_start_offset = segment.next_offset;
+            self.segments.remove(&base);
+            // The next segment's base, not the removed one's end: after
+            // compaction the two may differ.
+            self.log_start_offset = *self.segments.keys().next().expect("the active segment remains");
             self.storage.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
             info!(file = %path.display(), log_start_offset = self.log_start_offset, "retention deleted segment");
             deleted += 1;
@@ -416,20 +431,21 @@ fn scan_segment(segment: &mut Segment, config: &LogConfig, observe: &mut dyn FnM
             if let Err(e) = check_crc(&batch, &header) {
                 break 'check Some(e.to_string());
             }
-            // Every batch this broker writes has count = last offset delta + 1.
-            if header.last_offset_delta < 0 || header.record_count != header.last_offset_delta + 1 {
+            // Appended batches have count = last offset delta + 1; cleaned
+            // ones may hold fewer records (none, for a producer's last batch).
+            if header.last_offset_delta < 0 || header.record_count < 0 || header.record_count > header.last_offset_delta + 1 {
                 break 'check Some(format!(
                     "record count {} does not match last offset delta {}",
                     header.record_count, header.last_offset_delta
                 ));
             }
-            if header.base_offset != segment.next_offset {
+            if header.base_offset < segment.next_offset {
                 // A whole, CRC-valid batch at the wrong offset is not a torn write.
                 return Err(LogError::Corrupt {
                     path,
                     position,
                     expected_offset: segment.next_offset,
-                    reason: format!("batch has base offset {}", header.base_offset),
+                    reason: format!("batch has base offset {}, below the previous batch's end", header.base_offset),
                 });
             }
             segment.note_batch(&header, position, config.index_interval_bytes);
@@ -467,7 +483,7 @@ fn find_valid_batch_after(file: &dyn StorageFile, from: u64, file_len: u64) -> R
         }
         let Ok(header) = BatchHeader::parse(&rest[i..]) else { continue };
         let total = header.total_len();
-        if i + total > rest.len() || header.record_count <= 0 {
+        if i + total > rest.len() || header.record_count < 0 {
             continue;
         }
         if check_crc(&rest[i..i + total], &header).is_ok() {

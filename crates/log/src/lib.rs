@@ -6,16 +6,20 @@
 //! inject failed writes and fsyncs.
 
 pub mod batch;
+mod cleaner;
+pub mod codec;
 mod config;
 mod disk;
 mod error;
 mod memory;
 pub mod meta;
+pub mod records;
 mod segment;
 pub mod storage;
 
 use std::sync::Arc;
 
+pub use cleaner::{clean, AbortedRange, CleanInputs, CleanOutcome, CleanPlan, CleanedSegment, CleanerLimits, Throttle};
 pub use config::{LogConfig, MEMORY_LOG_DEFAULT_BYTES};
 pub use disk::{read_slice, DiskLog, SyncJob};
 pub use error::LogError;
