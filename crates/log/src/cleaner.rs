@@ -60,7 +60,7 @@ impl DiskLog {
     /// nothing sealed to clean, or not dirty enough (`min.cleanable.dirty.ratio`)
     /// with no dirty record past `max.compaction.lag.ms` and no delete horizon due.
     pub fn plan_clean(&self, now_ms: i64, stable_offset: i64) -> Option<CleanPlan> {
-        if !self.config.compact || self.poisoned.is_some() || self.segments.len() < 2 {
+        if !self.config.compact || self.poisoned.is_some() || self.cleaner_failed.is_some() || self.segments.len() < 2 {
             return None;
         }
         let active_base = *self.segments.keys().next_back()?;
@@ -122,18 +122,14 @@ impl DiskLog {
         };
         let base = cleaned.base_offset;
         let swap = state::swap_path(&self.dir, base, end);
-        let io = |path: &std::path::Path, e| LogError::io(path, e);
-        self.storage.rename(&cleaned.path, &swap).map_err(|e| io(&swap, e))?;
-        // From here on a crash completes the swap at open.
-        self.storage.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
-        for src in &cleaned.sources[1..] {
-            let path = segment_path(&self.dir, src.base_offset);
-            self.storage.remove_file(&path).map_err(|e| io(&path, e))?;
-        }
+        self.storage.rename(&cleaned.path, &swap).map_err(|e| LogError::io(&swap, e))?;
+        // From here on a crash completes the swap at open; so does a restart
+        // after a failure, and until then this log is not cleaned again.
         let target = segment_path(&self.dir, base);
-        self.storage.rename(&swap, &target).map_err(|e| io(&target, e))?;
-        self.storage.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let file = self.storage.open(&target, false).map_err(|e| io(&target, e))?;
+        let committed = self
+            .commit_swap(&cleaned, &swap, &target)
+            .and_then(|()| self.storage.open(&target, false).map_err(|e| LogError::io(&target, e)));
+        let file = committed.inspect_err(|e| self.cleaner_failed = Some(e.to_string()))?;
         let mut segment = Segment::new(base, file);
         for (header, position) in &cleaned.batches {
             segment.note_batch(header, *position, self.config.index_interval_bytes);
@@ -144,6 +140,18 @@ impl DiskLog {
         }
         self.segments.insert(base, segment);
         Ok(true)
+    }
+
+    /// The swap after its commit point: the old segments go, the cleaned
+    /// one takes the first one's name.
+    fn commit_swap(&self, cleaned: &CleanedSegment, swap: &std::path::Path, target: &std::path::Path) -> Result<(), LogError> {
+        self.storage.sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        for src in &cleaned.sources[1..] {
+            let path = segment_path(&self.dir, src.base_offset);
+            self.storage.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        }
+        self.storage.rename(swap, target).map_err(|e| LogError::io(target, e))?;
+        self.storage.sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))
     }
 
     /// Records where a finished pass left off, durably.

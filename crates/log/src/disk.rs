@@ -35,6 +35,10 @@ pub struct DiskLog {
     pub(crate) poisoned: Option<String>,
     /// Where the cleaner left off (compacted topics).
     pub(crate) clean_state: CleanState,
+    /// A swap failed after its commit point: the files are ahead of the
+    /// segments in memory until a restart completes the swap, so this log
+    /// is not cleaned again before then (appends and reads are unaffected).
+    pub(crate) cleaner_failed: Option<String>,
 }
 
 /// Files to fsync so that every offset below `target_offset` is durable.
@@ -79,11 +83,9 @@ impl DiskLog {
         observe: &mut dyn FnMut(&BatchHeader, &[u8]),
     ) -> Result<DiskLog, LogError> {
         storage.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        recover_interrupted_clean(dir, storage.as_ref())?;
+        let entries = recover_interrupted_clean(dir, storage.as_ref())?;
         let clean_state = CleanState::load(dir, storage.as_ref())?;
-        let mut bases: Vec<i64> = storage
-            .list_dir(dir)
-            .map_err(|e| LogError::io(dir, e))?
+        let mut bases: Vec<i64> = entries
             .iter()
             .filter_map(|p| parse_segment_name(p))
             .collect();
@@ -148,6 +150,7 @@ impl DiskLog {
             unsynced: Vec::new(),
             poisoned: None,
             clean_state,
+            cleaner_failed: None,
         })
     }
 

@@ -84,8 +84,9 @@ fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
 
 /// Finishes what a crash interrupted: a `.cleaned` file was never
 /// committed and is removed; a `.swap` file was, so the segments it
-/// replaces are removed and it takes the first one's name.
-pub(crate) fn recover_interrupted_clean(dir: &Path, storage: &dyn Storage) -> Result<(), LogError> {
+/// replaces are removed and it takes the first one's name. Returns the
+/// directory's entries afterwards (listed again only if something changed).
+pub(crate) fn recover_interrupted_clean(dir: &Path, storage: &dyn Storage) -> Result<Vec<PathBuf>, LogError> {
     let entries = storage.list_dir(dir).map_err(|e| LogError::io(dir, e))?;
     let mut changed = false;
     for path in &entries {
@@ -106,8 +107,9 @@ pub(crate) fn recover_interrupted_clean(dir: &Path, storage: &dyn Storage) -> Re
             changed = true;
         }
     }
-    if changed {
-        storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    if !changed {
+        return Ok(entries);
     }
-    Ok(())
+    storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    storage.list_dir(dir).map_err(|e| LogError::io(dir, e))
 }

@@ -318,6 +318,9 @@ fn a_crash_at_any_step_of_a_pass_leaves_the_old_log_or_the_cleaned_one() {
         let plan = log.plan_clean(T0, i64::MAX).unwrap();
         let result = clean(&plan, &inputs(T0), &limits(), &mut |c| log.install_cleaned(c))
             .and_then(|outcome| log.finish_clean(&outcome));
+        if log.cleaner_failed.is_some() {
+            assert!(log.plan_clean(T0, i64::MAX).is_none(), "a log whose swap failed is not cleaned again before a restart");
+        }
         drop(log);
         let content = read_all(&open(&dir));
         // Each group swaps on its own, so a crash may leave some groups
