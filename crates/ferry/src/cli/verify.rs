@@ -1,7 +1,7 @@
 //! `ferry verify`: runs each delivery semantics while injecting faults,
 //! records the whole history, and checks it (crate `ferry-verify`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,7 +69,7 @@ pub struct VerifyArgs {
     /// The broker binary to start [default: this binary].
     #[arg(long)]
     ferry_bin: Option<PathBuf>,
-    /// Write each run's history (JSON lines) into this directory.
+    /// Write each run's history (JSON lines) and its broker's log into this directory.
     #[arg(long)]
     history_dir: Option<PathBuf>,
     /// Write an HTML page with the table and a chart.
@@ -213,15 +213,38 @@ struct Recorder {
     events: Mutex<Vec<Event>>,
     /// Begin-to-commit time of each committed transaction.
     txn_latencies_us: Mutex<Vec<u64>>,
+    /// Values the broker acknowledged, and values the consumers processed
+    /// (delivered, or committed in a transaction): the consumers stop early
+    /// once the second holds the first.
+    acked: Mutex<HashSet<String>>,
+    processed: Mutex<HashSet<String>>,
     start: Instant,
 }
 
 impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            events: Mutex::new(Vec::new()),
+            txn_latencies_us: Mutex::new(Vec::new()),
+            acked: Mutex::new(HashSet::new()),
+            processed: Mutex::new(HashSet::new()),
+            start: Instant::now(),
+        }
+    }
     fn push(&self, e: Event) {
         self.events.lock().expect("recorder lock").push(e);
     }
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+    fn processed<'a>(&self, values: impl IntoIterator<Item = &'a String>) {
+        self.processed.lock().expect("recorder lock").extend(values.into_iter().cloned());
+    }
+    /// Every acknowledged value has been processed: nothing is left to wait for.
+    fn caught_up(&self) -> bool {
+        let acked = self.acked.lock().expect("recorder lock");
+        let processed = self.processed.lock().expect("recorder lock");
+        acked.iter().all(|v| processed.contains(v))
     }
 }
 
@@ -249,13 +272,16 @@ impl ProducerContext for DeliveryLogger {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (producer, value, sent) = *opaque;
         match result {
-            Ok(m) => self.recorder.push(Event::Ack {
-                producer,
-                partition: m.partition(),
-                value,
-                offset: if self.offsets_known { m.offset() } else { -1 },
-                latency_us: sent.elapsed().as_micros() as u64,
-            }),
+            Ok(m) => {
+                self.recorder.acked.lock().expect("recorder lock").insert(value.clone());
+                self.recorder.push(Event::Ack {
+                    producer,
+                    partition: m.partition(),
+                    value,
+                    offset: if self.offsets_known { m.offset() } else { -1 },
+                    latency_us: sent.elapsed().as_micros() as u64,
+                })
+            }
             Err((e, _)) => self.recorder.push(Event::SendFailed { producer, value, error: e.to_string() }),
         }
     }
@@ -386,6 +412,12 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
             let path = d.join(format!("{}.jsonl", name_of(*s)));
             let text: String = result.1.iter().map(|e| serde_json::to_string(e).expect("events serialize") + "\n").collect();
             std::fs::write(&path, text)?;
+            // The broker's own log explains what the history shows (a stall,
+            // a refused request); it lives in a temporary dir otherwise.
+            let broker_log = dir.join("broker.log");
+            if broker_log.exists() {
+                std::fs::copy(&broker_log, d.join(format!("{}-broker.log", name_of(*s))))?;
+            }
         }
         results.push(result.0);
     }
@@ -460,7 +492,7 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
 }
 
 fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, broker: Option<Arc<Mutex<Broker>>>, seed: u64) -> anyhow::Result<(RunResult, Vec<Event>)> {
-    let recorder = Arc::new(Recorder { events: Mutex::new(Vec::new()), txn_latencies_us: Mutex::new(Vec::new()), start: Instant::now() });
+    let recorder = Arc::new(Recorder::new());
     let topic = format!("verify-{}-{seed}", name_of(s));
     let out_topic = format!("{topic}-out");
     create_topics(bootstrap, &[&topic, &out_topic], args.partitions)?;
@@ -706,6 +738,13 @@ fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, 
                     }
                 }
             };
+            if outcome == TxnOutcome::Abort {
+                // Acknowledged, but no consumer will ever process them.
+                let mut acked = recorder.acked.lock().expect("recorder lock");
+                for v in &values {
+                    acked.remove(v);
+                }
+            }
             if outcome == TxnOutcome::Commit {
                 recorder.txn_latencies_us.lock().expect("recorder lock").push(txn_started.elapsed().as_micros() as u64);
             }
@@ -738,6 +777,11 @@ fn consume(
     if s == Semantics::ExactlyOnce {
         config.set("isolation.level", "read_committed");
     }
+    // librdkafka's own debug contexts (e.g. `cgrp,fetch`), logged through
+    // FERRY_LOG=librdkafka=debug: the client's side of a stall.
+    if let Ok(contexts) = std::env::var("FERRY_VERIFY_CLIENT_DEBUG") {
+        config.set("debug", contexts);
+    }
     let rebalances = Arc::new(AtomicU64::new(0));
     let consumer: BaseConsumer<RebalanceCounter> = config.create_with_context(RebalanceCounter { rebalances: rebalances.clone() })?;
     consumer.subscribe(&[topic])?;
@@ -754,9 +798,10 @@ fn consume(
     };
     let mut txn_producer = txn_producer;
     let mut since_commit = 0u32;
-    let idle_limit = Duration::from_secs(if s == Semantics::ExactlyOnce { 15 } else { 8 });
+    let idle_limit = Duration::from_millis(CONSUMER_IDLE_LIMIT_MS + if s == Semantics::ExactlyOnce { 5_000 } else { 0 });
     let mut idle_since = Instant::now();
     let mut draining = false;
+    let mut caught_up_checked = Instant::now();
     loop {
         if produced_all.load(Ordering::SeqCst) {
             // The idle limit counts from the end of producing at the
@@ -769,6 +814,12 @@ fn consume(
             if idle_since.elapsed() > idle_limit {
                 break;
             }
+            if caught_up_checked.elapsed() > Duration::from_millis(500) {
+                caught_up_checked = Instant::now();
+                if recorder.caught_up() {
+                    break;
+                }
+            }
         }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
         let Ok(m) = result else { continue };
@@ -778,10 +829,12 @@ fn consume(
             Semantics::AtMostOnce => {
                 // Commit first; process only what is committed.
                 if consumer.commit_message(&m, CommitMode::Sync).is_ok() {
+                    recorder.processed([&value]);
                     recorder.push(Event::Deliver { consumer: c, partition: m.partition(), offset: m.offset(), value, time_ms: recorder.now_ms() });
                 }
             }
             Semantics::AtLeastOnce => {
+                recorder.processed([&value]);
                 recorder.push(Event::Deliver { consumer: c, partition: m.partition(), offset: m.offset(), value, time_ms: recorder.now_ms() });
                 since_commit += 1;
                 if since_commit >= 50 {
@@ -826,7 +879,9 @@ fn consume(
                         .map(|g| p.send_offsets_to_transaction(&offsets, &g, Duration::from_secs(10)).is_ok())
                         .unwrap_or(false)
                     && p.commit_transaction(Duration::from_secs(30)).is_ok();
-                if !ok {
+                if ok {
+                    recorder.processed(batch.iter().map(|(_, _, value)| value));
+                } else {
                     let _ = p.abort_transaction(Duration::from_secs(10));
                     // Rewind to the committed offsets: leaving and rejoining the
                     // group makes the consumer fetch them again (a seek can fail
@@ -851,6 +906,17 @@ fn consume(
     }
     Ok(())
 }
+
+/// How long a consumer waits, after producing ended, for a record before
+/// it gives up. Faults every second or so push librdkafka's reconnect
+/// backoff to its cap: it doubles at every connection made and resets only
+/// after `reconnect.backoff.max.ms` (10 s) without one, so each of a
+/// client's connections may stay down ~10 s after the broker is back; then
+/// the member rejoins (its session, 6 s, may have expired meanwhile) and
+/// fetches its committed offsets. A shorter limit called such a consumer's
+/// wait a lost record. Consumers stop earlier once every acknowledged
+/// record was processed.
+const CONSUMER_IDLE_LIMIT_MS: u64 = 20_000;
 
 fn init_with_retry(p: &BaseProducer) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
