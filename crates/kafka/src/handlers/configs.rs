@@ -21,15 +21,22 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const TYPE_STRING: i8 = 2;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 
 fn entry(name: &str, value: String, source: i8, read_only: bool, doc: Option<&str>) -> DescribeConfigsResourceResult {
-    let numeric = value.parse::<i64>().is_ok();
+    let config_type = if value.parse::<i64>().is_ok() {
+        TYPE_LONG
+    } else if value.parse::<f64>().is_ok() {
+        TYPE_DOUBLE
+    } else {
+        TYPE_STRING
+    };
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
         .with_read_only(read_only)
         .with_config_source(source)
-        .with_config_type(if numeric { TYPE_LONG } else { TYPE_STRING })
+        .with_config_type(config_type)
         .with_documentation(doc.map(str_bytes))
 }
 
