@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cleaner::CleanerConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::txn::{TxnConfig, TxnCoordinator};
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub max_partitions_per_topic: i32,
     pub group: GroupConfig,
     pub txn: TxnConfig,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             max_partitions_per_topic: 1_000,
             group: GroupConfig::default(),
             txn: TxnConfig::default(),
+            cleaner: CleanerConfig::default(),
         }
     }
 }

@@ -50,6 +50,18 @@ pub struct ServeArgs {
     /// How often retention runs (Kafka: log.retention.check.interval.ms) [default: 300000].
     #[arg(long, env = "FERRY_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Run the log cleaner on compacted topics (Kafka: log.cleaner.enable) [default: true].
+    #[arg(long, env = "FERRY_LOG_CLEANER_ENABLE")]
+    pub log_cleaner_enable: Option<bool>,
+    /// Sleep this long when no log needs cleaning (Kafka: log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, env = "FERRY_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Cleaner read plus write bytes per second (Kafka: log.cleaner.io.max.bytes.per.second) [default: 1.7976931348623157E308, unlimited].
+    #[arg(long, env = "FERRY_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
+    /// Memory for one cleaning pass's key map (Kafka: log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(long, env = "FERRY_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<usize>,
     /// Most partitions across all topics [default: 10000].
     #[arg(long, env = "FERRY_MAX_PARTITIONS")]
     pub max_partitions: Option<usize>,
@@ -84,6 +96,10 @@ struct FileConfig {
     fetch_max_bytes: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
+    log_cleaner_enable: Option<bool>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<f64>,
+    log_cleaner_dedupe_buffer_size: Option<usize>,
     max_partitions: Option<usize>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
@@ -109,9 +125,22 @@ pub struct Settings {
     pub log_retention_check_interval_ms: u64,
     pub max_partitions: usize,
     pub group: ferry_broker::group::GroupConfig,
+    pub cleaner: ferry_broker::CleanerConfig,
 }
 
 impl ServeArgs {
+    /// Checks the cleaner's settings against the bounds that make sense
+    /// (Kafka checks fewer; a zero rate or map would never finish a pass).
+    fn cleaner(c: ferry_broker::CleanerConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
+        if c.io_max_bytes_per_second.is_nan() || c.io_max_bytes_per_second <= 0.0 {
+            bail!("log_cleaner_io_max_bytes_per_second must be positive, got {}", c.io_max_bytes_per_second);
+        }
+        if c.dedupe_buffer_size < 1024 * 1024 {
+            bail!("log_cleaner_dedupe_buffer_size must be at least 1048576, got {}", c.dedupe_buffer_size);
+        }
+        Ok(c)
+    }
+
     pub fn resolve(self) -> anyhow::Result<Settings> {
         let file: FileConfig = match &self.config {
             Some(path) => {
@@ -160,8 +189,17 @@ impl ServeArgs {
         if group.max_size == 0 {
             bail!("group_max_size must be at least 1");
         }
+        let cleaner = Self::cleaner(
+            ferry_broker::CleanerConfig {
+                enable: self.log_cleaner_enable.or(file.log_cleaner_enable).unwrap_or(true),
+                backoff_ms: self.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(15_000),
+                io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second.or(file.log_cleaner_io_max_bytes_per_second).unwrap_or(f64::MAX),
+                dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size.or(file.log_cleaner_dedupe_buffer_size).unwrap_or(128 * 1024 * 1024),
+            },
+        )?;
         Ok(Settings {
             group,
+            cleaner,
             listen,
             advertised_host: host,
             advertised_port: port as i32,

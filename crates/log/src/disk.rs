@@ -170,6 +170,10 @@ impl DiskLog {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }
+    /// Base offset of the active segment: everything below it is sealed.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
     pub fn durable_offset(&self) -> i64 {
         self.durable_offset
     }
