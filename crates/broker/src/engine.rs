@@ -248,6 +248,13 @@ impl Engine {
     pub async fn delete_topic(&self, name: &str) -> EngineResult<Uuid> {
         let _guard = self.admin_lock.lock().await;
         let topic = self.topics.write().remove(name).ok_or_else(|| EngineError::UnknownTopicOrPartition(name.into()))?;
+        for p in topic.partitions.read().iter() {
+            p.with_log(|log| {
+                if let PartitionLog::Disk(l) = log {
+                    l.retire("topic deleted");
+                }
+            });
+        }
         std::fs::remove_dir_all(&topic.dir)
             .map_err(|e| EngineError::Storage(format!("cannot remove {}: {e}", topic.dir.display())))?;
         info!(topic = name, "topic deleted");

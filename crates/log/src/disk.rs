@@ -186,6 +186,13 @@ impl DiskLog {
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
     }
+    /// Stops all writing to this log before its directory is removed (topic
+    /// deletion): appends are refused and a cleaner pass already under way
+    /// discards its output instead of renaming it into a directory that a
+    /// new topic of the same name may by then own.
+    pub fn retire(&mut self, reason: &str) {
+        self.poisoned.get_or_insert_with(|| reason.to_string());
+    }
 
     fn poisoned_error(&self) -> LogError {
         LogError::Poisoned { path: self.dir.clone(), reason: self.poisoned.clone().unwrap_or_default() }
