@@ -129,17 +129,6 @@ pub struct Settings {
 }
 
 impl ServeArgs {
-    /// Checks the cleaner's settings against the bounds that make sense
-    /// (Kafka checks fewer; a zero rate or map would never finish a pass).
-    fn cleaner(c: ferry_broker::CleanerConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
-        if c.io_max_bytes_per_second.is_nan() || c.io_max_bytes_per_second <= 0.0 {
-            bail!("log_cleaner_io_max_bytes_per_second must be positive, got {}", c.io_max_bytes_per_second);
-        }
-        if c.dedupe_buffer_size < 1024 * 1024 {
-            bail!("log_cleaner_dedupe_buffer_size must be at least 1048576, got {}", c.dedupe_buffer_size);
-        }
-        Ok(c)
-    }
 
     pub fn resolve(self) -> anyhow::Result<Settings> {
         let file: FileConfig = match &self.config {
@@ -149,6 +138,7 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
+        let cleaner = resolve_cleaner(&self, &file)?;
         let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
         let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
         let (host, port) = advertised
@@ -189,14 +179,6 @@ impl ServeArgs {
         if group.max_size == 0 {
             bail!("group_max_size must be at least 1");
         }
-        let cleaner = Self::cleaner(
-            ferry_broker::CleanerConfig {
-                enable: self.log_cleaner_enable.or(file.log_cleaner_enable).unwrap_or(true),
-                backoff_ms: self.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(15_000),
-                io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second.or(file.log_cleaner_io_max_bytes_per_second).unwrap_or(f64::MAX),
-                dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size.or(file.log_cleaner_dedupe_buffer_size).unwrap_or(128 * 1024 * 1024),
-            },
-        )?;
         Ok(Settings {
             group,
             cleaner,
@@ -218,5 +200,50 @@ impl ServeArgs {
                 .max(100),
             max_partitions: self.max_partitions.or(file.max_partitions).unwrap_or(10_000),
         })
+    }
+}
+
+/// The `log.cleaner.*` settings, checked against the bounds that make sense
+/// (Kafka checks fewer; a zero rate or a tiny key map would never finish a pass).
+fn resolve_cleaner(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
+    let d = ferry_broker::CleanerConfig::default();
+    let c = ferry_broker::CleanerConfig {
+        enable: args.log_cleaner_enable.or(file.log_cleaner_enable).unwrap_or(d.enable),
+        backoff_ms: args.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(d.backoff_ms),
+        io_max_bytes_per_second: args
+            .log_cleaner_io_max_bytes_per_second
+            .or(file.log_cleaner_io_max_bytes_per_second)
+            .unwrap_or(d.io_max_bytes_per_second),
+        dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size.or(file.log_cleaner_dedupe_buffer_size).unwrap_or(d.dedupe_buffer_size),
+    };
+    if c.io_max_bytes_per_second.is_nan() || c.io_max_bytes_per_second <= 0.0 {
+        bail!("log_cleaner_io_max_bytes_per_second must be positive, got {}", c.io_max_bytes_per_second);
+    }
+    if c.dedupe_buffer_size < 1024 * 1024 {
+        bail!("log_cleaner_dedupe_buffer_size must be at least 1048576, got {}", c.dedupe_buffer_size);
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaner_settings_default_to_kafkas_and_are_checked() {
+        let s = ServeArgs::default().resolve().expect("defaults resolve");
+        assert!(s.cleaner.enable);
+        assert_eq!(s.cleaner.backoff_ms, 15_000);
+        assert_eq!(s.cleaner.io_max_bytes_per_second, f64::MAX);
+        let file: FileConfig = toml::from_str("log_cleaner_backoff_ms = 200\nlog_cleaner_enable = false").expect("toml");
+        let c = resolve_cleaner(&ServeArgs { log_cleaner_backoff_ms: Some(300), ..ServeArgs::default() }, &file).expect("valid");
+        assert_eq!((c.enable, c.backoff_ms), (false, 300), "flags win over the file");
+        for bad in [
+            ServeArgs { log_cleaner_io_max_bytes_per_second: Some(0.0), ..ServeArgs::default() },
+            ServeArgs { log_cleaner_io_max_bytes_per_second: Some(f64::NAN), ..ServeArgs::default() },
+            ServeArgs { log_cleaner_dedupe_buffer_size: Some(1000), ..ServeArgs::default() },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
     }
 }
