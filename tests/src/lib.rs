@@ -168,6 +168,11 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Total bytes of a partition's segment files.
+pub fn segment_bytes(dir: &Path) -> u64 {
+    segment_files(dir).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+}
+
 /// Sends raw bytes and reads one length-prefixed frame back, or None if the
 /// broker closed the connection.
 pub fn raw_roundtrip(addr: &str, bytes: &[u8]) -> Option<Vec<u8>> {
@@ -229,6 +234,38 @@ pub mod kafka {
     /// nothing arrives for `idle`. Returns offset → value.
     pub fn read_partition(bootstrap: &str, topic: &str, partition: i32, idle: Duration) -> BTreeMap<i64, String> {
         read_partition_from(bootstrap, topic, partition, 0, idle)
+    }
+
+    /// A record as read back: key and value, either may be null.
+    pub type Keyed = (Option<String>, Option<String>);
+
+    /// Reads a partition from offset 0 with the given `isolation.level`
+    /// until nothing arrives for `idle`. Returns offset → (key, value).
+    pub fn read_keyed(bootstrap: &str, topic: &str, partition: i32, isolation: &str, idle: Duration) -> BTreeMap<i64, Keyed> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "ferry-tests-keyed-reader")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(0)).expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+        let mut out = BTreeMap::new();
+        let mut last = Instant::now();
+        while last.elapsed() < idle {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    assert!(out.insert(m.offset(), (text(m.key()), text(m.payload()))).is_none(), "offset {} delivered twice", m.offset());
+                    last = Instant::now();
+                }
+                Some(Err(e)) => panic!("consume error: {e}"),
+                None => {}
+            }
+        }
+        out
     }
 
     pub fn read_partition_from(bootstrap: &str, topic: &str, partition: i32, from: i64, idle: Duration) -> BTreeMap<i64, String> {

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cleaner::CleanerConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::txn::{TxnConfig, TxnCoordinator};
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub max_partitions_per_topic: i32,
     pub group: GroupConfig,
     pub txn: TxnConfig,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             max_partitions_per_topic: 1_000,
             group: GroupConfig::default(),
             txn: TxnConfig::default(),
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -244,6 +248,13 @@ impl Engine {
     pub async fn delete_topic(&self, name: &str) -> EngineResult<Uuid> {
         let _guard = self.admin_lock.lock().await;
         let topic = self.topics.write().remove(name).ok_or_else(|| EngineError::UnknownTopicOrPartition(name.into()))?;
+        for p in topic.partitions.read().iter() {
+            p.with_log(|log| {
+                if let PartitionLog::Disk(l) = log {
+                    l.retire("topic deleted");
+                }
+            });
+        }
         std::fs::remove_dir_all(&topic.dir)
             .map_err(|e| EngineError::Storage(format!("cannot remove {}: {e}", topic.dir.display())))?;
         info!(topic = name, "topic deleted");

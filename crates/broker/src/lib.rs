@@ -1,6 +1,7 @@
 //! Ferry's engine: topics, partitions, durability. It never sees Kafka
 //! bytes beyond the record-batch header.
 
+mod cleaner;
 mod engine;
 mod error;
 pub mod group;
@@ -10,6 +11,7 @@ pub mod producer_state;
 pub mod txn;
 mod topic_config;
 
+pub use cleaner::{Cleaner, CleanerConfig};
 pub use engine::{now_ms, Engine, EngineConfig, Topic};
 pub use error::{EngineError, EngineResult};
 pub use partition::{Appended, Partition, PartitionLog, PartitionOffsets};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_log::batch::{BatchHeader, ControlType};
-use ferry_log::{read_slice, AppendInfo, DiskLog, MemoryLog, ReadPlan};
+use ferry_log::{read_slice, AppendInfo, CleanInputs, CleanOutcome, CleanerLimits, DiskLog, MemoryLog, ReadPlan};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::error;
@@ -245,6 +245,71 @@ impl Partition {
             PartitionLog::Disk(l) => Ok(l.offset_for_timestamp(timestamp)?),
             PartitionLog::Memory(l) => Ok(l.offset_for_timestamp(timestamp)),
         }
+    }
+
+    /// Runs one cleaner pass over a compacted disk log, if it needs one.
+    /// The plan is taken under the lock, the pass runs without it (producers
+    /// never wait for it), and each cleaned segment is swapped in under it.
+    /// Nothing at or past the last stable offset is cleaned, so an open
+    /// transaction's data stays as written until its marker.
+    pub fn clean(&self, now_ms: i64, limits: &CleanerLimits) -> EngineResult<Option<CleanOutcome>> {
+        self.sync_sealed_segments()?;
+        let (plan, inputs) = {
+            let inner = self.inner.lock();
+            let PartitionLog::Disk(log) = &inner.log else { return Ok(None) };
+            let hw = log.next_offset();
+            let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
+            let Some(plan) = log.plan_clean(now_ms, lso) else { return Ok(None) };
+            let inputs = CleanInputs {
+                now_ms,
+                producer_last_offsets: inner.producers.last_data_offsets(),
+                aborted: inner.producers.aborted_ranges(),
+            };
+            (plan, inputs)
+        };
+        let mut install = |cleaned: ferry_log::CleanedSegment| match &mut self.inner.lock().log {
+            PartitionLog::Disk(log) => log.install_cleaned(cleaned),
+            PartitionLog::Memory(_) => Ok(false),
+        };
+        let outcome = ferry_log::clean(&plan, &inputs, limits, &mut install)?;
+        if let PartitionLog::Disk(log) = &mut self.inner.lock().log {
+            log.finish_clean(&outcome)?;
+        }
+        Ok(Some(outcome))
+    }
+
+    /// The cleaner only cleans what is fsynced, and with `acks=0/1`
+    /// producers nothing else fsyncs a sealed segment; Kafka flushes a
+    /// segment once it rolls, and this is that flush, made by the cleaner
+    /// thread. It takes the group-commit slot so that it never runs beside
+    /// another sync job (each job owns the sealed files it took).
+    fn sync_sealed_segments(&self) -> EngineResult<()> {
+        let needed = match &self.inner.lock().log {
+            PartitionLog::Disk(l) => l.durable_offset() < l.active_base_offset(),
+            PartitionLog::Memory(_) => false,
+        };
+        if !needed || self.sync_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Ok(());
+        }
+        let job = match &mut self.inner.lock().log {
+            PartitionLog::Disk(l) => l.sync_job(),
+            PartitionLog::Memory(_) => None,
+        };
+        let result = job.as_ref().map_or(Ok(()), |j| j.run());
+        let durable = match (&mut self.inner.lock().log, &job) {
+            (PartitionLog::Disk(l), Some(job)) => {
+                l.finish_sync(job, &result);
+                l.durable_offset()
+            }
+            (PartitionLog::Disk(l), None) => l.durable_offset(),
+            (PartitionLog::Memory(_), _) => i64::MAX,
+        };
+        self.sync_running.store(false, Ordering::Release);
+        self.durable_tx.send_replace(durable);
+        result.map_err(|e| {
+            error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; partition takes no more writes until restart");
+            EngineError::Storage(format!("fsync before cleaning failed: {e}"))
+        })
     }
 
     /// Fsyncs whatever is not yet durable (shutdown).

@@ -248,6 +248,21 @@ impl ProducerStateTable {
         self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset <= to).copied().collect()
     }
 
+    /// Each producer's last data batch's last offset: the cleaner keeps
+    /// that batch (empty if need be) so the producer's sequence survives a
+    /// restart, which rebuilds this table from the log.
+    pub fn last_data_offsets(&self) -> HashMap<i64, i64> {
+        self.producers.iter().filter_map(|(id, e)| e.batches.back().map(|b| (*id, b.last_offset))).collect()
+    }
+
+    /// The aborted-transaction index, as the cleaner takes it: their data goes.
+    pub fn aborted_ranges(&self) -> Vec<ferry_log::AbortedRange> {
+        self.aborted
+            .iter()
+            .map(|a| ferry_log::AbortedRange { producer_id: a.producer_id, first_offset: a.first_offset, last_offset: a.last_offset })
+            .collect()
+    }
+
     /// Forgets what lies wholly below the log start, and idle producers.
     pub fn expire(&mut self, log_start_offset: i64, now_ms: i64, producer_expiration_ms: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);

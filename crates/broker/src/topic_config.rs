@@ -26,8 +26,8 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     /// The configs set explicitly on this topic (the rest are defaults).
     pub overrides: BTreeMap<String, String>,
-    /// `cleanup.policy=compact` without `delete`: retention deletes nothing.
-    /// Compaction itself is not implemented; the whole log is kept.
+    /// `cleanup.policy=compact` without `delete`: retention deletes nothing,
+    /// only the cleaner removes records (`log.compact` says whether it runs).
     pub compact_only: bool,
 }
 
@@ -39,12 +39,16 @@ pub struct ConfigSpec {
 }
 
 pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
-    ConfigSpec { name: "cleanup.policy", default: "delete", doc: "`delete`, or `compact` (accepted, not yet compacted: a compact topic keeps its whole log, retention does not delete it)." },
+    ConfigSpec { name: "cleanup.policy", default: "delete", doc: "`delete` (retention deletes old segments), `compact` (the log cleaner keeps the last record of every key; retention deletes nothing), or `compact,delete` (both). A compacted topic refuses records without a key. Memory topics are never compacted." },
     ConfigSpec { name: "compression.type", default: "producer", doc: "Only `producer`: batches are stored as the producer compressed them." },
+    ConfigSpec { name: "delete.retention.ms", default: "86400000", doc: "How long a tombstone or transaction marker stays after the cleaner first saw it, so consumers reading from behind see the delete." },
     ConfigSpec { name: "ferry.storage", default: "disk", doc: "`disk`, or `memory` for at-most-once topics that never touch disk." },
     ConfigSpec { name: "index.interval.bytes", default: "4096", doc: "Bytes between sparse offset index entries." },
+    ConfigSpec { name: "max.compaction.lag.ms", default: "9223372036854775807", doc: "A compacted topic's dirty records older than this are cleaned whatever the dirty ratio; it also rolls the active segment." },
     ConfigSpec { name: "max.message.bytes", default: "1048588", doc: "Largest record batch accepted." },
     ConfigSpec { name: "message.timestamp.type", default: "CreateTime", doc: "Only `CreateTime`: the producer's timestamps are kept." },
+    ConfigSpec { name: "min.cleanable.dirty.ratio", default: "0.5", doc: "The cleaner compacts a log once this share of its cleanable bytes has not been cleaned yet (0 to 1)." },
+    ConfigSpec { name: "min.compaction.lag.ms", default: "0", doc: "Records younger than this are never compacted." },
     ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Single node: only 1." },
     ConfigSpec { name: "retention.bytes", default: "-1", doc: "Delete oldest segments past this size; bounds memory topics." },
     ConfigSpec { name: "retention.ms", default: "604800000", doc: "Delete segments older than this; -1 keeps forever." },
@@ -68,6 +72,16 @@ fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     Ok(v)
 }
 
+/// Kafka's DOUBLE configs with a `between(lo, hi)` validator.
+fn parse_ratio(name: &str, value: &str) -> EngineResult<f64> {
+    let bad = |reason: &str| EngineError::InvalidConfig { name: name.into(), value: value.into(), reason: reason.into() };
+    let v: f64 = value.trim().parse().map_err(|_| bad("not a number"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(bad("must be between 0 and 1"));
+    }
+    Ok(v)
+}
+
 impl TopicConfig {
     /// Builds a config from explicit overrides on top of the defaults,
     /// refusing unknown names and bad values.
@@ -81,6 +95,14 @@ impl TopicConfig {
         };
         for (name, value) in &overrides {
             config.apply(name, value)?;
+        }
+        if config.log.min_compaction_lag_ms > config.log.max_compaction_lag_ms {
+            // Kafka's LogConfig refuses this pair too.
+            return Err(EngineError::InvalidConfig {
+                name: "min.compaction.lag.ms".into(),
+                value: config.log.min_compaction_lag_ms.to_string(),
+                reason: format!("must not exceed max.compaction.lag.ms ({})", config.log.max_compaction_lag_ms),
+            });
         }
         if config.compact_only {
             // Kafka does not delete from compact topics by retention either.
@@ -103,6 +125,7 @@ impl TopicConfig {
                     });
                 }
                 self.compact_only = !policies.contains(&"delete");
+                self.log.compact = policies.contains(&"compact");
             }
             "compression.type" | "message.timestamp.type" | "min.insync.replicas" => {
                 let supported = match name {
@@ -131,6 +154,10 @@ impl TopicConfig {
                     }
                 }
             }
+            "delete.retention.ms" => self.log.delete_retention_ms = parse_num(name, value, 0i64)?,
+            "min.cleanable.dirty.ratio" => self.log.min_cleanable_dirty_ratio = parse_ratio(name, value)?,
+            "min.compaction.lag.ms" => self.log.min_compaction_lag_ms = parse_num(name, value, 0i64)?,
+            "max.compaction.lag.ms" => self.log.max_compaction_lag_ms = parse_num(name, value, 1i64)?,
             "index.interval.bytes" => self.log.index_interval_bytes = parse_num(name, value, 1u64)?,
             "max.message.bytes" => self.max_message_bytes = parse_num(name, value, 64usize)?,
             "retention.bytes" => self.log.retention_bytes = parse_num(name, value, -1i64)?,
@@ -202,6 +229,41 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("ferry.storage".to_string(), "memory".to_string());
         assert_eq!(TopicConfig::from_overrides(m).unwrap().storage, StorageKind::Memory);
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> EngineResult<TopicConfig> {
+        TopicConfig::from_overrides(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn compaction_configs_have_kafkas_defaults_and_bounds() {
+        let d = with(&[]).unwrap();
+        assert!(!d.log.compact);
+        assert_eq!(d.log.delete_retention_ms, 86_400_000);
+        assert_eq!(d.log.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(d.log.min_compaction_lag_ms, 0);
+        assert_eq!(d.log.max_compaction_lag_ms, i64::MAX);
+        for (name, _, _) in d.describe() {
+            assert!(TOPIC_CONFIGS.iter().any(|s| s.name == name));
+        }
+        let compact = with(&[("cleanup.policy", "compact"), ("delete.retention.ms", "0"), ("min.cleanable.dirty.ratio", "0.01")]).unwrap();
+        assert!(compact.log.compact && compact.compact_only);
+        assert_eq!((compact.log.retention_ms, compact.log.retention_bytes), (-1, -1));
+        assert_eq!(compact.log.delete_retention_ms, 0);
+        let both = with(&[("cleanup.policy", "compact,delete"), ("retention.ms", "1000")]).unwrap();
+        assert!(both.log.compact && !both.compact_only);
+        assert_eq!(both.log.retention_ms, 1000);
+        for bad in [
+            ("delete.retention.ms", "-1"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("min.compaction.lag.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+        ] {
+            assert!(with(&[bad]).is_err(), "{bad:?} accepted");
+        }
+        assert!(with(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]).is_err());
     }
 
     #[test]

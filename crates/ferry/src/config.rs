@@ -50,6 +50,18 @@ pub struct ServeArgs {
     /// How often retention runs (Kafka: log.retention.check.interval.ms) [default: 300000].
     #[arg(long, env = "FERRY_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Run the log cleaner on compacted topics (Kafka: log.cleaner.enable) [default: true].
+    #[arg(long, env = "FERRY_LOG_CLEANER_ENABLE")]
+    pub log_cleaner_enable: Option<bool>,
+    /// Sleep this long when no log needs cleaning (Kafka: log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, env = "FERRY_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Cleaner read plus write bytes per second (Kafka: log.cleaner.io.max.bytes.per.second) [default: 1.7976931348623157E308, unlimited].
+    #[arg(long, env = "FERRY_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
+    /// Memory for one cleaning pass's key map (Kafka: log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(long, env = "FERRY_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<usize>,
     /// Most partitions across all topics [default: 10000].
     #[arg(long, env = "FERRY_MAX_PARTITIONS")]
     pub max_partitions: Option<usize>,
@@ -84,6 +96,10 @@ struct FileConfig {
     fetch_max_bytes: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
+    log_cleaner_enable: Option<bool>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<f64>,
+    log_cleaner_dedupe_buffer_size: Option<usize>,
     max_partitions: Option<usize>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
@@ -109,9 +125,11 @@ pub struct Settings {
     pub log_retention_check_interval_ms: u64,
     pub max_partitions: usize,
     pub group: ferry_broker::group::GroupConfig,
+    pub cleaner: ferry_broker::CleanerConfig,
 }
 
 impl ServeArgs {
+
     pub fn resolve(self) -> anyhow::Result<Settings> {
         let file: FileConfig = match &self.config {
             Some(path) => {
@@ -120,6 +138,7 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
+        let cleaner = resolve_cleaner(&self, &file)?;
         let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
         let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
         let (host, port) = advertised
@@ -162,6 +181,7 @@ impl ServeArgs {
         }
         Ok(Settings {
             group,
+            cleaner,
             listen,
             advertised_host: host,
             advertised_port: port as i32,
@@ -180,5 +200,50 @@ impl ServeArgs {
                 .max(100),
             max_partitions: self.max_partitions.or(file.max_partitions).unwrap_or(10_000),
         })
+    }
+}
+
+/// The `log.cleaner.*` settings, checked against the bounds that make sense
+/// (Kafka checks fewer; a zero rate or a tiny key map would never finish a pass).
+fn resolve_cleaner(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
+    let d = ferry_broker::CleanerConfig::default();
+    let c = ferry_broker::CleanerConfig {
+        enable: args.log_cleaner_enable.or(file.log_cleaner_enable).unwrap_or(d.enable),
+        backoff_ms: args.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(d.backoff_ms),
+        io_max_bytes_per_second: args
+            .log_cleaner_io_max_bytes_per_second
+            .or(file.log_cleaner_io_max_bytes_per_second)
+            .unwrap_or(d.io_max_bytes_per_second),
+        dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size.or(file.log_cleaner_dedupe_buffer_size).unwrap_or(d.dedupe_buffer_size),
+    };
+    if c.io_max_bytes_per_second.is_nan() || c.io_max_bytes_per_second <= 0.0 {
+        bail!("log_cleaner_io_max_bytes_per_second must be positive, got {}", c.io_max_bytes_per_second);
+    }
+    if c.dedupe_buffer_size < 1024 * 1024 {
+        bail!("log_cleaner_dedupe_buffer_size must be at least 1048576, got {}", c.dedupe_buffer_size);
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaner_settings_default_to_kafkas_and_are_checked() {
+        let s = ServeArgs::default().resolve().expect("defaults resolve");
+        assert!(s.cleaner.enable);
+        assert_eq!(s.cleaner.backoff_ms, 15_000);
+        assert_eq!(s.cleaner.io_max_bytes_per_second, f64::MAX);
+        let file: FileConfig = toml::from_str("log_cleaner_backoff_ms = 200\nlog_cleaner_enable = false").expect("toml");
+        let c = resolve_cleaner(&ServeArgs { log_cleaner_backoff_ms: Some(300), ..ServeArgs::default() }, &file).expect("valid");
+        assert_eq!((c.enable, c.backoff_ms), (false, 300), "flags win over the file");
+        for bad in [
+            ServeArgs { log_cleaner_io_max_bytes_per_second: Some(0.0), ..ServeArgs::default() },
+            ServeArgs { log_cleaner_io_max_bytes_per_second: Some(f64::NAN), ..ServeArgs::default() },
+            ServeArgs { log_cleaner_dedupe_buffer_size: Some(1000), ..ServeArgs::default() },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
     }
 }

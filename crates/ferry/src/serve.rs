@@ -35,6 +35,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         num_partitions: settings.num_partitions,
         max_partitions: settings.max_partitions,
         group: settings.group.clone(),
+        cleaner: settings.cleaner.clone(),
         ..EngineConfig::default()
     };
     let data_dir = settings.data_dir.clone();
@@ -106,6 +107,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    // A thread of its own: a pass reads and rewrites whole segments and
+    // must never hold up the runtime's workers or a producer.
+    let cleaner = ferry_broker::Cleaner::start(engine.clone()).context("cannot start the log cleaner")?;
+
     let ctx = Context { engine: engine.clone(), config: Arc::new(server_config) };
     let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
     wait_for_signal().await;
@@ -119,6 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     retention.abort();
     group_ticker.abort();
     txn_ticker.abort();
+    tokio::task::spawn_blocking(move || cleaner.stop(Duration::from_secs(5))).await?;
     let e = engine.clone();
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");

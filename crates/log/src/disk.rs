@@ -170,6 +170,10 @@ impl DiskLog {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }
+    /// Base offset of the active segment: everything below it is sealed.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
     pub fn durable_offset(&self) -> i64 {
         self.durable_offset
     }
@@ -181,6 +185,13 @@ impl DiskLog {
     }
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
+    }
+    /// Stops all writing to this log before its directory is removed (topic
+    /// deletion): appends are refused and a cleaner pass already under way
+    /// discards its output instead of renaming it into a directory that a
+    /// new topic of the same name may by then own.
+    pub fn retire(&mut self, reason: &str) {
+        self.poisoned.get_or_insert_with(|| reason.to_string());
     }
 
     fn poisoned_error(&self) -> LogError {

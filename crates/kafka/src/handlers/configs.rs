@@ -21,16 +21,31 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const TYPE_STRING: i8 = 2;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 
 fn entry(name: &str, value: String, source: i8, read_only: bool, doc: Option<&str>) -> DescribeConfigsResourceResult {
-    let numeric = value.parse::<i64>().is_ok();
+    let config_type = if value.parse::<i64>().is_ok() {
+        TYPE_LONG
+    } else if value.parse::<f64>().is_ok() {
+        TYPE_DOUBLE
+    } else {
+        TYPE_STRING
+    };
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
         .with_read_only(read_only)
         .with_config_source(source)
-        .with_config_type(if numeric { TYPE_LONG } else { TYPE_STRING })
+        .with_config_type(config_type)
         .with_documentation(doc.map(str_bytes))
+}
+
+fn java_double(v: f64) -> String {
+    if v == f64::MAX {
+        "1.7976931348623157E308".to_string()
+    } else {
+        format!("{v:?}")
+    }
 }
 
 pub fn describe(ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
@@ -68,6 +83,11 @@ pub fn describe(ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> De
                     ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
                     ("fetch.max.bytes", c.fetch_max_bytes.to_string()),
                     ("connections.max.idle.ms", c.connections_max_idle_ms.to_string()),
+                    ("log.cleaner.enable", e.cleaner.enable.to_string()),
+                    ("log.cleaner.backoff.ms", e.cleaner.backoff_ms.to_string()),
+                    // Java's Double.toString form, as Kafka shows its default.
+                    ("log.cleaner.io.max.bytes.per.second", java_double(e.cleaner.io_max_bytes_per_second)),
+                    ("log.cleaner.dedupe.buffer.size", e.cleaner.dedupe_buffer_size.to_string()),
                 ];
                 base.with_configs(all.into_iter().filter(|(n, _)| keep(n)).map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true, None)).collect())
             }

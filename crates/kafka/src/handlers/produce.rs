@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ferry_broker::{now_ms, EngineError, Partition};
 use ferry_log::batch::split_and_validate;
+use ferry_log::records::has_keyless_record;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -67,8 +68,11 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                 match topic.as_ref().and_then(|t| t.partition(p.index).map(|part| (t, part))) {
                     None => PartResult::failed(p.index, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                     Some((topic, partition)) => {
-                        let max_message_bytes = topic.config.read().max_message_bytes;
-                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), max_message_bytes) {
+                        let rules = {
+                            let config = topic.config.read();
+                            BatchRules { max_message_bytes: config.max_message_bytes, keys_required: config.log.compact }
+                        };
+                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), rules) {
                             Ok(appended) => {
                                 let info = appended.info;
                                 any_appended |= !appended.duplicate;
@@ -148,21 +152,40 @@ pub async fn finish(appended: Appended) -> Outcome {
     Outcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
+/// What a topic's configs ask of an incoming batch.
+#[derive(Clone, Copy)]
+struct BatchRules {
+    /// `max.message.bytes`
+    max_message_bytes: usize,
+    /// `cleanup.policy` includes `compact`: the cleaner would drop a
+    /// keyless record anyway, so Kafka refuses it up front.
+    keys_required: bool,
+}
+
 /// Validates the partition's record batch and appends it. Kafka's rule
 /// since Produce v3: exactly one batch per partition.
-fn append_partition(partition: &Partition, records: &[u8], max_message_bytes: usize) -> Result<ferry_broker::Appended, EngineError> {
+fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules) -> Result<ferry_broker::Appended, EngineError> {
     let batches = split_and_validate(records).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
     let [(range, header)] = batches.as_slice() else {
         return Err(EngineError::InvalidRecord(format!("{} record batches for one partition; exactly one is allowed", batches.len())));
     };
-    if range.len() > max_message_bytes {
-        return Err(EngineError::MessageTooLarge { size: range.len(), max: max_message_bytes });
+    if range.len() > rules.max_message_bytes {
+        return Err(EngineError::MessageTooLarge { size: range.len(), max: rules.max_message_bytes });
     }
     if header.is_control() {
         return Err(EngineError::InvalidRecord("clients may not write control batches".into()));
     }
     if header.is_transactional() && header.producer_id < 0 {
         return Err(EngineError::InvalidRecord("a transactional batch needs a producer id".into()));
+    }
+    if rules.keys_required {
+        let keyless = has_keyless_record(&records[range.clone()], header).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+        if keyless {
+            return Err(EngineError::InvalidRecord(format!(
+                "compacted topic cannot accept a record without a key in topic partition {}-{}",
+                partition.topic, partition.index
+            )));
+        }
     }
     let mut payload = BytesMut::from(records);
     partition.append(&mut payload, header, now_ms())

@@ -144,6 +144,28 @@ fn keeps_the_last_value_of_every_key_at_its_offset() {
 }
 
 #[test]
+fn a_retired_log_discards_a_pass_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    ten_by_ten(&mut log);
+    let before = read_all(&log);
+    let files = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let names = files(dir.path());
+    let plan = log.plan_clean(T0, i64::MAX).expect("dirty");
+    // The topic is deleted while the pass runs: nothing may be swapped in.
+    log.retire("topic deleted");
+    let outcome = clean(&plan, &inputs(T0), &limits(), &mut |c| log.install_cleaned(c)).unwrap();
+    assert!(!outcome.complete);
+    assert_eq!(files(dir.path()), names, "no cleaned or swap file left, no segment removed");
+    assert_eq!(read_all(&log), before);
+    assert!(log.plan_clean(T0, i64::MAX).is_none());
+}
+
+#[test]
 fn a_read_inside_a_gap_moves_to_the_next_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
