@@ -1,7 +1,7 @@
 //! `ferry verify`: runs each delivery semantics while injecting faults,
 //! records the whole history, and checks it (crate `ferry-verify`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,6 +142,7 @@ impl Broker {
             cmd.env("FERRY_FAULT_INJECT", spec);
         }
         let child = cmd.spawn().with_context(|| format!("cannot start {}", self.bin.display()))?;
+        running_brokers().insert(child.id());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -161,6 +162,7 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            running_brokers().remove(&c.id());
         }
     }
     /// Resets every established client connection (broker side).
@@ -206,6 +208,38 @@ impl Drop for Broker {
         self.signal("CONT");
         self.kill9();
     }
+}
+
+/// Process ids of the brokers verify started and has not stopped yet.
+fn running_brokers() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    static PIDS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+    PIDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops every broker verify started when verify itself is interrupted
+/// (SIGINT, SIGTERM), so none outlives it, paused or not, holding its port.
+fn stop_brokers_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let code = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return None;
+            };
+            tokio::select! {
+                _ = term.recv() => Some(143),
+                _ = int.recv() => Some(130),
+            }
+        });
+        let Some(code) = code else { return };
+        for pid in std::mem::take(&mut *running_brokers()) {
+            for sig in ["-CONT", "-KILL"] {
+                let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        }
+        eprintln!("verify: interrupted; stopped the brokers it started");
+        std::process::exit(code);
+    });
 }
 
 /// The history being recorded.
@@ -371,6 +405,9 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
         Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
         s => vec![s],
     };
+    if args.bootstrap_server.is_none() {
+        stop_brokers_on_signal();
+    }
     let workdir = tempfile::tempdir()?;
     let mut results = Vec::new();
     for (i, s) in semantics.iter().enumerate() {
