@@ -21,8 +21,12 @@
 #           promises:   confluent-kafka-promises java-promises (pipelined
 #                       commits take effect in order; fetch answers within
 #                       fetch.max.bytes and max.partition.fetch.bytes)
+#           admin:      confluent-kafka-admin java-admin (IncrementalAlterConfigs
+#                       APPEND/SUBTRACT on cleanup.policy; a compacted topic
+#                       refuses records without a key)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
+#           admin = both admin checks;
 #           kill = the group checks with a broker kill; java-group,
 #           python-group = those clients' group checks)
 #   Default: all of them.
@@ -56,7 +60,8 @@ GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-gro
   go-group go-group-kill node-group node-group-kill
   java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill)
 PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}")
+ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -86,6 +91,7 @@ expand() { # name/alias -> canonical client names
     roundtrip) echo "${ROUNDTRIP_CLIENTS[@]}" ;;
     group | groups) echo "${GROUP_CLIENTS[@]}" ;;
     promises) echo "${PROMISE_CLIENTS[@]}" ;;
+    admin) echo "${ADMIN_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -97,7 +103,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin kill java-group python-group)"
       ;;
   esac
 }
@@ -180,6 +186,8 @@ client_cmd() { # sets CMD
     node) CMD=(node "$HERE/node/test_kafkajs.js") ;;
     confluent-kafka-promises) CMD=("$py" "$HERE/python/test_confluent_kafka_promises.py") ;;
     java-promises) CMD=(java -cp "$jar" dev.ferry.compat.KafkaPromisesCompat) ;;
+    confluent-kafka-admin) CMD=("$py" "$HERE/python/test_confluent_kafka_admin.py") ;;
+    java-admin) CMD=(java -cp "$jar" dev.ferry.compat.KafkaAdminCompat) ;;
     confluent-kafka-group*) CMD=("$py" "$HERE/python/test_confluent_kafka_group.py" "$mode") ;;
     kafka-python-group*) CMD=("$py" "$HERE/python/test_kafka_python_group.py" "$mode") ;;
     go-group*) CMD=("$HERE/go/franz-go-compat" group "$mode") ;;

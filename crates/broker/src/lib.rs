@@ -15,4 +15,4 @@ pub use cleaner::{Cleaner, CleanerConfig};
 pub use engine::{now_ms, Engine, EngineConfig, Topic};
 pub use error::{EngineError, EngineResult};
 pub use partition::{Appended, Partition, PartitionLog, PartitionOffsets};
-pub use topic_config::{validate_topic_name, ConfigSpec, StorageKind, TopicConfig, TOPIC_CONFIGS};
+pub use topic_config::{default_of, validate_topic_name, ConfigSpec, StorageKind, TopicConfig, LIST_CONFIGS, TOPIC_CONFIGS};

@@ -56,6 +56,15 @@ pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
     ConfigSpec { name: "segment.ms", default: "604800000", doc: "Roll a new segment after this time." },
 ];
 
+/// Topic configs whose value is a comma-separated list (Kafka's LIST
+/// type): IncrementalAlterConfigs may APPEND to and SUBTRACT from them.
+pub const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+
+/// A topic config's default value.
+pub fn default_of(name: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS.iter().find(|s| s.name == name).map(|s| s.default)
+}
+
 fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     name: &str,
     value: &str,

@@ -98,8 +98,11 @@ pub fn describe(ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> De
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// A refusal of a config change: a Kafka error code and its message.
+type Refusal = (i16, String);
+
 /// Applies a new explicit config set to a topic; returns (code, message).
-async fn set_configs(ctx: &Context, resource_type: i8, name: &StrBytes, build: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>, validate_only: bool) -> (i16, Option<String>) {
+async fn set_configs(ctx: &Context, resource_type: i8, name: &StrBytes, build: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>, validate_only: bool) -> (i16, Option<String>) {
     match resource_type {
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => return (codes::INVALID_CONFIG, Some("broker configs are static: set them in the config file or flags".into())),
@@ -111,7 +114,7 @@ async fn set_configs(ctx: &Context, resource_type: i8, name: &StrBytes, build: i
     let current = topic.config.read().overrides.clone();
     let next = match build(current) {
         Ok(n) => n,
-        Err(msg) => return (codes::INVALID_CONFIG, Some(msg)),
+        Err((code, msg)) => return (code, Some(msg)),
     };
     match ctx.engine.set_topic_configs(name.as_str(), next, validate_only).await {
         Ok(()) => (codes::NONE, None),
@@ -137,27 +140,59 @@ pub async fn alter(ctx: &Context, req: AlterConfigsRequest) -> AlterConfigsRespo
     AlterConfigsResponse::default().with_responses(responses)
 }
 
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// IncrementalAlterConfigs' operations on a topic's explicit configs, as
+/// Kafka applies them: APPEND adds the values a list config lacks, SUBTRACT
+/// removes values, both starting from the default when the topic has no
+/// value of its own; on other configs they are an invalid request.
+fn apply_incremental(mut current: BTreeMap<String, String>, ops: Vec<(String, i8, Option<String>)>) -> Result<BTreeMap<String, String>, Refusal> {
+    for (name, op, value) in ops {
+        let invalid = |msg: String| (codes::INVALID_CONFIG, msg);
+        match (op, value) {
+            (OP_SET, Some(v)) => {
+                current.insert(name, v);
+            }
+            (OP_SET, None) => return Err(invalid(format!("SET of {name} needs a value"))),
+            (OP_DELETE, _) => {
+                current.remove(&name);
+            }
+            (OP_APPEND | OP_SUBTRACT, _) if !ferry_broker::LIST_CONFIGS.contains(&name.as_str()) => {
+                return Err((codes::INVALID_REQUEST, format!("{name} is not a list config: APPEND and SUBTRACT do not apply")));
+            }
+            (OP_APPEND | OP_SUBTRACT, None) => return Err(invalid(format!("APPEND or SUBTRACT of {name} needs a value"))),
+            (op, Some(v)) if op == OP_APPEND || op == OP_SUBTRACT => {
+                let old = current.get(&name).map(String::as_str).or(ferry_broker::default_of(&name)).unwrap_or("");
+                let mut list: Vec<&str> = old.split(',').filter(|x| !x.is_empty()).collect();
+                let given = v.split(',').map(str::trim).filter(|x| !x.is_empty());
+                if op == OP_APPEND {
+                    for x in given {
+                        if !list.contains(&x) {
+                            list.push(x);
+                        }
+                    }
+                } else {
+                    let removed: Vec<&str> = given.collect();
+                    list.retain(|x| !removed.contains(x));
+                }
+                let joined = list.join(",");
+                current.insert(name, joined);
+            }
+            (other, _) => return Err((codes::INVALID_REQUEST, format!("unknown config operation {other}"))),
+        }
+    }
+    Ok(current)
+}
+
 pub async fn incremental_alter(ctx: &Context, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
         let ops: Vec<(String, i8, Option<String>)> =
             r.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
-        let build = move |mut current: BTreeMap<String, String>| {
-            for (name, op, value) in ops {
-                match (op, value) {
-                    (0, Some(v)) => {
-                        current.insert(name, v);
-                    }
-                    (0, None) => return Err(format!("SET of {name} needs a value")),
-                    (1, _) => {
-                        current.remove(&name);
-                    }
-                    (2 | 3, _) => return Err(format!("{name} is not a list config; APPEND and SUBTRACT do not apply")),
-                    (other, _) => return Err(format!("unknown config operation {other}")),
-                }
-            }
-            Ok(current)
-        };
+        let build = move |current: BTreeMap<String, String>| apply_incremental(current, ops);
         let (code, msg) = set_configs(ctx, r.resource_type, &r.resource_name, build, req.validate_only).await;
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -168,4 +203,33 @@ pub async fn incremental_alter(ctx: &Context, req: IncrementalAlterConfigsReques
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(list: &[(&str, i8, &str)]) -> Vec<(String, i8, Option<String>)> {
+        list.iter().map(|(n, op, v)| (n.to_string(), *op, Some(v.to_string()))).collect()
+    }
+
+    #[test]
+    fn append_and_subtract_start_from_the_default_and_keep_order() {
+        let next = apply_incremental(BTreeMap::new(), ops(&[("cleanup.policy", OP_APPEND, "compact")])).unwrap();
+        assert_eq!(next["cleanup.policy"], "delete,compact");
+        let next = apply_incremental(next, ops(&[("cleanup.policy", OP_APPEND, "compact,delete")])).unwrap();
+        assert_eq!(next["cleanup.policy"], "delete,compact", "values already there are not added twice");
+        let next = apply_incremental(next, ops(&[("cleanup.policy", OP_SUBTRACT, "delete")])).unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        let fresh = apply_incremental(BTreeMap::new(), ops(&[("cleanup.policy", OP_SUBTRACT, "delete")])).unwrap();
+        assert_eq!(fresh["cleanup.policy"], "", "an emptied list is left for validation to judge");
+    }
+
+    #[test]
+    fn append_on_a_scalar_config_is_an_invalid_request() {
+        let err = apply_incremental(BTreeMap::new(), ops(&[("retention.ms", OP_APPEND, "5")])).unwrap_err();
+        assert_eq!(err.0, codes::INVALID_REQUEST);
+        let err = apply_incremental(BTreeMap::new(), ops(&[("retention.ms", 9, "5")])).unwrap_err();
+        assert_eq!(err.0, codes::INVALID_REQUEST);
+    }
 }

@@ -1,0 +1,135 @@
+package dev.ferry.compat;
+
+import java.util.Collection;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.UUID;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.InvalidRecordException;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidRequestException;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+/**
+ * Ferry compatibility check: topic configs a Java AdminClient and producer rely on for
+ * compacted topics.
+ *
+ * <ol>
+ *   <li>incrementalAlterConfigs APPEND and SUBTRACT on a list config: a topic created with the
+ *       default cleanup.policy (delete) gets APPEND compact (describeConfigs then shows
+ *       delete,compact), SUBTRACT delete (compact), APPEND compact again (unchanged); APPEND on
+ *       retention.ms, which is no list, fails with InvalidRequestException.
+ *   <li>A compacted topic refuses a record without a key (InvalidRecordException) and writes
+ *       nothing: a keyed record sent next lands at offset 0.
+ * </ol>
+ *
+ * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
+ */
+public final class KafkaAdminCompat {
+    private static final String CLIENT = "java-admin";
+    private static final long START = System.nanoTime();
+    private static final String BOOTSTRAP = System.getenv().getOrDefault("FERRY_BOOTSTRAP", "127.0.0.1:9092");
+
+    private KafkaAdminCompat() {}
+
+    static void fail(String msg) {
+        System.err.println("FAIL [" + CLIENT + "]: " + msg);
+        System.err.flush();
+        Runtime.getRuntime().halt(1);
+    }
+
+    static void log(String msg) {
+        System.out.printf("[%s %6.2fs] %s%n", CLIENT, (System.nanoTime() - START) / 1e9, msg);
+        System.out.flush();
+    }
+
+    static String cleanupPolicy(Admin admin, String topic) throws Exception {
+        ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Config config = admin.describeConfigs(List.of(r)).all().get(15, TimeUnit.SECONDS).get(r);
+        return config.get("cleanup.policy").value();
+    }
+
+    static void alter(Admin admin, String topic, String name, String value, AlterConfigOp.OpType op) throws Exception {
+        ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Map<ConfigResource, Collection<AlterConfigOp>> ops = Map.of(r, List.of(new AlterConfigOp(new ConfigEntry(name, value), op)));
+        admin.incrementalAlterConfigs(ops).all().get(15, TimeUnit.SECONDS);
+    }
+
+    static void listOperations(Admin admin) throws Exception {
+        String topic = "compat-admin-list-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(15, TimeUnit.SECONDS);
+        Object[][] steps = {
+            {AlterConfigOp.OpType.APPEND, "compact", "delete,compact"},
+            {AlterConfigOp.OpType.SUBTRACT, "delete", "compact"},
+            {AlterConfigOp.OpType.APPEND, "compact", "compact"},
+        };
+        for (Object[] step : steps) {
+            AlterConfigOp.OpType op = (AlterConfigOp.OpType) step[0];
+            alter(admin, topic, "cleanup.policy", (String) step[1], op);
+            String got = cleanupPolicy(admin, topic);
+            if (!got.equals(step[2])) {
+                fail(op + " " + step[1] + ": cleanup.policy is '" + got + "', expected '" + step[2] + "'");
+            }
+            log(op + " " + step[1] + ": cleanup.policy=" + got);
+        }
+        try {
+            alter(admin, topic, "retention.ms", "1000", AlterConfigOp.OpType.APPEND);
+            fail("APPEND on retention.ms (not a list config) was accepted");
+        } catch (ExecutionException e) {
+            if (!(e.getCause() instanceof InvalidRequestException)) {
+                fail("APPEND on retention.ms: expected InvalidRequestException, got " + e.getCause());
+            }
+            log("APPEND on retention.ms refused: " + e.getCause().getClass().getSimpleName());
+        }
+    }
+
+    static void keylessRefused(Admin admin) throws Exception {
+        String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
+            .all().get(15, TimeUnit.SECONDS);
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            try {
+                producer.send(new ProducerRecord<>(topic, 0, null, "v".getBytes())).get(30, TimeUnit.SECONDS);
+                fail("a keyless record to a compacted topic was accepted");
+            } catch (ExecutionException e) {
+                if (!(e.getCause() instanceof InvalidRecordException)) {
+                    fail("a keyless record to a compacted topic: expected InvalidRecordException, got " + e.getCause());
+                }
+                log("keyless record refused: " + e.getCause().getClass().getSimpleName());
+            }
+            RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
+            if (md.offset() != 0) {
+                fail("a keyed record after the refusal landed at offset " + md.offset() + ", expected 0");
+            }
+            log("keyed record landed at offset 0: the refused one wrote nothing");
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        try (Admin admin = Admin.create(p)) {
+            listOperations(admin);
+            keylessRefused(admin);
+        }
+        log("OK");
+        Runtime.getRuntime().halt(0);
+    }
+}

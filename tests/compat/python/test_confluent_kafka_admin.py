@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Ferry compatibility check: topic configs a confluent-kafka (librdkafka)
+admin and producer rely on for compacted topics.
+
+1. IncrementalAlterConfigs APPEND and SUBTRACT on a list config: a topic
+   created with the default cleanup.policy (delete) gets APPEND compact
+   (DescribeConfigs then shows delete,compact), SUBTRACT delete (compact),
+   APPEND compact again (unchanged), and APPEND on retention.ms, which is no
+   list, is refused as an invalid request.
+2. A compacted topic refuses a record without a key (INVALID_RECORD) and
+   writes nothing: a keyed record produced next lands at offset 0.
+
+Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
+Exit 0 on success, 1 with a message on failure.
+"""
+import os
+import sys
+import threading
+import time
+import uuid
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+
+CLIENT = "confluent-admin"
+BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
+TIMEOUT = float(os.environ.get("FERRY_COMPAT_TIMEOUT", "60"))
+START = time.monotonic()
+
+
+def fail(msg):
+    print(f"FAIL [{CLIENT}]: {msg}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def log(msg):
+    print(f"[{CLIENT} {time.monotonic() - START:6.2f}s] {msg}", flush=True)
+
+
+def watchdog():
+    time.sleep(TIMEOUT + 5)
+    fail(f"hard timeout after {TIMEOUT:.0f}s")
+
+
+def create_topic(admin, name, config=None):
+    futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=config or {})])
+    futures[name].result(timeout=30)
+
+
+def cleanup_policy(admin, topic):
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    return configs["cleanup.policy"].value
+
+
+def alter(admin, topic, name, value, op):
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry(name, value, incremental_operation=op)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+
+def check_list_operations(admin):
+    topic = f"compat-admin-list-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic)
+    steps = [
+        (AlterConfigOpType.APPEND, "compact", "delete,compact"),
+        (AlterConfigOpType.SUBTRACT, "delete", "compact"),
+        (AlterConfigOpType.APPEND, "compact", "compact"),
+    ]
+    for op, value, expected in steps:
+        alter(admin, topic, "cleanup.policy", value, op)
+        got = cleanup_policy(admin, topic)
+        if got != expected:
+            fail(f"{op.name} {value}: cleanup.policy is {got!r}, expected {expected!r}")
+        log(f"{op.name} {value}: cleanup.policy={got}")
+    try:
+        alter(admin, topic, "retention.ms", "1000", AlterConfigOpType.APPEND)
+        fail("APPEND on retention.ms (not a list config) was accepted")
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.INVALID_REQUEST:
+            fail(f"APPEND on retention.ms: expected INVALID_REQUEST, got {e.args[0]}")
+        log(f"APPEND on retention.ms refused: {e.args[0].name()}")
+
+
+def produce_one(producer, topic, key):
+    outcome = {}
+
+    def report(err, msg):
+        outcome["err"], outcome["offset"] = err, (msg.offset() if err is None else None)
+
+    producer.produce(topic, value=b"v", key=key, on_delivery=report)
+    producer.flush(30)
+    if "err" not in outcome:
+        fail(f"no delivery report for key {key!r}")
+    return outcome["err"], outcome["offset"]
+
+
+def check_keyless_refused(admin):
+    topic = f"compat-admin-compact-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic, {"cleanup.policy": "compact"})
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    err, _ = produce_one(producer, topic, None)
+    if err is None or err.code() != KafkaError.INVALID_RECORD:
+        fail(f"a keyless record to a compacted topic: expected INVALID_RECORD, got {err}")
+    log(f"keyless record refused: {err.name()}")
+    err, offset = produce_one(producer, topic, b"k")
+    if err is not None or offset != 0:
+        fail(f"a keyed record after the refusal: expected offset 0, got {offset} ({err})")
+    log("keyed record landed at offset 0: the refused one wrote nothing")
+
+
+def main():
+    threading.Thread(target=watchdog, daemon=True).start()
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    check_list_operations(admin)
+    check_keyless_refused(admin)
+    log("OK")
+
+
+if __name__ == "__main__":
+    main()
