@@ -29,6 +29,9 @@ pub struct TopicConfig {
     /// `cleanup.policy=compact` without `delete`: retention deletes nothing,
     /// only the cleaner removes records (`log.compact` says whether it runs).
     pub compact_only: bool,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps every
+    /// batch with its append time instead of keeping the producer's.
+    pub log_append_time: bool,
 }
 
 /// One config a topic understands: its name, default, and documentation.
@@ -46,7 +49,7 @@ pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
     ConfigSpec { name: "index.interval.bytes", default: "4096", doc: "Bytes between sparse offset index entries." },
     ConfigSpec { name: "max.compaction.lag.ms", default: "9223372036854775807", doc: "A compacted topic's dirty records older than this are cleaned whatever the dirty ratio; it also rolls the active segment." },
     ConfigSpec { name: "max.message.bytes", default: "1048588", doc: "Largest record batch accepted." },
-    ConfigSpec { name: "message.timestamp.type", default: "CreateTime", doc: "Only `CreateTime`: the producer's timestamps are kept." },
+    ConfigSpec { name: "message.timestamp.type", default: "CreateTime", doc: "`CreateTime` keeps the producer's timestamps; `LogAppendTime` stamps each batch with the time the broker appended it." },
     ConfigSpec { name: "min.cleanable.dirty.ratio", default: "0.5", doc: "The cleaner compacts a log once this share of its cleanable bytes has not been cleaned yet (0 to 1)." },
     ConfigSpec { name: "min.compaction.lag.ms", default: "0", doc: "Records younger than this are never compacted." },
     ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Single node: only 1." },
@@ -101,6 +104,7 @@ impl TopicConfig {
             max_message_bytes: 1_048_588,
             overrides: BTreeMap::new(),
             compact_only: false,
+            log_append_time: false,
         };
         for (name, value) in &overrides {
             config.apply(name, value)?;
@@ -136,12 +140,21 @@ impl TopicConfig {
                 self.compact_only = !policies.contains(&"delete");
                 self.log.compact = policies.contains(&"compact");
             }
-            "compression.type" | "message.timestamp.type" | "min.insync.replicas" => {
-                let supported = match name {
-                    "compression.type" => "producer",
-                    "message.timestamp.type" => "CreateTime",
-                    _ => "1",
+            "message.timestamp.type" => {
+                self.log_append_time = match value {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => {
+                        return Err(EngineError::InvalidConfig {
+                            name: name.into(),
+                            value: value.into(),
+                            reason: "must be `CreateTime` or `LogAppendTime`".into(),
+                        })
+                    }
                 };
+            }
+            "compression.type" | "min.insync.replicas" => {
+                let supported = if name == "compression.type" { "producer" } else { "1" };
                 if value != supported {
                     return Err(EngineError::InvalidConfig {
                         name: name.into(),

@@ -189,6 +189,25 @@ fn check_record_framing(mut records: &[u8], count: i32) -> Result<(), BatchError
     Ok(())
 }
 
+/// The timestamp-type bit of a batch's attributes: set, the batch's max
+/// timestamp is the broker's append time and applies to every record.
+pub const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+
+/// Stamps a batch with the broker's append time, as Kafka does for
+/// `message.timestamp.type=LogAppendTime`: the timestamp-type bit and the
+/// max timestamp change (the records' own deltas stay), so the CRC, which
+/// covers both, is computed again. `header` is kept in step.
+pub fn set_log_append_time(bytes: &mut [u8], header: &mut BatchHeader, now_ms: i64) {
+    let end = header.total_len();
+    assert!(bytes.len() >= end && end >= BATCH_HEADER_LEN, "a validated batch holds its whole length");
+    header.attributes |= LOG_APPEND_TIME_FLAG;
+    header.max_timestamp = now_ms;
+    bytes[21..23].copy_from_slice(&header.attributes.to_be_bytes());
+    bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    header.crc = crc32c::crc32c(&bytes[CRC_START..end]);
+    bytes[17..21].copy_from_slice(&header.crc.to_be_bytes());
+}
+
 /// Writes the broker-assigned base offset into a batch. The CRC does not
 /// cover the first 21 bytes, so the batch stays valid.
 pub fn set_base_offset(bytes: &mut [u8], base_offset: i64) {
@@ -242,6 +261,18 @@ pub(crate) mod tests {
         let h = validate_batch(&b).unwrap();
         assert_eq!(h.record_count, 2);
         assert_eq!(h.last_offset_delta, 1);
+    }
+
+    #[test]
+    fn log_append_time_keeps_the_batch_valid() {
+        let mut b = make_batch(0, &[b"a", b"b"]);
+        let mut header = validate_batch(&b).unwrap();
+        set_log_append_time(&mut b, &mut header, 1_234_567);
+        let reread = validate_batch(&b).expect("the CRC was computed again");
+        assert_eq!(reread.max_timestamp, 1_234_567);
+        assert_ne!(reread.attributes & LOG_APPEND_TIME_FLAG, 0);
+        assert_eq!((reread.crc, reread.attributes, reread.max_timestamp), (header.crc, header.attributes, header.max_timestamp));
+        assert_eq!(reread.record_count, 2);
     }
 
     #[test]

@@ -9,6 +9,9 @@ admin and producer rely on for compacted topics.
    list, is refused as an invalid request.
 2. A compacted topic refuses a record without a key (INVALID_RECORD) and
    writes nothing: a keyed record produced next lands at offset 0.
+3. message.timestamp.type=LogAppendTime: a record sent with timestamp 1000
+   comes back, in its delivery report and to a consumer, stamped with the
+   broker's append time (type LogAppendTime, within a minute of now).
 
 Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
 Exit 0 on success, 1 with a message on failure.
@@ -19,7 +22,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 CLIENT = "confluent-admin"
@@ -108,11 +111,42 @@ def check_keyless_refused(admin):
     log("keyed record landed at offset 0: the refused one wrote nothing")
 
 
+def check_log_append_time(admin):
+    topic = f"compat-admin-lat-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic, {"message.timestamp.type": "LogAppendTime"})
+    sent_ms = int(time.time() * 1000)
+    reports = []
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    producer.produce(topic, value=b"v", key=b"k", timestamp=1000, on_delivery=lambda err, msg: reports.append((err, msg)))
+    producer.flush(30)
+    if len(reports) != 1 or reports[0][0] is not None:
+        fail(f"produce to a LogAppendTime topic: {reports}")
+
+    def stamped(what, ts):
+        kind, ms = ts
+        if kind != TIMESTAMP_LOG_APPEND_TIME or abs(ms - sent_ms) > 60_000:
+            fail(f"{what}: timestamp {ts}, expected LogAppendTime near {sent_ms}")
+        log(f"{what}: LogAppendTime {ms} (sent with 1000)")
+
+    stamped("delivery report", reports[0][1].timestamp())
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"lat-{uuid.uuid4().hex[:8]}"})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            stamped("consumed record", msg.timestamp())
+            consumer.close()
+            return
+    fail("the LogAppendTime record was never consumed")
+
+
 def main():
     threading.Thread(target=watchdog, daemon=True).start()
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     check_list_operations(admin)
     check_keyless_refused(admin)
+    check_log_append_time(admin)
     log("OK")
 
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_broker::{now_ms, EngineError, Partition};
-use ferry_log::batch::split_and_validate;
+use ferry_log::batch::{set_log_append_time, split_and_validate};
 use ferry_log::records::has_keyless_record;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -30,13 +30,15 @@ struct PartResult {
     error: Option<(i16, String)>,
     base_offset: i64,
     log_start_offset: i64,
+    /// The broker's append time on a LogAppendTime topic, else -1.
+    log_append_time_ms: i64,
     /// For acks=all: the partition and the offset that must become durable.
     pending_sync: Option<(Arc<Partition>, i64)>,
 }
 
 impl PartResult {
     fn failed(index: i32, code: i16, message: String) -> PartResult {
-        PartResult { index, error: Some((code, message)), base_offset: -1, log_start_offset: -1, pending_sync: None }
+        PartResult { index, error: Some((code, message)), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1, pending_sync: None }
     }
 }
 
@@ -70,9 +72,14 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                     Some((topic, partition)) => {
                         let rules = {
                             let config = topic.config.read();
-                            BatchRules { max_message_bytes: config.max_message_bytes, keys_required: config.log.compact }
+                            BatchRules {
+                                max_message_bytes: config.max_message_bytes,
+                                keys_required: config.log.compact,
+                                log_append_time: config.log_append_time,
+                            }
                         };
-                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), rules) {
+                        let now = now_ms();
+                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), rules, now) {
                             Ok(appended) => {
                                 let info = appended.info;
                                 any_appended |= !appended.duplicate;
@@ -81,6 +88,7 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                                     error: None,
                                     base_offset: info.base_offset,
                                     log_start_offset: info.log_start_offset,
+                                    log_append_time_ms: if rules.log_append_time { now } else { -1 },
                                     pending_sync: (acks == -1).then(|| (partition.clone(), info.last_offset + 1)),
                                 }
                             }
@@ -142,7 +150,7 @@ pub async fn finish(appended: Appended) -> Outcome {
                             .with_error_code(code)
                             .with_error_message(message.map(|m: String| -> StrBytes { str_bytes(m) }))
                             .with_base_offset(r.base_offset)
-                            .with_log_append_time_ms(-1)
+                            .with_log_append_time_ms(r.log_append_time_ms)
                             .with_log_start_offset(r.log_start_offset)
                     })
                     .collect(),
@@ -160,11 +168,13 @@ struct BatchRules {
     /// `cleanup.policy` includes `compact`: the cleaner would drop a
     /// keyless record anyway, so Kafka refuses it up front.
     keys_required: bool,
+    /// `message.timestamp.type=LogAppendTime`
+    log_append_time: bool,
 }
 
 /// Validates the partition's record batch and appends it. Kafka's rule
 /// since Produce v3: exactly one batch per partition.
-fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules) -> Result<ferry_broker::Appended, EngineError> {
+fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, append_time_ms: i64) -> Result<ferry_broker::Appended, EngineError> {
     let batches = split_and_validate(records).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
     let [(range, header)] = batches.as_slice() else {
         return Err(EngineError::InvalidRecord(format!("{} record batches for one partition; exactly one is allowed", batches.len())));
@@ -188,5 +198,10 @@ fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules) ->
         }
     }
     let mut payload = BytesMut::from(records);
-    partition.append(&mut payload, header, now_ms())
+    if rules.log_append_time {
+        let mut stamped = header.clone();
+        set_log_append_time(&mut payload[range.clone()], &mut stamped, append_time_ms);
+        return partition.append(&mut payload, &stamped, append_time_ms);
+    }
+    partition.append(&mut payload, header, append_time_ms)
 }

@@ -4,6 +4,7 @@ import java.util.Collection;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.time.Duration;
 import java.util.UUID;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -14,13 +15,19 @@ import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.InvalidRecordException;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidRequestException;
+import org.apache.kafka.common.record.TimestampType;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
@@ -34,6 +41,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *       retention.ms, which is no list, fails with InvalidRequestException.
  *   <li>A compacted topic refuses a record without a key (InvalidRecordException) and writes
  *       nothing: a keyed record sent next lands at offset 0.
+ *   <li>message.timestamp.type=LogAppendTime: a record sent with timestamp 1000 comes back, in
+ *       its RecordMetadata and to a consumer, stamped with the broker's append time (type
+ *       LOG_APPEND_TIME, within a minute of now).
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -96,15 +106,57 @@ public final class KafkaAdminCompat {
         }
     }
 
-    static void keylessRefused(Admin admin) throws Exception {
-        String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
-        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
-            .all().get(15, TimeUnit.SECONDS);
+    static Properties producerProps() {
         Properties p = new Properties();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
-        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+        return p;
+    }
+
+    static void checkStamped(String what, long timestampMs, long sentMs) {
+        if (Math.abs(timestampMs - sentMs) > 60_000) {
+            fail(what + ": timestamp " + timestampMs + ", expected the append time near " + sentMs);
+        }
+        log(what + ": LogAppendTime " + timestampMs + " (sent with 1000)");
+    }
+
+    static void logAppendTime(Admin admin) throws Exception {
+        String topic = "compat-admin-lat-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("message.timestamp.type", "LogAppendTime"))))
+            .all().get(15, TimeUnit.SECONDS);
+        long sentMs = System.currentTimeMillis();
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(producerProps())) {
+            RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, 1000L, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
+            checkStamped("RecordMetadata", md.timestamp(), sentMs);
+        }
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c)) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                    if (r.timestampType() != TimestampType.LOG_APPEND_TIME) {
+                        fail("consumed record: timestamp type " + r.timestampType() + ", expected LOG_APPEND_TIME");
+                    }
+                    checkStamped("consumed record", r.timestamp(), sentMs);
+                    return;
+                }
+            }
+        }
+        fail("the LogAppendTime record was never consumed");
+    }
+
+    static void keylessRefused(Admin admin) throws Exception {
+        String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
+            .all().get(15, TimeUnit.SECONDS);
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(producerProps())) {
             try {
                 producer.send(new ProducerRecord<>(topic, 0, null, "v".getBytes())).get(30, TimeUnit.SECONDS);
                 fail("a keyless record to a compacted topic was accepted");
@@ -128,6 +180,7 @@ public final class KafkaAdminCompat {
         try (Admin admin = Admin.create(p)) {
             listOperations(admin);
             keylessRefused(admin);
+            logAppendTime(admin);
         }
         log("OK");
         Runtime.getRuntime().halt(0);
