@@ -23,7 +23,8 @@
 #                       fetch.max.bytes and max.partition.fetch.bytes)
 #           admin:      confluent-kafka-admin java-admin (IncrementalAlterConfigs
 #                       APPEND/SUBTRACT on cleanup.policy; a compacted topic
-#                       refuses records without a key)
+#                       refuses records without a key; LogAppendTime; ListOffsets
+#                       by timestamp and max timestamp answer the record)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;

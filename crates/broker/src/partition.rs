@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_log::batch::{BatchHeader, ControlType};
-use ferry_log::{read_slice, AppendInfo, CleanInputs, CleanOutcome, CleanerLimits, DiskLog, MemoryLog, ReadPlan};
+use ferry_log::{read_slice, AppendInfo, CleanInputs, CleanOutcome, CleanerLimits, DiskLog, MemoryLog, ReadPlan, TimestampOffset};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::error;
@@ -240,10 +240,19 @@ impl Partition {
         }
     }
 
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> EngineResult<Option<i64>> {
+    /// ListOffsets by timestamp: the first record at or after it.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> EngineResult<Option<TimestampOffset>> {
         match &self.inner.lock().log {
             PartitionLog::Disk(l) => Ok(l.offset_for_timestamp(timestamp)?),
-            PartitionLog::Memory(l) => Ok(l.offset_for_timestamp(timestamp)),
+            PartitionLog::Memory(l) => Ok(l.offset_for_timestamp(timestamp)?),
+        }
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> EngineResult<Option<TimestampOffset>> {
+        match &self.inner.lock().log {
+            PartitionLog::Disk(l) => Ok(l.max_timestamp_offset()?),
+            PartitionLog::Memory(l) => Ok(l.max_timestamp_offset()?),
         }
     }
 

@@ -14,7 +14,8 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::segment::{parse_segment_name, segment_path, Segment};
 use crate::storage::{Storage, StorageFile};
-use crate::{AppendInfo, ReadPlan, ReadSlice};
+use crate::records::first_record_at_or_after;
+use crate::{AppendInfo, ReadPlan, ReadSlice, TimestampOffset};
 
 /// How far past a bad batch recovery looks for valid data before it calls
 /// the tail torn. A torn tail is at most one write; valid data beyond a bad
@@ -316,9 +317,10 @@ impl DiskLog {
         })))
     }
 
-    /// The first offset whose batch has a timestamp at or after `timestamp`,
-    /// or None if every record is older. Batch granularity.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, LogError> {
+    /// The first record at or after the log start whose timestamp is at
+    /// least `timestamp`, or None if every record is older. The time index
+    /// finds the batch; the batch's records find the record.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
         for segment in self.segments.values() {
             if segment.max_timestamp < timestamp {
                 continue;
@@ -326,13 +328,25 @@ impl DiskLog {
             let mut position = segment.position_for_timestamp(timestamp);
             while position < segment.size {
                 let header = segment.header_at(position).map_err(|e| LogError::io(segment.file.path(), e))?;
-                if header.max_timestamp >= timestamp {
-                    return Ok(Some(header.base_offset.max(self.log_start_offset)));
+                if header.max_timestamp >= timestamp && header.last_offset() >= self.log_start_offset {
+                    let batch = segment.batch_at(position, &header).map_err(|e| LogError::io(segment.file.path(), e))?;
+                    if let Some(found) = first_record_at_or_after(&batch, &header, timestamp, self.log_start_offset)? {
+                        return Ok(Some(found));
+                    }
                 }
                 position += header.total_len() as u64;
             }
         }
         Ok(None)
+    }
+
+    /// The first record with the largest timestamp in the log (KIP-734's
+    /// ListOffsets MAX_TIMESTAMP), or None when the log holds no timestamps.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, LogError> {
+        match self.segments.values().map(|s| s.max_timestamp).max() {
+            Some(max) if max >= 0 => self.offset_for_timestamp(max),
+            _ => Ok(None),
+        }
     }
 
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`.

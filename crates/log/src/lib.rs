@@ -28,6 +28,14 @@ pub use memory::MemoryLog;
 use bytes::Bytes;
 use storage::StorageFile;
 
+/// A record found by its timestamp: its offset and its timestamp
+/// (ListOffsets answers both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {

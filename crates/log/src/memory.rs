@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::batch::{set_base_offset, BatchHeader};
 use crate::error::LogError;
-use crate::AppendInfo;
+use crate::records::first_record_at_or_after;
+use crate::{AppendInfo, TimestampOffset};
 
 #[derive(Debug)]
 struct StoredBatch {
@@ -98,7 +99,22 @@ impl MemoryLog {
         Ok(Bytes::from(out))
     }
 
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<i64> {
-        self.batches.iter().find(|b| b.max_timestamp >= timestamp).map(|b| b.base_offset)
+    /// The first record whose timestamp is at least `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        for b in self.batches.iter().filter(|b| b.max_timestamp >= timestamp) {
+            let header = BatchHeader::parse(&b.bytes)?;
+            if let Some(found) = first_record_at_or_after(&b.bytes, &header, timestamp, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first record with the largest timestamp held.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, LogError> {
+        match self.batches.iter().map(|b| b.max_timestamp).max() {
+            Some(max) if max >= 0 => self.offset_for_timestamp(max),
+            _ => Ok(None),
+        }
     }
 }

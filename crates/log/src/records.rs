@@ -1,10 +1,11 @@
 //! The records inside a v2 batch: decoding them (through the codec) and
 //! building a batch from a chosen subset, keeping offsets. The append path
-//! never needs this (batches are stored verbatim); the cleaner and the
-//! compacted-topic key check do.
+//! never needs this (batches are stored verbatim); the cleaner, the
+//! compacted-topic key check and the lookup by timestamp do.
 
-use crate::batch::{put_varint, read_varint, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START, LOG_OVERHEAD};
+use crate::batch::{put_varint, read_varint, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START, LOG_APPEND_TIME_FLAG, LOG_OVERHEAD};
 use crate::codec;
+use crate::TimestampOffset;
 
 /// The most a batch's records may decompress to.
 pub const MAX_DECOMPRESSED_BYTES: usize = 128 * 1024 * 1024;
@@ -12,7 +13,6 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 128 * 1024 * 1024;
 /// Attribute bit: the batch's base timestamp is its delete horizon (KIP-534).
 pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 
 /// One record, borrowing its key, value and headers from the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn decode_records<'a>(header: &BatchHeader, section: &'a [u8]) -> Result<Vec
         let offset_delta = i32::try_from(offset_delta).map_err(|_| BatchError::BadRecords("offset delta out of range"))?;
         let key = rec.nullable("bad key")?;
         let value = rec.nullable("bad value")?;
-        let timestamp = if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        let timestamp = if header.attributes & LOG_APPEND_TIME_FLAG != 0 {
             header.max_timestamp
         } else {
             header.base_timestamp.wrapping_add(timestamp_delta)
@@ -85,6 +85,17 @@ pub fn decode_records<'a>(header: &BatchHeader, section: &'a [u8]) -> Result<Vec
         return Err(BatchError::BadRecords("bytes left after the last record"));
     }
     Ok(out)
+}
+
+/// The first record of one whole batch at or after `min_offset` whose
+/// timestamp is at least `timestamp` (Kafka's ListOffsets by timestamp
+/// answers that record, not its batch).
+pub fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, timestamp: i64, min_offset: i64) -> Result<Option<TimestampOffset>, BatchError> {
+    let section = records_section(batch, header)?;
+    Ok(decode_records(header, &section)?
+        .iter()
+        .map(|r| TimestampOffset { offset: header.base_offset + i64::from(r.offset_delta), timestamp: r.timestamp })
+        .find(|r| r.timestamp >= timestamp && r.offset >= min_offset))
 }
 
 /// Whether any record of a data batch has a null key (a compacted topic
@@ -99,7 +110,7 @@ pub fn has_keyless_record(batch: &[u8], header: &BatchHeader) -> Result<bool, Ba
 /// `records`, compressed with the same codec. With `delete_horizon_ms` the
 /// base timestamp is that horizon and the batch says so (KIP-534).
 pub fn rebuild_batch(original: &BatchHeader, records: &[Record<'_>], delete_horizon_ms: Option<i64>) -> Result<Vec<u8>, BatchError> {
-    let log_append_time = original.attributes & ATTR_LOG_APPEND_TIME != 0;
+    let log_append_time = original.attributes & LOG_APPEND_TIME_FLAG != 0;
     let mut attributes = original.attributes & !ATTR_DELETE_HORIZON;
     let base_timestamp = match (delete_horizon_ms, records.first()) {
         (Some(horizon), _) => {

@@ -96,6 +96,13 @@ impl Segment {
     }
 
     /// Reads the batch header at `position`, if a whole one is there.
+    /// The whole batch whose header is `header`, read at `position`.
+    pub fn batch_at(&self, position: u64, header: &BatchHeader) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; header.total_len()];
+        self.file.read_exact_at(&mut buf, position)?;
+        Ok(buf)
+    }
+
     pub fn header_at(&self, position: u64) -> std::io::Result<BatchHeader> {
         let mut buf = [0u8; BATCH_HEADER_LEN];
         self.file.read_exact_at(&mut buf, position)?;

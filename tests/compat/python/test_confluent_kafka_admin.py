@@ -12,6 +12,10 @@ admin and producer rely on for compacted topics.
 3. message.timestamp.type=LogAppendTime: a record sent with timestamp 1000
    comes back, in its delivery report and to a consumer, stamped with the
    broker's append time (type LogAppendTime, within a minute of now).
+4. ListOffsets to the record: four records with timestamps 1000, 5000, 3000,
+   2000 in one batch; the offset for timestamp 2500 is 1 (the first record
+   at or after it, not its batch's first), for 5001 none (-1), and
+   MAX_TIMESTAMP answers offset 1 with timestamp 5000 (KIP-734).
 
 Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
 Exit 0 on success, 1 with a message on failure.
@@ -23,7 +27,7 @@ import time
 import uuid
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
 CLIENT = "confluent-admin"
 BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
@@ -141,12 +145,34 @@ def check_log_append_time(admin):
     fail("the LogAppendTime record was never consumed")
 
 
+def check_offsets_by_time(admin):
+    topic = f"compat-admin-times-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic)
+    # One batch: the lookup must look inside it.
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 200})
+    for i, ts in enumerate([1000, 5000, 3000, 2000]):
+        producer.produce(topic, value=f"v{i}".encode(), key=b"k", partition=0, timestamp=ts)
+    producer.flush(30)
+    tp = TopicPartition(topic, 0)
+    cases = [
+        ("timestamp 2500", OffsetSpec.for_timestamp(2500), 1, 5000),
+        ("timestamp 5001", OffsetSpec.for_timestamp(5001), -1, -1),
+        ("max timestamp", OffsetSpec.max_timestamp(), 1, 5000),
+    ]
+    for what, spec, offset, timestamp in cases:
+        info = admin.list_offsets({tp: spec})[tp].result(timeout=30)
+        if (info.offset, info.timestamp) != (offset, timestamp):
+            fail(f"ListOffsets {what}: offset {info.offset} timestamp {info.timestamp}, expected {offset} and {timestamp}")
+        log(f"ListOffsets {what}: offset {info.offset}, timestamp {info.timestamp}")
+
+
 def main():
     threading.Thread(target=watchdog, daemon=True).start()
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     check_list_operations(admin)
     check_keyless_refused(admin)
     check_log_append_time(admin)
+    check_offsets_by_time(admin)
     log("OK")
 
 

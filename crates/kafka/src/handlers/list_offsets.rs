@@ -1,12 +1,17 @@
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use ferry_log::TimestampOffset;
+
 use crate::codes;
 use crate::server::Context;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005 (v8+): the earliest offset on local disk; without tiered
+/// storage that is the log start.
+const EARLIEST_LOCAL: i64 = -4;
 
 pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let read_committed = req.isolation_level == 1;
@@ -25,14 +30,15 @@ pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsRespon
                     };
                     let offsets = partition.offsets();
                     let latest = if read_committed { offsets.last_stable_offset } else { offsets.high_watermark };
+                    let offset_only = |offset| Ok(Some(TimestampOffset { offset, timestamp: -1 }));
                     let found = match p.timestamp {
-                        LATEST => Ok(Some(latest)),
-                        EARLIEST => Ok(Some(offsets.log_start_offset)),
-                        MAX_TIMESTAMP => Ok(Some((latest - 1).max(offsets.log_start_offset))),
-                        ts => partition.offset_for_timestamp(ts).map(|o| o.filter(|o| *o < latest)),
+                        LATEST => offset_only(latest),
+                        EARLIEST | EARLIEST_LOCAL => offset_only(offsets.log_start_offset),
+                        MAX_TIMESTAMP => partition.max_timestamp_offset().map(|o| o.filter(|o| o.offset < latest)),
+                        ts => partition.offset_for_timestamp(ts).map(|o| o.filter(|o| o.offset < latest)),
                     };
                     match found {
-                        Ok(Some(offset)) => base.with_offset(offset),
+                        Ok(Some(found)) => base.with_offset(found.offset).with_timestamp(found.timestamp),
                         Ok(None) => base,
                         Err(e) => base.with_error_code(codes::for_engine_error(&e)),
                     }

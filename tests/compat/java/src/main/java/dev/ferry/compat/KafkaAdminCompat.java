@@ -14,7 +14,9 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -44,6 +46,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>message.timestamp.type=LogAppendTime: a record sent with timestamp 1000 comes back, in
  *       its RecordMetadata and to a consumer, stamped with the broker's append time (type
  *       LOG_APPEND_TIME, within a minute of now).
+ *   <li>ListOffsets to the record: four records with timestamps 1000, 5000, 3000, 2000 in one
+ *       batch; the offset for timestamp 2500 is 1 (the first record at or after it, not its
+ *       batch's first), for 5001 none (-1), and maxTimestamp answers offset 1 with timestamp
+ *       5000 (KIP-734).
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -152,6 +158,36 @@ public final class KafkaAdminCompat {
         fail("the LogAppendTime record was never consumed");
     }
 
+    static void offsetsByTime(Admin admin) throws Exception {
+        String topic = "compat-admin-times-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(15, TimeUnit.SECONDS);
+        Properties p = producerProps();
+        // One batch: the lookup must look inside it.
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "200");
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            long[] stamps = {1000, 5000, 3000, 2000};
+            for (int i = 0; i < stamps.length; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, stamps[i], "k".getBytes(), ("v" + i).getBytes()));
+            }
+            producer.flush();
+        }
+        TopicPartition tp = new TopicPartition(topic, 0);
+        Object[][] cases = {
+            {"timestamp 2500", OffsetSpec.forTimestamp(2500), 1L, 5000L},
+            {"timestamp 5001", OffsetSpec.forTimestamp(5001), -1L, -1L},
+            {"max timestamp", OffsetSpec.maxTimestamp(), 1L, 5000L},
+        };
+        for (Object[] c : cases) {
+            ListOffsetsResult.ListOffsetsResultInfo info =
+                admin.listOffsets(Map.of(tp, (OffsetSpec) c[1])).partitionResult(tp).get(15, TimeUnit.SECONDS);
+            if (info.offset() != (long) c[2] || info.timestamp() != (long) c[3]) {
+                fail("ListOffsets " + c[0] + ": offset " + info.offset() + " timestamp " + info.timestamp()
+                    + ", expected " + c[2] + " and " + c[3]);
+            }
+            log("ListOffsets " + c[0] + ": offset " + info.offset() + ", timestamp " + info.timestamp());
+        }
+    }
+
     static void keylessRefused(Admin admin) throws Exception {
         String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
         admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
@@ -181,6 +217,7 @@ public final class KafkaAdminCompat {
             listOperations(admin);
             keylessRefused(admin);
             logAppendTime(admin);
+            offsetsByTime(admin);
         }
         log("OK");
         Runtime.getRuntime().halt(0);
