@@ -24,7 +24,8 @@
 #           admin:      confluent-kafka-admin java-admin (IncrementalAlterConfigs
 #                       APPEND/SUBTRACT on cleanup.policy; a compacted topic
 #                       refuses records without a key; LogAppendTime; ListOffsets
-#                       by timestamp and max timestamp answer the record)
+#                       by timestamp and max timestamp answer the record; topic
+#                       compression.type recompresses, read back intact)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;

@@ -136,3 +136,46 @@ async fn list_offsets_earliest_latest_and_by_time() {
     assert_eq!(at(t1 + 3_600_000), rdkafka::Offset::End);
     let _ = p.send_result(FutureRecord::<str, str>::to("times").payload("x"));
 }
+
+/// Attribute codec of every batch stored in a partition's segments.
+fn stored_codecs(dir: &std::path::Path) -> Vec<i16> {
+    let mut codecs = Vec::new();
+    for path in ferry_tests::segment_files(dir) {
+        let bytes = std::fs::read(&path).expect("read segment");
+        let mut pos = 0;
+        while pos + 61 <= bytes.len() {
+            let batch_len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+            codecs.push(i16::from_be_bytes(bytes[pos + 21..pos + 23].try_into().unwrap()) & 0x07);
+            pos += 12 + batch_len;
+        }
+    }
+    codecs
+}
+
+#[tokio::test]
+async fn topic_compression_type_recompresses_what_producers_send() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let ferry = Ferry::start();
+    let admin: AdminClient<DefaultClientContext> = rdkafka::config::ClientConfig::new().set("bootstrap.servers", ferry.bootstrap()).create().expect("admin");
+    for (topic, codec) in [("stored-gzip", "gzip"), ("stored-plain", "uncompressed")] {
+        let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("compression.type", codec);
+        let r = admin.create_topics([&t], &AdminOptions::new()).await.expect("create");
+        assert!(r[0].is_ok(), "{r:?}");
+    }
+    let bad = NewTopic::new("stored-bad", 1, TopicReplication::Fixed(1)).set("compression.type", "brotli");
+    let r = admin.create_topics([&bad], &AdminOptions::new()).await.expect("create");
+    assert!(r[0].is_err(), "an unknown codec is refused: {r:?}");
+
+    // The client sends uncompressed batches to the gzip topic and lz4 ones to the plain one.
+    for (topic, sent_codec, stored) in [("stored-gzip", "none", 1i16), ("stored-plain", "lz4", 0i16)] {
+        let p = producer(&ferry.bootstrap(), &[("compression.codec", sent_codec)]);
+        let values: Vec<String> = (0..200).map(|i| format!("{topic}-value-{i}-{}", "x".repeat(i % 37))).collect();
+        let offsets = produce_all(&p, topic, &values).await;
+        assert_eq!(offsets, (0..200).collect::<Vec<i64>>());
+        let read = read_partition(&ferry.bootstrap(), topic, 0, Duration::from_secs(2));
+        assert_eq!(read.values().cloned().collect::<Vec<_>>(), values, "{topic}: every record intact, in order");
+        let codecs = stored_codecs(&ferry.partition_dir(topic, 0));
+        assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == stored), "{topic}: stored codecs {codecs:?}, expected all {stored}");
+    }
+}

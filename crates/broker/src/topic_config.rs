@@ -32,6 +32,9 @@ pub struct TopicConfig {
     /// `message.timestamp.type=LogAppendTime`: the broker stamps every
     /// batch with its append time instead of keeping the producer's.
     pub log_append_time: bool,
+    /// `compression.type`: the codec the broker stores batches in
+    /// (Kafka's attribute value), or None for `producer` (kept as sent).
+    pub compression: Option<i16>,
 }
 
 /// One config a topic understands: its name, default, and documentation.
@@ -43,7 +46,7 @@ pub struct ConfigSpec {
 
 pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
     ConfigSpec { name: "cleanup.policy", default: "delete", doc: "`delete` (retention deletes old segments), `compact` (the log cleaner keeps the last record of every key; retention deletes nothing), or `compact,delete` (both). A compacted topic refuses records without a key. Memory topics are never compacted." },
-    ConfigSpec { name: "compression.type", default: "producer", doc: "Only `producer`: batches are stored as the producer compressed them." },
+    ConfigSpec { name: "compression.type", default: "producer", doc: "`producer` stores batches as the producer compressed them; `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd` makes the broker recompress every other batch into that codec." },
     ConfigSpec { name: "delete.retention.ms", default: "86400000", doc: "How long a tombstone or transaction marker stays after the cleaner first saw it, so consumers reading from behind see the delete." },
     ConfigSpec { name: "ferry.storage", default: "disk", doc: "`disk`, or `memory` for at-most-once topics that never touch disk." },
     ConfigSpec { name: "index.interval.bytes", default: "4096", doc: "Bytes between sparse offset index entries." },
@@ -105,6 +108,7 @@ impl TopicConfig {
             overrides: BTreeMap::new(),
             compact_only: false,
             log_append_time: false,
+            compression: None,
         };
         for (name, value) in &overrides {
             config.apply(name, value)?;
@@ -153,8 +157,25 @@ impl TopicConfig {
                     }
                 };
             }
-            "compression.type" | "min.insync.replicas" => {
-                let supported = if name == "compression.type" { "producer" } else { "1" };
+            "compression.type" => {
+                self.compression = match value {
+                    "producer" => None,
+                    "uncompressed" => Some(0),
+                    "gzip" => Some(1),
+                    "snappy" => Some(2),
+                    "lz4" => Some(3),
+                    "zstd" => Some(4),
+                    _ => {
+                        return Err(EngineError::InvalidConfig {
+                            name: name.into(),
+                            value: value.into(),
+                            reason: "must be `producer`, `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`".into(),
+                        })
+                    }
+                };
+            }
+            "min.insync.replicas" => {
+                let supported = "1";
                 if value != supported {
                     return Err(EngineError::InvalidConfig {
                         name: name.into(),

@@ -168,6 +168,17 @@ pub fn rebuild_batch(original: &BatchHeader, records: &[Record<'_>], delete_hori
     Ok(b)
 }
 
+/// The same batch with its records compressed by `codec` (a topic's
+/// `compression.type` other than `producer`, as Kafka recompresses):
+/// offsets, timestamps, producer fields and records stay as they were.
+pub fn recompress_batch(batch: &[u8], header: &BatchHeader, codec: i16) -> Result<Vec<u8>, BatchError> {
+    let section = records_section(batch, header)?;
+    let records = decode_records(header, &section)?;
+    let mut target = header.clone();
+    target.attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | (codec & ATTR_COMPRESSION_MASK);
+    rebuild_batch(&target, &records, delete_horizon_ms(header))
+}
+
 /// The delete horizon a batch carries, if any.
 pub fn delete_horizon_ms(header: &BatchHeader) -> Option<i64> {
     (header.attributes & ATTR_DELETE_HORIZON != 0).then_some(header.base_timestamp)

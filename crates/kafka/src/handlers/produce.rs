@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_broker::{now_ms, EngineError, Partition};
-use ferry_log::batch::{set_log_append_time, split_and_validate};
-use ferry_log::records::has_keyless_record;
+use ferry_log::batch::{set_log_append_time, split_and_validate, BatchHeader};
+use ferry_log::records::{has_keyless_record, recompress_batch};
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -76,6 +76,7 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                                 max_message_bytes: config.max_message_bytes,
                                 keys_required: config.log.compact,
                                 log_append_time: config.log_append_time,
+                                compression: config.compression,
                             }
                         };
                         let now = now_ms();
@@ -170,6 +171,8 @@ struct BatchRules {
     keys_required: bool,
     /// `message.timestamp.type=LogAppendTime`
     log_append_time: bool,
+    /// `compression.type` other than `producer`: the codec to store in.
+    compression: Option<i16>,
 }
 
 /// Validates the partition's record batch and appends it. Kafka's rule
@@ -197,11 +200,16 @@ fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, ap
             )));
         }
     }
-    let mut payload = BytesMut::from(records);
+    let (mut payload, mut header) = match rules.compression {
+        Some(codec) if codec != header.compression() => {
+            let batch = recompress_batch(&records[range.clone()], header, codec).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+            let header = BatchHeader::parse(&batch).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+            (BytesMut::from(&batch[..]), header)
+        }
+        _ => (BytesMut::from(&records[range.clone()]), header.clone()),
+    };
     if rules.log_append_time {
-        let mut stamped = header.clone();
-        set_log_append_time(&mut payload[range.clone()], &mut stamped, append_time_ms);
-        return partition.append(&mut payload, &stamped, append_time_ms);
+        set_log_append_time(&mut payload, &mut header, append_time_ms);
     }
-    partition.append(&mut payload, header, append_time_ms)
+    partition.append(&mut payload, &header, append_time_ms)
 }
