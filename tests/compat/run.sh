@@ -25,7 +25,8 @@
 #                       APPEND/SUBTRACT on cleanup.policy; a compacted topic
 #                       refuses records without a key; LogAppendTime; ListOffsets
 #                       by timestamp and max timestamp answer the record; topic
-#                       compression.type recompresses, read back intact)
+#                       compression.type recompresses, read back intact;
+#                       timestamp bounds refuse records too far ahead or behind)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;

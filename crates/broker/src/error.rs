@@ -21,6 +21,8 @@ pub enum EngineError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     #[error("batch of {size} bytes is larger than max.message.bytes={max}")]
     MessageTooLarge { size: usize, max: usize },
     #[error("offset out of range: {0}")]

@@ -35,6 +35,11 @@ pub struct TopicConfig {
     /// `compression.type`: the codec the broker stores batches in
     /// (Kafka's attribute value), or None for `producer` (kept as sent).
     pub compression: Option<i16>,
+    /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`:
+    /// how far a CreateTime record's timestamp may lie behind or ahead of
+    /// the broker's clock.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
 }
 
 /// One config a topic understands: its name, default, and documentation.
@@ -53,6 +58,8 @@ pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
     ConfigSpec { name: "max.compaction.lag.ms", default: "9223372036854775807", doc: "A compacted topic's dirty records older than this are cleaned whatever the dirty ratio; it also rolls the active segment." },
     ConfigSpec { name: "max.message.bytes", default: "1048588", doc: "Largest record batch accepted." },
     ConfigSpec { name: "message.timestamp.type", default: "CreateTime", doc: "`CreateTime` keeps the producer's timestamps; `LogAppendTime` stamps each batch with the time the broker appended it." },
+    ConfigSpec { name: "message.timestamp.after.max.ms", default: "3600000", doc: "A CreateTime record more than this far ahead of the broker's clock is refused (INVALID_TIMESTAMP); Kafka 4's default (KIP-1030)." },
+    ConfigSpec { name: "message.timestamp.before.max.ms", default: "9223372036854775807", doc: "A CreateTime record more than this far behind the broker's clock is refused (INVALID_TIMESTAMP)." },
     ConfigSpec { name: "min.cleanable.dirty.ratio", default: "0.5", doc: "The cleaner compacts a log once this share of its cleanable bytes has not been cleaned yet (0 to 1)." },
     ConfigSpec { name: "min.compaction.lag.ms", default: "0", doc: "Records younger than this are never compacted." },
     ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Single node: only 1." },
@@ -109,6 +116,8 @@ impl TopicConfig {
             compact_only: false,
             log_append_time: false,
             compression: None,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
         };
         for (name, value) in &overrides {
             config.apply(name, value)?;
@@ -205,6 +214,8 @@ impl TopicConfig {
             "max.message.bytes" => self.max_message_bytes = parse_num(name, value, 64usize)?,
             "retention.bytes" => self.log.retention_bytes = parse_num(name, value, -1i64)?,
             "retention.ms" => self.log.retention_ms = parse_num(name, value, -1i64)?,
+            "message.timestamp.before.max.ms" => self.timestamp_before_max_ms = parse_num(name, value, 0i64)?,
+            "message.timestamp.after.max.ms" => self.timestamp_after_max_ms = parse_num(name, value, 0i64)?,
             "segment.bytes" => self.log.segment_bytes = parse_num(name, value, 1024u64)?,
             "segment.ms" => self.log.segment_ms = parse_num(name, value, 1i64)?,
             _ => {

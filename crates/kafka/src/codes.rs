@@ -46,6 +46,7 @@ pub fn for_engine_error(e: &EngineError) -> i16 {
         EngineError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
         EngineError::CorruptMessage(_) => CORRUPT_MESSAGE,
         EngineError::InvalidRecord(_) => INVALID_RECORD,
+        EngineError::InvalidTimestamp(_) => INVALID_TIMESTAMP,
         EngineError::MessageTooLarge { .. } => MESSAGE_TOO_LARGE,
         EngineError::OffsetOutOfRange(_) => OFFSET_OUT_OF_RANGE,
         EngineError::Storage(_) | EngineError::ShuttingDown => KAFKA_STORAGE_ERROR,
@@ -58,6 +59,7 @@ pub fn for_engine_error(e: &EngineError) -> i16 {
 }
 
 pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+pub const INVALID_TIMESTAMP: i16 = 32;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const ILLEGAL_GENERATION: i16 = 22;
 pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;

@@ -19,6 +19,10 @@ admin and producer rely on for compacted topics.
 5. compression.type per topic: for each of gzip, snappy, lz4 and zstd, 300
    records with keys and headers sent uncompressed (the client's default)
    are stored in the topic's codec by the broker and read back intact.
+6. Timestamp bounds: a record two hours ahead is refused (INVALID_TIMESTAMP;
+   message.timestamp.after.max.ms defaults to one hour), and so is one from
+   1970 on a topic with message.timestamp.before.max.ms=60000; a record
+   stamped now is accepted there.
 
 Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
 Exit 0 on success, 1 with a message on failure.
@@ -194,6 +198,24 @@ def check_recompressed(admin):
         log(f"compression.type={codec}: {len(got)} records read back intact")
 
 
+def check_timestamp_bounds(admin):
+    topic = f"compat-admin-bounds-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic, {"message.timestamp.before.max.ms": "60000"})
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    now_ms = int(time.time() * 1000)
+    for what, ts in [("two hours ahead", now_ms + 7_200_000), ("from 1970", 1000)]:
+        outcome = []
+        producer.produce(topic, value=b"v", key=b"k", timestamp=ts, on_delivery=lambda err, msg: outcome.append(err))
+        producer.flush(30)
+        if not outcome or outcome[0] is None or outcome[0].code() != KafkaError.INVALID_TIMESTAMP:
+            fail(f"a record {what}: expected INVALID_TIMESTAMP, got {outcome}")
+        log(f"a record {what} refused: {outcome[0].name()}")
+    err, offset = produce_one(producer, topic, b"k")
+    if err is not None or offset != 0:
+        fail(f"a record stamped now: expected offset 0, got {offset} ({err})")
+    log("a record stamped now landed at offset 0")
+
+
 def main():
     threading.Thread(target=watchdog, daemon=True).start()
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
@@ -202,6 +224,7 @@ def main():
     check_log_append_time(admin)
     check_offsets_by_time(admin)
     check_recompressed(admin)
+    check_timestamp_bounds(admin)
     log("OK")
 
 

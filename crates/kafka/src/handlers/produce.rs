@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ferry_broker::{now_ms, EngineError, Partition};
 use ferry_log::batch::{set_log_append_time, split_and_validate, BatchHeader};
-use ferry_log::records::{has_keyless_record, recompress_batch};
+use ferry_log::records::{decode_records, has_keyless_record, recompress_batch, records_section};
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -77,6 +77,8 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                                 keys_required: config.log.compact,
                                 log_append_time: config.log_append_time,
                                 compression: config.compression,
+                                timestamp_window_ms: (!config.log_append_time)
+                                    .then_some((config.timestamp_before_max_ms, config.timestamp_after_max_ms)),
                             }
                         };
                         let now = now_ms();
@@ -173,6 +175,35 @@ struct BatchRules {
     log_append_time: bool,
     /// `compression.type` other than `producer`: the codec to store in.
     compression: Option<i16>,
+    /// CreateTime topics: `message.timestamp.before.max.ms` and
+    /// `message.timestamp.after.max.ms`.
+    timestamp_window_ms: Option<(i64, i64)>,
+}
+
+/// Refuses a batch with a record timestamped too far behind or ahead of
+/// `now_ms`, as Kafka does for CreateTime topics. The header's max
+/// timestamp bounds the future side; the records are read only when the
+/// past side is bounded (by default it is not), so the default costs no
+/// decoding.
+fn check_timestamps(batch: &[u8], header: &BatchHeader, now_ms: i64, (before_ms, after_ms): (i64, i64)) -> Result<(), EngineError> {
+    let latest_allowed = now_ms.saturating_add(after_ms);
+    let earliest_allowed = now_ms.saturating_sub(before_ms);
+    let out_of_range = |ts: i64| {
+        EngineError::InvalidTimestamp(format!("timestamp {ts} is out of range: it must be within [{earliest_allowed}, {latest_allowed}]"))
+    };
+    if header.max_timestamp > latest_allowed {
+        return Err(out_of_range(header.max_timestamp));
+    }
+    if before_ms == i64::MAX {
+        return Ok(());
+    }
+    let section = records_section(batch, header).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+    let records = decode_records(header, &section).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+    // -1 is "no timestamp", which Kafka does not check either.
+    match records.iter().map(|r| r.timestamp).find(|ts| *ts != -1 && *ts < earliest_allowed) {
+        Some(ts) => Err(out_of_range(ts)),
+        None => Ok(()),
+    }
 }
 
 /// Validates the partition's record batch and appends it. Kafka's rule
@@ -199,6 +230,9 @@ fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, ap
                 partition.topic, partition.index
             )));
         }
+    }
+    if let Some(window) = rules.timestamp_window_ms {
+        check_timestamps(&records[range.clone()], header, append_time_ms, window)?;
     }
     let (mut payload, mut header) = match rules.compression {
         Some(codec) if codec != header.compression() => {

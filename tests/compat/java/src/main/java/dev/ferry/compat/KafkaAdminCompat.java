@@ -30,6 +30,7 @@ import org.apache.kafka.common.InvalidRecordException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidRequestException;
+import org.apache.kafka.common.errors.InvalidTimestampException;
 import org.apache.kafka.common.record.TimestampType;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -55,6 +56,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>compression.type per topic: for each of gzip, snappy, lz4 and zstd, 300 records with
  *       keys and headers sent uncompressed (the client's default) are stored in the topic's
  *       codec by the broker and read back intact.
+ *   <li>Timestamp bounds: a record two hours ahead is refused (InvalidTimestampException;
+ *       message.timestamp.after.max.ms defaults to one hour), and so is one from 1970 on a topic
+ *       with message.timestamp.before.max.ms=60000; a record stamped now is accepted there.
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -235,6 +239,31 @@ public final class KafkaAdminCompat {
         }
     }
 
+    static void timestampBounds(Admin admin) throws Exception {
+        String topic = "compat-admin-bounds-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("message.timestamp.before.max.ms", "60000"))))
+            .all().get(15, TimeUnit.SECONDS);
+        long now = System.currentTimeMillis();
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(producerProps())) {
+            for (long ts : new long[] {now + 7_200_000L, 1000L}) {
+                try {
+                    producer.send(new ProducerRecord<>(topic, 0, ts, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
+                    fail("a record with timestamp " + ts + " was accepted");
+                } catch (ExecutionException e) {
+                    if (!(e.getCause() instanceof InvalidTimestampException)) {
+                        fail("timestamp " + ts + ": expected InvalidTimestampException, got " + e.getCause());
+                    }
+                    log("a record with timestamp " + ts + " refused: " + e.getCause().getClass().getSimpleName());
+                }
+            }
+            RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
+            if (md.offset() != 0) {
+                fail("a record stamped now landed at offset " + md.offset() + ", expected 0");
+            }
+            log("a record stamped now landed at offset 0");
+        }
+    }
+
     static void keylessRefused(Admin admin) throws Exception {
         String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
         admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
@@ -266,6 +295,7 @@ public final class KafkaAdminCompat {
             logAppendTime(admin);
             offsetsByTime(admin);
             recompressed(admin);
+            timestampBounds(admin);
         }
         log("OK");
         Runtime.getRuntime().halt(0);
