@@ -21,6 +21,8 @@
 #           promises:   confluent-kafka-promises java-promises (pipelined
 #                       commits take effect in order; fetch answers within
 #                       fetch.max.bytes and max.partition.fetch.bytes)
+#           tools:      java-tools (Kafka's kafka-delete-records.sh and
+#                       kafka-log-dirs.sh commands, run in-process)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           kill = the group checks with a broker kill; java-group,
@@ -56,7 +58,8 @@ GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-gro
   go-group go-group-kill node-group node-group-kill
   java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill)
 PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}")
+TOOL_CLIENTS=(java-tools)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${TOOL_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -86,6 +89,7 @@ expand() { # name/alias -> canonical client names
     roundtrip) echo "${ROUNDTRIP_CLIENTS[@]}" ;;
     group | groups) echo "${GROUP_CLIENTS[@]}" ;;
     promises) echo "${PROMISE_CLIENTS[@]}" ;;
+    tools) echo "${TOOL_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -97,7 +101,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises tools kill java-group python-group)"
       ;;
   esac
 }
@@ -180,6 +184,7 @@ client_cmd() { # sets CMD
     node) CMD=(node "$HERE/node/test_kafkajs.js") ;;
     confluent-kafka-promises) CMD=("$py" "$HERE/python/test_confluent_kafka_promises.py") ;;
     java-promises) CMD=(java -cp "$jar" dev.ferry.compat.KafkaPromisesCompat) ;;
+    java-tools) CMD=(java -cp "$jar" dev.ferry.compat.KafkaToolsCompat) ;;
     confluent-kafka-group*) CMD=("$py" "$HERE/python/test_confluent_kafka_group.py" "$mode") ;;
     kafka-python-group*) CMD=("$py" "$HERE/python/test_kafka_python_group.py" "$mode") ;;
     go-group*) CMD=("$HERE/go/franz-go-compat" group "$mode") ;;
