@@ -105,6 +105,12 @@ async fn delete_records_moves_the_log_start_durably() {
     assert_eq!(delete_records(&f, "dr", 101).0, OFFSET_OUT_OF_RANGE, "above the high watermark");
     assert_eq!(delete_records(&f, "dr", -7).0, OFFSET_OUT_OF_RANGE);
     assert_eq!(delete_records(&f, "nope", 1).0, UNKNOWN_TOPIC_OR_PARTITION);
+    // v0 (not flexible) answers the same.
+    let v0 = DeleteRecordsRequest::default().with_timeout_ms(5000).with_topics(vec![DeleteRecordsTopic::default()
+        .with_name(name("dr"))
+        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(41)])]);
+    let resp: DeleteRecordsResponse = call(&f.bootstrap(), ApiKey::DeleteRecords, 0, &v0);
+    assert_eq!((resp.topics[0].partitions[0].error_code, resp.topics[0].partitions[0].low_watermark), (0, 41));
     assert_eq!(delete_records(&f, "dr", -1), (0, 100), "-1 is the high watermark");
     produce_n(&f, "dr", 100, 5).await;
     let read = read_partition_from(&f.bootstrap(), "dr", 0, 0, Duration::from_secs(3));
@@ -123,8 +129,12 @@ async fn delete_records_on_a_memory_topic() {
 }
 
 fn describe_log_dirs(f: &Ferry, topics: Option<&[&str]>) -> DescribeLogDirsResponse {
+    describe_log_dirs_at(f, topics, 4)
+}
+
+fn describe_log_dirs_at(f: &Ferry, topics: Option<&[&str]>, version: i16) -> DescribeLogDirsResponse {
     let topics = topics.map(|ts| ts.iter().map(|t| DescribableLogDirTopic::default().with_topic(name(t)).with_partitions(vec![0])).collect());
-    call(&f.bootstrap(), ApiKey::DescribeLogDirs, 4, &DescribeLogDirsRequest::default().with_topics(topics))
+    call(&f.bootstrap(), ApiKey::DescribeLogDirs, version, &DescribeLogDirsRequest::default().with_topics(topics))
 }
 
 fn size_of(resp: &DescribeLogDirsResponse, topic: &str) -> Option<i64> {
@@ -153,6 +163,10 @@ async fn describe_log_dirs_reports_partition_sizes() {
     let filtered = describe_log_dirs(&f, Some(&["sized"]));
     assert!(size_of(&filtered, "sized").unwrap() > before, "the size grows with the data");
     assert_eq!(size_of(&filtered, "other"), None, "the filter leaves other topics out");
+    for version in 1..=3 {
+        let older = describe_log_dirs_at(&f, None, version);
+        assert_eq!(size_of(&older, "sized"), size_of(&filtered, "sized"), "v{version}");
+    }
 }
 
 #[tokio::test]
