@@ -58,8 +58,10 @@ enum TopicCommand {
     /// changes nothing. Prints the partition's log start afterwards.
     #[command(name = "delete-records")]
     DeleteRecords {
+        /// Topic whose records to delete.
         #[arg(long)]
         topic: String,
+        /// Partition of the topic.
         #[arg(long, default_value_t = 0)]
         partition: i32,
         /// New log start offset; -1 means the high watermark (delete everything).
