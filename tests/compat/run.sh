@@ -27,6 +27,8 @@
 #                       by timestamp and max timestamp answer the record; topic
 #                       compression.type recompresses, read back intact;
 #                       timestamp bounds refuse records too far ahead or behind)
+#           tools:      java-tools (Kafka's kafka-delete-records.sh and
+#                       kafka-log-dirs.sh commands, run in-process)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;
@@ -64,7 +66,8 @@ GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-gro
   java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill)
 PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
 ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}")
+TOOL_CLIENTS=(java-tools)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -95,6 +98,7 @@ expand() { # name/alias -> canonical client names
     group | groups) echo "${GROUP_CLIENTS[@]}" ;;
     promises) echo "${PROMISE_CLIENTS[@]}" ;;
     admin) echo "${ADMIN_CLIENTS[@]}" ;;
+    tools) echo "${TOOL_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -106,7 +110,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools kill java-group python-group)"
       ;;
   esac
 }
@@ -191,6 +195,7 @@ client_cmd() { # sets CMD
     java-promises) CMD=(java -cp "$jar" dev.ferry.compat.KafkaPromisesCompat) ;;
     confluent-kafka-admin) CMD=("$py" "$HERE/python/test_confluent_kafka_admin.py") ;;
     java-admin) CMD=(java -cp "$jar" dev.ferry.compat.KafkaAdminCompat) ;;
+    java-tools) CMD=(java -cp "$jar" dev.ferry.compat.KafkaToolsCompat) ;;
     confluent-kafka-group*) CMD=("$py" "$HERE/python/test_confluent_kafka_group.py" "$mode") ;;
     kafka-python-group*) CMD=("$py" "$HERE/python/test_kafka_python_group.py" "$mode") ;;
     go-group*) CMD=("$HERE/go/franz-go-compat" group "$mode") ;;

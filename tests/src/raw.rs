@@ -103,3 +103,13 @@ pub fn init_producer_id(addr: &str) -> (i64, i16) {
     assert_eq!(r.error_code, 0);
     (r.producer_id.0, r.producer_epoch)
 }
+
+/// Sends one request on a new connection and decodes its answer (header
+/// version taken from the API and version).
+pub fn call<Req: Encodable, Resp: Decodable>(addr: &str, api: ApiKey, version: i16, body: &Req) -> Resp {
+    use kafka_protocol::messages::ResponseHeader;
+    let answer = crate::raw_roundtrip(addr, &frame(api, version, 1, body)).unwrap_or_else(|| panic!("no answer to {api:?} v{version}"));
+    let mut b = Bytes::from(answer);
+    ResponseHeader::decode(&mut b, api.response_header_version(version)).expect("response header");
+    Resp::decode(&mut b, version).unwrap_or_else(|e| panic!("cannot decode {api:?} v{version} answer: {e}"))
+}

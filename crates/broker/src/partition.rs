@@ -90,6 +90,15 @@ impl Partition {
         PartitionOffsets { log_start_offset: inner.log.log_start_offset(), high_watermark: hw, last_stable_offset: lso }
     }
 
+    /// Bytes in the partition's segment files; None for a memory log,
+    /// which has none.
+    pub fn disk_size_bytes(&self) -> Option<u64> {
+        match &self.inner.lock().log {
+            PartitionLog::Disk(l) => Some(l.size_bytes()),
+            PartitionLog::Memory(_) => None,
+        }
+    }
+
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
         f(&mut self.inner.lock().log)
     }
@@ -141,6 +150,23 @@ impl Partition {
     /// Lets the producer write transactional data here (AddPartitionsToTxn).
     pub fn allow_txn(&self, producer_id: i64, epoch: i16, now_ms: i64) -> EngineResult<()> {
         self.inner.lock().producers.allow_txn(producer_id, epoch, now_ms)
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (-1: the high
+    /// watermark) and returns the log start afterwards, durable on disk.
+    /// A lower `offset` leaves it; one past the high watermark is
+    /// OffsetOutOfRange. The checkpoint's fsync runs under the lock so no
+    /// append or read sees a start that is not yet durable; call this from
+    /// a blocking thread.
+    pub fn delete_records(&self, offset: i64) -> EngineResult<i64> {
+        let mut inner = self.inner.lock();
+        let hw = inner.log.next_offset();
+        let target = if offset == -1 { hw } else { offset };
+        // Aborted ranges below the new start go at the next producer expiry.
+        match &mut inner.log {
+            PartitionLog::Disk(l) => Ok(l.delete_records(target)?),
+            PartitionLog::Memory(l) => Ok(l.delete_records(target)?),
+        }
     }
 
     /// Aborted transactions overlapping `[from, to]`, for read_committed.

@@ -36,6 +36,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    // All the versions kafka-protocol 0.18 has; Kafka 4.x serves the same
+    // (DescribeLogDirs v0 was removed in 4.0).
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The version range Ferry supports for `key`, if any.

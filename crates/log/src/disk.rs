@@ -28,7 +28,9 @@ pub struct DiskLog {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) config: LogConfig,
     pub(crate) segments: BTreeMap<i64, Segment>,
-    log_start_offset: i64,
+    /// The first offset reads may ask for: the first segment's base, or
+    /// higher after DeleteRecords (see `log_start.rs`).
+    pub(crate) log_start_offset: i64,
     /// Every offset below this is fsynced.
     pub(crate) durable_offset: i64,
     /// Sealed segments whose tail may not be fsynced yet.
@@ -135,12 +137,16 @@ impl DiskLog {
             storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
             segments.insert(0, Segment::new(0, file));
         }
-        let log_start_offset = *segments.keys().next().unwrap_or(&0);
+        let first_base = *segments.keys().next().unwrap_or(&0);
         let next = segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
+        // A checkpoint past the end can only follow lost unsynced data; the
+        // log then starts at its end.
+        let checkpoint = crate::log_start::load_checkpoint(dir, storage.as_ref())?;
+        let log_start_offset = checkpoint.map_or(first_base, |c| c.max(first_base).min(next));
         if next > 0 {
             info!(dir = %dir.display(), log_start_offset, log_end_offset = next, "log recovered");
         }
-        Ok(DiskLog {
+        let mut log = DiskLog {
             dir: dir.to_path_buf(),
             storage,
             config,
@@ -152,7 +158,10 @@ impl DiskLog {
             poisoned: None,
             clean_state,
             cleaner_failed: None,
-        })
+        };
+        // Finishes a DeleteRecords that crashed before deleting its segments.
+        log.delete_segments_below_start()?;
+        Ok(log)
     }
 
     fn active(&self) -> &Segment {
@@ -372,7 +381,9 @@ impl DiskLog {
             self.segments.remove(&base);
             // The next segment's base, not the removed one's end: after
             // compaction the two may differ.
-            self.log_start_offset = *self.segments.keys().next().expect("the active segment remains");
+            // Never below a start DeleteRecords set inside the next segment.
+            let next_base = *self.segments.keys().next().expect("the active segment remains");
+            self.log_start_offset = self.log_start_offset.max(next_base);
             self.storage.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
             info!(file = %path.display(), log_start_offset = self.log_start_offset, "retention deleted segment");
             deleted += 1;

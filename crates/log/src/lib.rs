@@ -11,6 +11,7 @@ pub mod codec;
 mod config;
 mod disk;
 mod error;
+mod log_start;
 mod memory;
 pub mod meta;
 pub mod records;

@@ -74,8 +74,26 @@ impl MemoryLog {
         while self.held_bytes > self.max_bytes && self.batches.len() > 1 {
             let old = self.batches.pop_front().expect("non-empty");
             self.held_bytes -= old.bytes.len() as u64;
-            self.log_start_offset = old.last_offset + 1;
+            self.log_start_offset = self.log_start_offset.max(old.last_offset + 1);
         }
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (never back) and
+    /// drops the batches wholly below it; returns the log start afterwards.
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > self.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.next_offset,
+            });
+        }
+        self.log_start_offset = self.log_start_offset.max(offset);
+        while self.batches.front().is_some_and(|b| b.last_offset < self.log_start_offset) {
+            let old = self.batches.pop_front().expect("non-empty");
+            self.held_bytes -= old.bytes.len() as u64;
+        }
+        Ok(self.log_start_offset)
     }
 
     /// Whole batches from `offset`, as [`crate::read_slice`] reads them.

@@ -1,4 +1,4 @@
-//! `ferry topic create|list|describe|alter|delete`.
+//! `ferry topic create|list|describe|alter|delete|delete-records`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceS
 use rdkafka::client::DefaultClientContext;
 use serde_json::json;
 
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::wire::WireClient;
 use super::{print_table, ConnectArgs, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -44,6 +49,25 @@ enum TopicCommand {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Delete a partition's records below an offset, as kafka-delete-records.sh does.
+    ///
+    /// Moves the partition's log start offset up to --offset: records below
+    /// it can no longer be read (consumers starting earlier are reset by their
+    /// auto.offset.reset), and whole segments below it are deleted from disk.
+    /// The log start never moves back: a lower offset than the current start
+    /// changes nothing. Prints the partition's log start afterwards.
+    #[command(name = "delete-records")]
+    DeleteRecords {
+        /// Topic whose records to delete.
+        #[arg(long)]
+        topic: String,
+        /// Partition of the topic.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        /// New log start offset; -1 means the high watermark (delete everything).
+        #[arg(long, allow_hyphen_values = true)]
+        offset: i64,
+    },
 }
 
 fn parse_configs(configs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
@@ -143,6 +167,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             }
             println!("topic {name} altered");
         }
+        TopicCommand::DeleteRecords { topic, partition, offset } => delete_records(connect, args.output, &topic, partition, offset).await?,
         TopicCommand::Delete { name } => {
             let r = admin.delete_topics(&[&name], &opts).await.map_err(|e| connect.explain(e))?;
             match r.first() {
@@ -151,6 +176,33 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 None => bail!("no answer for topic {name}"),
             }
         }
+    }
+    Ok(())
+}
+
+/// DeleteRecords over the Kafka protocol (librdkafka's admin API is not
+/// exposed by rust-rdkafka).
+async fn delete_records(connect: &ConnectArgs, output: OutputFormat, topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    if offset < -1 {
+        bail!("--offset must be an offset (0 or more) or -1 for the high watermark");
+    }
+    let req = DeleteRecordsRequest::default().with_timeout_ms(connect.request_timeout_ms.min(i32::MAX as u64) as i32).with_topics(vec![
+        DeleteRecordsTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
+            DeleteRecordsPartition::default().with_partition_index(partition).with_offset(offset),
+        ]),
+    ]);
+    let mut client = WireClient::connect(connect).await?;
+    let resp: DeleteRecordsResponse = client.call(ApiKey::DeleteRecords, 2, &req).await?;
+    let result = resp.topics.first().and_then(|t| t.partitions.first()).context("the broker sent no result for the partition")?;
+    match result.error_code {
+        0 => {}
+        1 => bail!("offset {offset} is above the high watermark of {topic}-{partition}"),
+        3 => bail!("topic {topic} partition {partition} does not exist"),
+        code => bail!("cannot delete records of {topic}-{partition}: Kafka error code {code}"),
+    }
+    match output {
+        OutputFormat::Json => println!("{}", json!({"topic": topic, "partition": partition, "log_start_offset": result.low_watermark})),
+        OutputFormat::Text => println!("{topic}-{partition}: log start offset is now {}", result.low_watermark),
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod configs;
 mod fetch;
 mod groups;
 mod list_offsets;
+mod log_dirs;
 mod metadata;
 mod produce;
 mod txn;
@@ -145,6 +146,14 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
                 encode(ApiKey::EndTxn, version, cid, resp.into())
             }));
         }
+        RequestKind::DeleteRecords(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = log_dirs::delete_records(&ctx, r).await;
+                encode(ApiKey::DeleteRecords, version, cid, resp.into())
+            }));
+        }
+        RequestKind::DescribeLogDirs(r) => (ApiKey::DescribeLogDirs, log_dirs::describe_log_dirs(ctx, r).into()),
         RequestKind::DescribeTransactions(r) => (ApiKey::DescribeTransactions, txn::describe_transactions(ctx, r).await.into()),
         RequestKind::ListTransactions(r) => (ApiKey::ListTransactions, txn::list_transactions(ctx, r).await.into()),
         RequestKind::DescribeProducers(r) => (ApiKey::DescribeProducers, txn::describe_producers(ctx, r).into()),

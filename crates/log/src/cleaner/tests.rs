@@ -363,3 +363,23 @@ fn a_crash_at_any_step_of_a_pass_leaves_the_old_log_or_the_cleaned_one() {
     }
     assert!(saw_old && saw_new);
 }
+
+#[test]
+fn cleaning_after_delete_records_keeps_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    let last = ten_by_ten(&mut log);
+    assert_eq!(log.delete_records(35).unwrap(), 35);
+    run_clean(&mut log, &inputs(T0 + HOUR_MS)).expect("a pass runs");
+    assert_eq!(log.log_start_offset(), 35);
+    assert!(log.read_plan(34).is_err());
+    let content = read_all(&log);
+    assert!(content.keys().all(|o| *o >= 35), "nothing below the log start is read: {:?}", content.keys().next());
+    for (key, (offset, value)) in &last {
+        assert_eq!(content.get(offset), Some(&(Some(key.as_bytes().to_vec()), Some(value.as_bytes().to_vec()))));
+    }
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.log_start_offset(), 35);
+    assert_eq!(read_all(&log), content);
+}

@@ -1,0 +1,162 @@
+package dev.ferry.compat;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.StringSerializer;
+import org.apache.kafka.common.utils.internals.Exit;
+import org.apache.kafka.tools.DeleteRecordsCommand;
+import org.apache.kafka.tools.LogDirsCommand;
+
+/**
+ * Ferry compatibility check: Kafka 4.4's own command-line tools, run in-process with the
+ * arguments their shell wrappers pass.
+ *
+ * <ol>
+ *   <li>kafka-delete-records.sh (DeleteRecordsCommand): 100 records, delete below 40; the tool
+ *       reports low_watermark 40 and the AdminClient's earliest offset is then 40.
+ *   <li>kafka-log-dirs.sh (LogDirsCommand --describe): the partition is listed with a size
+ *       greater than zero.
+ * </ol>
+ *
+ * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
+ */
+public final class KafkaToolsCompat {
+    private static final String CLIENT = "java-tools";
+    private static final long START = System.nanoTime();
+    private static final String BOOTSTRAP = System.getenv().getOrDefault("FERRY_BOOTSTRAP", "127.0.0.1:9092");
+
+    private KafkaToolsCompat() {}
+
+    /** Thrown instead of exiting the JVM when a tool calls Exit.exit. */
+    static final class ToolExit extends RuntimeException {
+        final int code;
+
+        ToolExit(int code, String message) {
+            super(message);
+            this.code = code;
+        }
+    }
+
+    static void fail(String msg) {
+        System.err.println("FAIL [" + CLIENT + "]: " + msg);
+        System.err.flush();
+        Runtime.getRuntime().halt(1);
+    }
+
+    static void log(String msg) {
+        System.out.printf("[%s %6.2fs] %s%n", CLIENT, (System.nanoTime() - START) / 1e9, msg);
+        System.out.flush();
+    }
+
+    interface Tool {
+        void run(String[] args) throws Exception;
+    }
+
+    /** Runs a tool's main, returning what it printed; fails on a non-zero exit. */
+    static String runTool(String name, Tool tool, String... args) throws Exception {
+        PrintStream stdout = System.out;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        int code = 0;
+        System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
+        try {
+            tool.run(args);
+        } catch (ToolExit e) {
+            code = e.code;
+        } finally {
+            System.setOut(stdout);
+        }
+        String out = captured.toString(StandardCharsets.UTF_8);
+        log(name + " printed:\n" + out.strip());
+        if (code != 0) {
+            fail(name + " exited with " + code);
+        }
+        return out;
+    }
+
+    public static void main(String[] args) throws Exception {
+        Exit.setExitProcedure((code, message) -> {
+            throw new ToolExit(code, message);
+        });
+        String topic = "compat-tools-" + UUID.randomUUID().toString().substring(0, 8);
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        try (Admin admin = Admin.create(p)) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(15, TimeUnit.SECONDS);
+            produce(topic, 100);
+            deleteRecords(admin, topic);
+            logDirs(topic);
+        }
+        log("OK");
+        System.exit(0);
+    }
+
+    static void produce(String topic, int n) throws Exception {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            List<java.util.concurrent.Future<?>> sent = new java.util.ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                sent.add(producer.send(new ProducerRecord<>(topic, 0, null, "record-" + i)));
+            }
+            for (java.util.concurrent.Future<?> f : sent) {
+                f.get(15, TimeUnit.SECONDS);
+            }
+        }
+        log("produced " + n + " records to " + topic);
+    }
+
+    static void deleteRecords(Admin admin, String topic) throws Exception {
+        Path json = Files.createTempFile("delete-records", ".json");
+        Files.writeString(json, "{\"partitions\":[{\"topic\":\"" + topic + "\",\"partition\":0,\"offset\":40}],\"version\":1}");
+        String out = runTool("kafka-delete-records", DeleteRecordsCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "--offset-json-file", json.toString());
+        Files.deleteIfExists(json);
+        if (!out.contains("partition: " + topic + "-0\tlow_watermark: 40")) {
+            fail("kafka-delete-records did not report low_watermark 40");
+        }
+        TopicPartition tp = new TopicPartition(topic, 0);
+        ListOffsetsResult.ListOffsetsResultInfo earliest =
+            admin.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp).get(15, TimeUnit.SECONDS);
+        if (earliest.offset() != 40) {
+            fail("earliest offset after delete-records is " + earliest.offset() + ", want 40");
+        }
+        log("delete-records: low watermark 40, earliest offset 40");
+    }
+
+    static void logDirs(String topic) throws Exception {
+        String out = runTool("kafka-log-dirs", LogDirsCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "--describe", "--topic-list", topic);
+        String json = out.lines().filter(l -> l.startsWith("{")).findFirst().orElse("");
+        java.util.regex.Matcher m = java.util.regex.Pattern
+            .compile("\"partition\":\"" + java.util.regex.Pattern.quote(topic) + "-0\",\"size\":(\\d+)")
+            .matcher(json);
+        if (!m.find()) {
+            fail("kafka-log-dirs did not list " + topic + "-0");
+        }
+        long size = Long.parseLong(m.group(1));
+        if (size <= 0) {
+            fail("kafka-log-dirs reports size " + size + " for " + topic + "-0");
+        }
+        log("log-dirs: " + topic + "-0 holds " + size + " bytes");
+    }
+}
