@@ -27,33 +27,16 @@ admin and producer rely on for compacted topics.
 Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
 Exit 0 on success, 1 with a message on failure.
 """
-import os
-import sys
-import threading
 import time
 import uuid
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
-CLIENT = "confluent-admin"
-BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
-TIMEOUT = float(os.environ.get("FERRY_COMPAT_TIMEOUT", "60"))
-START = time.monotonic()
+from compat_output import BOOTSTRAP, Output
 
-
-def fail(msg):
-    print(f"FAIL [{CLIENT}]: {msg}", file=sys.stderr, flush=True)
-    os._exit(1)
-
-
-def log(msg):
-    print(f"[{CLIENT} {time.monotonic() - START:6.2f}s] {msg}", flush=True)
-
-
-def watchdog():
-    time.sleep(TIMEOUT + 5)
-    fail(f"hard timeout after {TIMEOUT:.0f}s")
+OUT = Output("confluent-admin")
+fail, log = OUT.fail, OUT.log
 
 
 def create_topic(admin, name, config=None):
@@ -95,31 +78,41 @@ def check_list_operations(admin):
         log(f"APPEND on retention.ms refused: {e.args[0].name()}")
 
 
-def produce_one(producer, topic, key):
+def produce_one(producer, topic, key, timestamp=0):
+    """Sends one record (timestamp 0: now) and waits for its delivery report."""
     outcome = {}
 
     def report(err, msg):
         outcome["err"], outcome["offset"] = err, (msg.offset() if err is None else None)
 
-    producer.produce(topic, value=b"v", key=key, on_delivery=report)
+    producer.produce(topic, value=b"v", key=key, timestamp=timestamp, on_delivery=report)
     producer.flush(30)
     if "err" not in outcome:
         fail(f"no delivery report for key {key!r}")
     return outcome["err"], outcome["offset"]
 
 
+def expect_refused(producer, topic, what, code, key=b"k", timestamp=0):
+    err, _ = produce_one(producer, topic, key, timestamp)
+    if err is None or err.code() != code:
+        fail(f"{what}: expected error {code}, got {err}")
+    log(f"{what} refused: {err.name()}")
+
+
+def expect_first_record(producer, topic, what):
+    """A keyed record sent now lands at offset 0: what was refused before wrote nothing."""
+    err, offset = produce_one(producer, topic, b"k")
+    if err is not None or offset != 0:
+        fail(f"{what}: expected offset 0, got {offset} ({err})")
+    log(f"{what} landed at offset 0")
+
+
 def check_keyless_refused(admin):
     topic = f"compat-admin-compact-{uuid.uuid4().hex[:8]}"
     create_topic(admin, topic, {"cleanup.policy": "compact"})
     producer = Producer({"bootstrap.servers": BOOTSTRAP})
-    err, _ = produce_one(producer, topic, None)
-    if err is None or err.code() != KafkaError.INVALID_RECORD:
-        fail(f"a keyless record to a compacted topic: expected INVALID_RECORD, got {err}")
-    log(f"keyless record refused: {err.name()}")
-    err, offset = produce_one(producer, topic, b"k")
-    if err is not None or offset != 0:
-        fail(f"a keyed record after the refusal: expected offset 0, got {offset} ({err})")
-    log("keyed record landed at offset 0: the refused one wrote nothing")
+    expect_refused(producer, topic, "a keyless record to a compacted topic", KafkaError.INVALID_RECORD, key=None)
+    expect_first_record(producer, topic, "a keyed record after the refusal")
 
 
 def check_log_append_time(admin):
@@ -204,20 +197,12 @@ def check_timestamp_bounds(admin):
     producer = Producer({"bootstrap.servers": BOOTSTRAP})
     now_ms = int(time.time() * 1000)
     for what, ts in [("two hours ahead", now_ms + 7_200_000), ("from 1970", 1000)]:
-        outcome = []
-        producer.produce(topic, value=b"v", key=b"k", timestamp=ts, on_delivery=lambda err, msg: outcome.append(err))
-        producer.flush(30)
-        if not outcome or outcome[0] is None or outcome[0].code() != KafkaError.INVALID_TIMESTAMP:
-            fail(f"a record {what}: expected INVALID_TIMESTAMP, got {outcome}")
-        log(f"a record {what} refused: {outcome[0].name()}")
-    err, offset = produce_one(producer, topic, b"k")
-    if err is not None or offset != 0:
-        fail(f"a record stamped now: expected offset 0, got {offset} ({err})")
-    log("a record stamped now landed at offset 0")
+        expect_refused(producer, topic, f"a record {what}", KafkaError.INVALID_TIMESTAMP, timestamp=ts)
+    expect_first_record(producer, topic, "a record stamped now")
 
 
 def main():
-    threading.Thread(target=watchdog, daemon=True).start()
+    OUT.start_watchdog()
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     check_list_operations(admin)
     check_keyless_refused(admin)

@@ -16,35 +16,19 @@ Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 
 Exit 0 on success, 1 with a message on failure.
 """
 import os
-import sys
-import threading
 import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-CLIENT = "confluent-promises"
-BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
-TIMEOUT = float(os.environ.get("FERRY_COMPAT_TIMEOUT", "60"))
-START = time.monotonic()
+from compat_output import BOOTSTRAP, Output
+
+OUT = Output("confluent-promises")
+fail, log = OUT.fail, OUT.log
 COMMITS = 200
 TRIALS = 5
 BIG_RECORD_BYTES = 900_000
-
-
-def fail(msg):
-    print(f"FAIL [{CLIENT}]: {msg}", file=sys.stderr, flush=True)
-    os._exit(1)
-
-
-def log(msg):
-    print(f"[{CLIENT} {time.monotonic() - START:6.2f}s] {msg}", flush=True)
-
-
-def watchdog():
-    time.sleep(TIMEOUT + 5)
-    fail(f"hard timeout after {TIMEOUT:.0f}s")
 
 
 def create_topic(name, partitions, config=None):
@@ -122,13 +106,13 @@ def fetch_within_max_bytes():
 
 
 def main():
-    threading.Thread(target=watchdog, daemon=True).start()
+    OUT.start_watchdog()
     try:
         pipelined_commits()
         fetch_within_max_bytes()
     except KafkaException as e:
         fail(f"kafka error: {e}")
-    print(f"PASS [{CLIENT}]", flush=True)
+    print(f"PASS [{OUT.client}]", flush=True)
 
 
 if __name__ == "__main__":

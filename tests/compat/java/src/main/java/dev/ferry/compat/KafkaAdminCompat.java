@@ -64,22 +64,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
  */
 public final class KafkaAdminCompat {
-    private static final String CLIENT = "java-admin";
-    private static final long START = System.nanoTime();
+    private static final CompatOutput OUT = new CompatOutput("java-admin");
     private static final String BOOTSTRAP = System.getenv().getOrDefault("FERRY_BOOTSTRAP", "127.0.0.1:9092");
 
     private KafkaAdminCompat() {}
-
-    static void fail(String msg) {
-        System.err.println("FAIL [" + CLIENT + "]: " + msg);
-        System.err.flush();
-        Runtime.getRuntime().halt(1);
-    }
-
-    static void log(String msg) {
-        System.out.printf("[%s %6.2fs] %s%n", CLIENT, (System.nanoTime() - START) / 1e9, msg);
-        System.out.flush();
-    }
 
     static String cleanupPolicy(Admin admin, String topic) throws Exception {
         ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
@@ -106,18 +94,18 @@ public final class KafkaAdminCompat {
             alter(admin, topic, "cleanup.policy", (String) step[1], op);
             String got = cleanupPolicy(admin, topic);
             if (!got.equals(step[2])) {
-                fail(op + " " + step[1] + ": cleanup.policy is '" + got + "', expected '" + step[2] + "'");
+                OUT.fail(op + " " + step[1] + ": cleanup.policy is '" + got + "', expected '" + step[2] + "'");
             }
-            log(op + " " + step[1] + ": cleanup.policy=" + got);
+            OUT.log(op + " " + step[1] + ": cleanup.policy=" + got);
         }
         try {
             alter(admin, topic, "retention.ms", "1000", AlterConfigOp.OpType.APPEND);
-            fail("APPEND on retention.ms (not a list config) was accepted");
+            OUT.fail("APPEND on retention.ms (not a list config) was accepted");
         } catch (ExecutionException e) {
             if (!(e.getCause() instanceof InvalidRequestException)) {
-                fail("APPEND on retention.ms: expected InvalidRequestException, got " + e.getCause());
+                OUT.fail("APPEND on retention.ms: expected InvalidRequestException, got " + e.getCause());
             }
-            log("APPEND on retention.ms refused: " + e.getCause().getClass().getSimpleName());
+            OUT.log("APPEND on retention.ms refused: " + e.getCause().getClass().getSimpleName());
         }
     }
 
@@ -131,9 +119,9 @@ public final class KafkaAdminCompat {
 
     static void checkStamped(String what, long timestampMs, long sentMs) {
         if (Math.abs(timestampMs - sentMs) > 60_000) {
-            fail(what + ": timestamp " + timestampMs + ", expected the append time near " + sentMs);
+            OUT.fail(what + ": timestamp " + timestampMs + ", expected the append time near " + sentMs);
         }
-        log(what + ": LogAppendTime " + timestampMs + " (sent with 1000)");
+        OUT.log(what + ": LogAppendTime " + timestampMs + " (sent with 1000)");
     }
 
     static void logAppendTime(Admin admin) throws Exception {
@@ -157,14 +145,14 @@ public final class KafkaAdminCompat {
             while (System.nanoTime() < deadline) {
                 for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
                     if (r.timestampType() != TimestampType.LOG_APPEND_TIME) {
-                        fail("consumed record: timestamp type " + r.timestampType() + ", expected LOG_APPEND_TIME");
+                        OUT.fail("consumed record: timestamp type " + r.timestampType() + ", expected LOG_APPEND_TIME");
                     }
                     checkStamped("consumed record", r.timestamp(), sentMs);
                     return;
                 }
             }
         }
-        fail("the LogAppendTime record was never consumed");
+        OUT.fail("the LogAppendTime record was never consumed");
     }
 
     static void offsetsByTime(Admin admin) throws Exception {
@@ -190,10 +178,10 @@ public final class KafkaAdminCompat {
             ListOffsetsResult.ListOffsetsResultInfo info =
                 admin.listOffsets(Map.of(tp, (OffsetSpec) c[1])).partitionResult(tp).get(15, TimeUnit.SECONDS);
             if (info.offset() != (long) c[2] || info.timestamp() != (long) c[3]) {
-                fail("ListOffsets " + c[0] + ": offset " + info.offset() + " timestamp " + info.timestamp()
+                OUT.fail("ListOffsets " + c[0] + ": offset " + info.offset() + " timestamp " + info.timestamp()
                     + ", expected " + c[2] + " and " + c[3]);
             }
-            log("ListOffsets " + c[0] + ": offset " + info.offset() + ", timestamp " + info.timestamp());
+            OUT.log("ListOffsets " + c[0] + ": offset " + info.offset() + ", timestamp " + info.timestamp());
         }
     }
 
@@ -226,16 +214,16 @@ public final class KafkaAdminCompat {
                 while (got.size() < sent.size() && System.nanoTime() < deadline) {
                     for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
                         if (!Arrays.equals(r.headers().lastHeader("h").value(), r.key())) {
-                            fail(codec + ": header h does not match key at offset " + r.offset());
+                            OUT.fail(codec + ": header h does not match key at offset " + r.offset());
                         }
                         got.add(new String(r.value()));
                     }
                 }
             }
             if (!got.equals(sent)) {
-                fail(codec + ": read " + got.size() + " records back, not the " + sent.size() + " sent, in order");
+                OUT.fail(codec + ": read " + got.size() + " records back, not the " + sent.size() + " sent, in order");
             }
-            log("compression.type=" + codec + ": " + got.size() + " records read back intact");
+            OUT.log("compression.type=" + codec + ": " + got.size() + " records read back intact");
         }
     }
 
@@ -248,19 +236,19 @@ public final class KafkaAdminCompat {
             for (long ts : new long[] {now + 7_200_000L, 1000L}) {
                 try {
                     producer.send(new ProducerRecord<>(topic, 0, ts, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
-                    fail("a record with timestamp " + ts + " was accepted");
+                    OUT.fail("a record with timestamp " + ts + " was accepted");
                 } catch (ExecutionException e) {
                     if (!(e.getCause() instanceof InvalidTimestampException)) {
-                        fail("timestamp " + ts + ": expected InvalidTimestampException, got " + e.getCause());
+                        OUT.fail("timestamp " + ts + ": expected InvalidTimestampException, got " + e.getCause());
                     }
-                    log("a record with timestamp " + ts + " refused: " + e.getCause().getClass().getSimpleName());
+                    OUT.log("a record with timestamp " + ts + " refused: " + e.getCause().getClass().getSimpleName());
                 }
             }
             RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
             if (md.offset() != 0) {
-                fail("a record stamped now landed at offset " + md.offset() + ", expected 0");
+                OUT.fail("a record stamped now landed at offset " + md.offset() + ", expected 0");
             }
-            log("a record stamped now landed at offset 0");
+            OUT.log("a record stamped now landed at offset 0");
         }
     }
 
@@ -271,18 +259,18 @@ public final class KafkaAdminCompat {
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(producerProps())) {
             try {
                 producer.send(new ProducerRecord<>(topic, 0, null, "v".getBytes())).get(30, TimeUnit.SECONDS);
-                fail("a keyless record to a compacted topic was accepted");
+                OUT.fail("a keyless record to a compacted topic was accepted");
             } catch (ExecutionException e) {
                 if (!(e.getCause() instanceof InvalidRecordException)) {
-                    fail("a keyless record to a compacted topic: expected InvalidRecordException, got " + e.getCause());
+                    OUT.fail("a keyless record to a compacted topic: expected InvalidRecordException, got " + e.getCause());
                 }
-                log("keyless record refused: " + e.getCause().getClass().getSimpleName());
+                OUT.log("keyless record refused: " + e.getCause().getClass().getSimpleName());
             }
             RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, "k".getBytes(), "v".getBytes())).get(30, TimeUnit.SECONDS);
             if (md.offset() != 0) {
-                fail("a keyed record after the refusal landed at offset " + md.offset() + ", expected 0");
+                OUT.fail("a keyed record after the refusal landed at offset " + md.offset() + ", expected 0");
             }
-            log("keyed record landed at offset 0: the refused one wrote nothing");
+            OUT.log("keyed record landed at offset 0: the refused one wrote nothing");
         }
     }
 
@@ -297,7 +285,7 @@ public final class KafkaAdminCompat {
             recompressed(admin);
             timestampBounds(admin);
         }
-        log("OK");
+        OUT.log("OK");
         Runtime.getRuntime().halt(0);
     }
 }

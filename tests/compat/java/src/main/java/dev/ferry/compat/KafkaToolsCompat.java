@@ -39,8 +39,7 @@ import org.apache.kafka.tools.LogDirsCommand;
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
  */
 public final class KafkaToolsCompat {
-    private static final String CLIENT = "java-tools";
-    private static final long START = System.nanoTime();
+    private static final CompatOutput OUT = new CompatOutput("java-tools");
     private static final String BOOTSTRAP = System.getenv().getOrDefault("FERRY_BOOTSTRAP", "127.0.0.1:9092");
 
     private KafkaToolsCompat() {}
@@ -53,17 +52,6 @@ public final class KafkaToolsCompat {
             super(message);
             this.code = code;
         }
-    }
-
-    static void fail(String msg) {
-        System.err.println("FAIL [" + CLIENT + "]: " + msg);
-        System.err.flush();
-        Runtime.getRuntime().halt(1);
-    }
-
-    static void log(String msg) {
-        System.out.printf("[%s %6.2fs] %s%n", CLIENT, (System.nanoTime() - START) / 1e9, msg);
-        System.out.flush();
     }
 
     interface Tool {
@@ -84,9 +72,9 @@ public final class KafkaToolsCompat {
             System.setOut(stdout);
         }
         String out = captured.toString(StandardCharsets.UTF_8);
-        log(name + " printed:\n" + out.strip());
+        OUT.log(name + " printed:\n" + out.strip());
         if (code != 0) {
-            fail(name + " exited with " + code);
+            OUT.fail(name + " exited with " + code);
         }
         return out;
     }
@@ -104,7 +92,7 @@ public final class KafkaToolsCompat {
             deleteRecords(admin, topic);
             logDirs(topic);
         }
-        log("OK");
+        OUT.log("OK");
         System.exit(0);
     }
 
@@ -122,7 +110,7 @@ public final class KafkaToolsCompat {
                 f.get(15, TimeUnit.SECONDS);
             }
         }
-        log("produced " + n + " records to " + topic);
+        OUT.log("produced " + n + " records to " + topic);
     }
 
     static void deleteRecords(Admin admin, String topic) throws Exception {
@@ -132,15 +120,15 @@ public final class KafkaToolsCompat {
             "--bootstrap-server", BOOTSTRAP, "--offset-json-file", json.toString());
         Files.deleteIfExists(json);
         if (!out.contains("partition: " + topic + "-0\tlow_watermark: 40")) {
-            fail("kafka-delete-records did not report low_watermark 40");
+            OUT.fail("kafka-delete-records did not report low_watermark 40");
         }
         TopicPartition tp = new TopicPartition(topic, 0);
         ListOffsetsResult.ListOffsetsResultInfo earliest =
             admin.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp).get(15, TimeUnit.SECONDS);
         if (earliest.offset() != 40) {
-            fail("earliest offset after delete-records is " + earliest.offset() + ", want 40");
+            OUT.fail("earliest offset after delete-records is " + earliest.offset() + ", want 40");
         }
-        log("delete-records: low watermark 40, earliest offset 40");
+        OUT.log("delete-records: low watermark 40, earliest offset 40");
     }
 
     static void logDirs(String topic) throws Exception {
@@ -151,12 +139,12 @@ public final class KafkaToolsCompat {
             .compile("\"partition\":\"" + java.util.regex.Pattern.quote(topic) + "-0\",\"size\":(\\d+)")
             .matcher(json);
         if (!m.find()) {
-            fail("kafka-log-dirs did not list " + topic + "-0");
+            OUT.fail("kafka-log-dirs did not list " + topic + "-0");
         }
         long size = Long.parseLong(m.group(1));
         if (size <= 0) {
-            fail("kafka-log-dirs reports size " + size + " for " + topic + "-0");
+            OUT.fail("kafka-log-dirs reports size " + size + " for " + topic + "-0");
         }
-        log("log-dirs: " + topic + "-0 holds " + size + " bytes");
+        OUT.log("log-dirs: " + topic + "-0 holds " + size + " bytes");
     }
 }
