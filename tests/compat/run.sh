@@ -26,7 +26,8 @@
 #                       refuses records without a key; LogAppendTime; ListOffsets
 #                       by timestamp and max timestamp answer the record; topic
 #                       compression.type recompresses, read back intact;
-#                       timestamp bounds refuse records too far ahead or behind)
+#                       timestamp bounds refuse records too far ahead or behind;
+#                       authorized operations of a topic, the cluster, a group)
 #           tools:      java-tools (Kafka's kafka-delete-records.sh and
 #                       kafka-log-dirs.sh commands, run in-process)
 #           (aliases: python = both Python round trips, confluent, franz-go,

@@ -3,6 +3,7 @@
 //! engine errors into Kafka error codes.
 
 pub mod alloc;
+mod authorized;
 pub mod codec;
 pub mod codes;
 mod connection;

@@ -23,6 +23,9 @@ admin and producer rely on for compacted topics.
    message.timestamp.after.max.ms defaults to one hour), and so is one from
    1970 on a topic with message.timestamp.before.max.ms=60000; a record
    stamped now is accepted there.
+7. Authorized operations (no ACLs: everything the resource supports): a
+   topic's through Metadata, the cluster's through describe_cluster, a
+   group's through DescribeGroups; not asked for, none come back.
 
 Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
 Exit 0 on success, 1 with a message on failure.
@@ -30,8 +33,9 @@ Exit 0 on success, 1 with a message on failure.
 import time
 import uuid
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec, ResourceType
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
+from confluent_kafka.admin import (AclOperation, AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec,
+                                   ResourceType)
 
 from compat_output import BOOTSTRAP, Output
 
@@ -201,6 +205,37 @@ def check_timestamp_bounds(admin):
     expect_first_record(producer, topic, "a record stamped now")
 
 
+def check_authorized_operations(admin):
+    op = AclOperation
+    topic = f"compat-admin-ops-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic)
+    group = f"compat-admin-ops-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    consumer.close()
+    expected = {
+        "topic": {op.READ, op.WRITE, op.CREATE, op.DELETE, op.ALTER, op.DESCRIBE, op.DESCRIBE_CONFIGS, op.ALTER_CONFIGS},
+        "cluster": {op.CREATE, op.CLUSTER_ACTION, op.DESCRIBE_CONFIGS, op.ALTER_CONFIGS, op.IDEMPOTENT_WRITE, op.ALTER, op.DESCRIBE},
+        "group": {op.READ, op.DESCRIBE, op.DELETE},
+    }
+
+    def describe(what, include):
+        if what == "topic":
+            return admin.describe_topics(TopicCollection([topic]), include_authorized_operations=include)[topic].result(timeout=30)
+        if what == "cluster":
+            return admin.describe_cluster(include_authorized_operations=include).result(timeout=30)
+        return admin.describe_consumer_groups([group], include_authorized_operations=include)[group].result(timeout=30)
+
+    for what, ops in expected.items():
+        got = set(describe(what, True).authorized_operations or [])
+        if got != ops:
+            fail(f"{what} authorized operations: {sorted(o.name for o in got)}, expected {sorted(o.name for o in ops)}")
+        unasked = describe(what, False).authorized_operations
+        if unasked:
+            fail(f"{what} authorized operations came back unasked: {unasked}")
+        log(f"{what} authorized operations: {sorted(o.name for o in got)}")
+
+
 def main():
     OUT.start_watchdog()
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
@@ -210,6 +245,7 @@ def main():
     check_offsets_by_time(admin)
     check_recompressed(admin)
     check_timestamp_bounds(admin)
+    check_authorized_operations(admin)
     log("OK")
 
 

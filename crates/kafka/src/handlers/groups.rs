@@ -347,17 +347,18 @@ pub fn list_groups(ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse 
 }
 
 pub fn describe_groups(ctx: &Context, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let operations = crate::authorized::if_requested(req.include_authorized_operations, crate::authorized::group);
     let groups = req
         .groups
         .into_iter()
         .map(|id| match ctx.engine.groups.describe(id.as_str()) {
-            None => DescribedGroup::default().with_group_id(id).with_group_state(str_bytes("Dead")).with_authorized_operations(i32::MIN),
+            None => DescribedGroup::default().with_group_id(id).with_group_state(str_bytes("Dead")).with_authorized_operations(crate::authorized::NOT_REQUESTED),
             Some(d) => DescribedGroup::default()
                 .with_group_id(id)
                 .with_group_state(str_bytes(d.state.kafka_name()))
                 .with_protocol_type(str_bytes(d.protocol_type))
                 .with_protocol_data(str_bytes(d.protocol_name))
-                .with_authorized_operations(i32::MIN)
+                .with_authorized_operations(operations)
                 .with_members(
                     d.members
                         .into_iter()

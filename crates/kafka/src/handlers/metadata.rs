@@ -1,9 +1,35 @@
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName};
 
 use super::str_bytes;
+use crate::authorized;
 use crate::codes;
 use crate::server::Context;
+
+/// DescribeCluster's endpoint types (KIP-919): brokers, or controllers.
+const ENDPOINT_BROKERS: i8 = 1;
+const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+
+/// DescribeCluster: this broker, its cluster id, and (when asked) what the
+/// caller may do to the cluster. There are no separate controllers to list.
+pub fn describe_cluster(ctx: &Context, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let node = BrokerId(ctx.engine.config.node_id);
+    let base = DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(str_bytes(ctx.config.cluster_id.clone()))
+        .with_controller_id(node)
+        .with_cluster_authorized_operations(authorized::if_requested(req.include_cluster_authorized_operations, authorized::cluster));
+    if req.endpoint_type != ENDPOINT_BROKERS {
+        return base
+            .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)
+            .with_error_message(Some(str_bytes("Ferry has no separate controller endpoints; ask for brokers".to_string())));
+    }
+    base.with_brokers(vec![DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(str_bytes(ctx.config.advertised_host.clone()))
+        .with_port(ctx.config.advertised_port)])
+}
 
 pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> MetadataResponse {
     let engine = &ctx.engine;
@@ -15,11 +41,12 @@ pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> Metada
         Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
     };
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let topic_operations = authorized::if_requested(req.include_topic_authorized_operations, authorized::topic);
     let mut topics = Vec::new();
     match requested {
         None => {
             for t in engine.topics() {
-                topics.push(describe_topic(Some(&t), &t.name, node, codes::NONE));
+                topics.push(describe_topic(Some(&t), &t.name, node, codes::NONE, topic_operations));
             }
         }
         Some(list) => {
@@ -32,7 +59,7 @@ pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> Metada
                     None => (engine.topic_by_id(id), String::new(), codes::UNKNOWN_TOPIC_ID),
                 };
                 let label = topic.as_ref().map(|t| t.name.clone()).unwrap_or(label);
-                topics.push(describe_topic(topic.as_deref(), &label, node, missing_code));
+                topics.push(describe_topic(topic.as_deref(), &label, node, missing_code, topic_operations));
             }
         }
     }
@@ -43,16 +70,16 @@ pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> Metada
             .with_port(ctx.config.advertised_port)])
         .with_cluster_id(Some(str_bytes(ctx.config.cluster_id.clone())))
         .with_controller_id(node)
+        .with_cluster_authorized_operations(authorized::if_requested(req.include_cluster_authorized_operations, authorized::cluster))
         .with_topics(topics)
 }
 
-fn describe_topic(topic: Option<&ferry_broker::Topic>, name: &str, node: BrokerId, missing_code: i16) -> MetadataResponseTopic {
-    let base = MetadataResponseTopic::default()
-        .with_name(Some(TopicName(str_bytes(name))))
-        .with_topic_authorized_operations(i32::MIN);
+fn describe_topic(topic: Option<&ferry_broker::Topic>, name: &str, node: BrokerId, missing_code: i16, operations: i32) -> MetadataResponseTopic {
+    let base = MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name))));
     let Some(topic) = topic else {
-        return base.with_error_code(missing_code);
+        return base.with_error_code(missing_code).with_topic_authorized_operations(authorized::NOT_REQUESTED);
     };
+    let base = base.with_topic_authorized_operations(operations);
     let partitions = (0..topic.partition_count())
         .map(|i| {
             MetadataResponsePartition::default()

@@ -167,6 +167,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         RequestKind::DeleteGroups(r) => (ApiKey::DeleteGroups, groups::delete_groups(ctx, r).await.into()),
         RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
         RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
+        RequestKind::DescribeCluster(r) => (ApiKey::DescribeCluster, metadata::describe_cluster(ctx, r).into()),
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
         RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),
         RequestKind::DeleteTopics(r) => (ApiKey::DeleteTopics, admin::delete_topics(ctx, r, version).await.into()),

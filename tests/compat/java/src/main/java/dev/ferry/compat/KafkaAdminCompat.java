@@ -5,6 +5,7 @@ import java.util.Arrays;
 import java.util.Collection;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.Properties;
 import java.time.Duration;
 import java.util.UUID;
@@ -15,6 +16,9 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.DescribeClusterOptions;
+import org.apache.kafka.clients.admin.DescribeConsumerGroupsOptions;
+import org.apache.kafka.clients.admin.DescribeTopicsOptions;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -22,12 +26,14 @@ import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.InvalidRecordException;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidRequestException;
 import org.apache.kafka.common.errors.InvalidTimestampException;
@@ -59,6 +65,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>Timestamp bounds: a record two hours ahead is refused (InvalidTimestampException;
  *       message.timestamp.after.max.ms defaults to one hour), and so is one from 1970 on a topic
  *       with message.timestamp.before.max.ms=60000; a record stamped now is accepted there.
+ *   <li>Authorized operations (no ACLs: everything the resource supports): a topic's through
+ *       Metadata, the cluster's through DescribeCluster, a group's through DescribeGroups; not
+ *       asked for, none come back.
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -252,6 +261,46 @@ public final class KafkaAdminCompat {
         }
     }
 
+    static void checkOperations(String what, Set<AclOperation> got, Set<AclOperation> unasked, Set<AclOperation> expected) {
+        if (!expected.equals(got)) {
+            OUT.fail(what + " authorized operations: " + got + ", expected " + expected);
+        }
+        if (unasked != null) {
+            OUT.fail(what + " authorized operations came back unasked: " + unasked);
+        }
+        OUT.log(what + " authorized operations: " + got);
+    }
+
+    static void authorizedOperations(Admin admin) throws Exception {
+        String topic = "compat-admin-ops-" + UUID.randomUUID().toString().substring(0, 8);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(15, TimeUnit.SECONDS);
+        String group = "compat-admin-ops-" + UUID.randomUUID().toString().substring(0, 8);
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, BOOTSTRAP);
+        c.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c)) {
+            consumer.commitSync(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(0)));
+        }
+        checkOperations("topic",
+            admin.describeTopics(List.of(topic), new DescribeTopicsOptions().includeAuthorizedOperations(true))
+                .allTopicNames().get(15, TimeUnit.SECONDS).get(topic).authorizedOperations(),
+            admin.describeTopics(List.of(topic)).allTopicNames().get(15, TimeUnit.SECONDS).get(topic).authorizedOperations(),
+            Set.of(AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE, AclOperation.ALTER,
+                AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS));
+        checkOperations("cluster",
+            admin.describeCluster(new DescribeClusterOptions().includeAuthorizedOperations(true)).authorizedOperations().get(15, TimeUnit.SECONDS),
+            admin.describeCluster().authorizedOperations().get(15, TimeUnit.SECONDS),
+            Set.of(AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
+                AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE));
+        checkOperations("group",
+            admin.describeConsumerGroups(List.of(group), new DescribeConsumerGroupsOptions().includeAuthorizedOperations(true))
+                .describedGroups().get(group).get(15, TimeUnit.SECONDS).authorizedOperations(),
+            admin.describeConsumerGroups(List.of(group)).describedGroups().get(group).get(15, TimeUnit.SECONDS).authorizedOperations(),
+            Set.of(AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE));
+    }
+
     static void keylessRefused(Admin admin) throws Exception {
         String topic = "compat-admin-compact-" + UUID.randomUUID().toString().substring(0, 8);
         admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("cleanup.policy", "compact"))))
@@ -284,6 +333,7 @@ public final class KafkaAdminCompat {
             offsetsByTime(admin);
             recompressed(admin);
             timestampBounds(admin);
+            authorizedOperations(admin);
         }
         OUT.log("OK");
         Runtime.getRuntime().halt(0);
