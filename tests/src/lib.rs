@@ -46,18 +46,52 @@ impl Ferry {
     }
 
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Ferry {
+        let mut f = Self::unstarted(free_port(), args, envs);
+        f.spawn_and_wait();
+        f
+    }
+
+    /// A broker with its own data directory, not started yet.
+    pub fn unstarted(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Ferry {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut f = Ferry {
-            port: free_port(),
+        Ferry {
+            port,
             data_dir: tmp.path().join("data"),
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log_path: tmp.path().join("ferry.log"),
             _tmp: Some(tmp),
-        };
-        f.spawn_and_wait();
-        f
+        }
+    }
+
+    /// `n` brokers of one cluster (`--cluster-voters`), started together:
+    /// a single one cannot serve until a majority elected a metadata leader.
+    pub fn start_cluster(n: usize, args: &[&str]) -> Vec<Ferry> {
+        let kafka_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let voters = raft_ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+        let mut brokers: Vec<Ferry> = (0..n)
+            .map(|i| {
+                let node_id = (i + 1).to_string();
+                let cluster_listen = format!("127.0.0.1:{}", raft_ports[i]);
+                let mut all = vec!["--node-id", &node_id, "--cluster-listen", &cluster_listen, "--cluster-voters", &voters];
+                all.extend_from_slice(args);
+                Ferry::unstarted(kafka_ports[i], &all, &[])
+            })
+            .collect();
+        for b in &mut brokers {
+            b.spawn();
+        }
+        for b in &mut brokers {
+            b.wait_listening();
+        }
+        brokers
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn bootstrap(&self) -> String {
@@ -85,6 +119,10 @@ impl Ferry {
 
     pub fn spawn_and_wait(&mut self) {
         self.spawn();
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(self.bootstrap()).is_ok() {

@@ -1,7 +1,7 @@
 //! Raw Kafka frames, for tests that must send what no well-behaved client
 //! sends (bad CRCs, odd versions, pipelined bursts).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
 use ferry_log::batch::put_varint;
@@ -112,4 +112,16 @@ pub fn call<Req: Encodable, Resp: Decodable>(addr: &str, api: ApiKey, version: i
     let mut b = Bytes::from(answer);
     ResponseHeader::decode(&mut b, api.response_header_version(version)).expect("response header");
     Resp::decode(&mut b, version).unwrap_or_else(|e| panic!("cannot decode {api:?} v{version} answer: {e}"))
+}
+
+/// The controller id DescribeCluster v0 names (-1 when none or unreachable).
+pub fn controller_id(addr: &str) -> i32 {
+    use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+    let Some(resp) = crate::raw_roundtrip(addr, &frame(ApiKey::DescribeCluster, 0, 1, &DescribeClusterRequest::default())) else {
+        return -1;
+    };
+    let mut b = Bytes::copy_from_slice(&resp[4..]);
+    // DescribeCluster is flexible: a tagged-field byte follows the correlation id.
+    let _ = b.get_u8();
+    DescribeClusterResponse::decode(&mut b, 0).map(|r| r.controller_id.0).unwrap_or(-1)
 }

@@ -212,6 +212,19 @@ impl Engine {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> EngineResult<Arc<Topic>> {
+        self.create_topic_with_id(name, Uuid::new_v4(), partitions, configs, validate_only).await
+    }
+
+    /// Creates a topic with the id the cluster's metadata gave it, so every
+    /// broker knows it by the same id.
+    pub async fn create_topic_with_id(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> EngineResult<Arc<Topic>> {
         validate_topic_name(name)?;
         if partitions < 1 || partitions > self.config.max_partitions_per_topic {
             return Err(EngineError::InvalidPartitions(format!(
@@ -227,7 +240,7 @@ impl Engine {
         if self.total_partitions() + partitions as usize > self.config.max_partitions {
             return Err(EngineError::LimitReached(format!("the broker holds at most {} partitions", self.config.max_partitions)));
         }
-        let meta = TopicMeta { name: name.to_string(), id: Uuid::new_v4(), partitions, configs };
+        let meta = TopicMeta { name: name.to_string(), id, partitions, configs };
         let dir = self.config.data_dir.join("topics").join(name);
         if validate_only {
             return Ok(Arc::new(Topic {

@@ -23,10 +23,27 @@ struct State {
 #[derive(Debug)]
 pub struct ProducerIdManager {
     state: Mutex<State>,
+    space: IdSpace,
+}
+
+/// Which ids this broker may hand out: `n * stride + offset`. On a cluster
+/// each broker takes its own residue (its node id), so two brokers never
+/// give the same id, until producer-id blocks come from the metadata group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSpace {
+    pub stride: i64,
+    pub offset: i64,
+}
+
+impl Default for IdSpace {
+    fn default() -> IdSpace {
+        IdSpace { stride: 1, offset: 0 }
+    }
 }
 
 impl ProducerIdManager {
-    pub fn open(data_dir: &Path, storage: Arc<dyn Storage>) -> EngineResult<ProducerIdManager> {
+    pub fn open(data_dir: &Path, storage: Arc<dyn Storage>, space: IdSpace) -> EngineResult<ProducerIdManager> {
+        assert!(space.stride >= 1 && (0..space.stride).contains(&space.offset), "producer id space {space:?}");
         let path = data_dir.join("internal").join("producer-ids.log");
         let (log, records) = MetaLog::open(&path, storage).map_err(|e| EngineError::Storage(e.to_string()))?;
         let block_end = records
@@ -35,7 +52,7 @@ impl ProducerIdManager {
             .max()
             .unwrap_or(0);
         // Ids of a block that was reserved but maybe partly used are skipped.
-        Ok(ProducerIdManager { state: Mutex::new(State { log, next: block_end, block_end }) })
+        Ok(ProducerIdManager { state: Mutex::new(State { log, next: block_end, block_end }), space })
     }
 
     pub fn allocate(&self) -> EngineResult<i64> {
@@ -47,6 +64,6 @@ impl ProducerIdManager {
         }
         let id = s.next;
         s.next += 1;
-        Ok(id)
+        Ok(id * self.space.stride + self.space.offset)
     }
 }

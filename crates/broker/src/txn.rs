@@ -115,6 +115,8 @@ pub struct TxnConfig {
     pub max_transactional_ids: usize,
     /// Most partitions in one transaction.
     pub max_partitions_per_transaction: usize,
+    /// Which producer ids this broker hands out.
+    pub producer_id_space: crate::producer_ids::IdSpace,
 }
 
 impl Default for TxnConfig {
@@ -125,6 +127,7 @@ impl Default for TxnConfig {
             producer_id_expiration_ms: 24 * 3600 * 1000,
             max_transactional_ids: 100_000,
             max_partitions_per_transaction: 10_000,
+            producer_id_space: crate::producer_ids::IdSpace::default(),
         }
     }
 }
@@ -161,7 +164,7 @@ impl TxnCoordinator {
                 .map_err(|e| crate::EngineError::Storage(format!("{}: unreadable record: {e}", path.display())))?;
             latest.insert(meta.transactional_id.clone(), meta);
         }
-        let producer_ids = ProducerIdManager::open(data_dir, storage)?;
+        let producer_ids = ProducerIdManager::open(data_dir, storage, config.producer_id_space)?;
         let mut pending_by_group: HashMap<String, HashSet<(String, i32)>> = HashMap::new();
         for m in latest.values() {
             for (g, t, p) in m.pending_offsets.keys() {

@@ -16,8 +16,8 @@ mod handle;
 mod slog_bridge;
 pub mod state;
 mod transport;
-mod wal;
-mod wire;
+pub mod wal;
+pub mod wire;
 
 pub use config::{ClusterConfig, Voter};
 pub use error::ClusterError;

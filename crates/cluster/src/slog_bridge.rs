@@ -12,8 +12,9 @@ impl Drain for TracingDrain {
         match record.level() {
             Level::Critical | Level::Error => tracing::error!(target: "raft", "{}", record.msg()),
             Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
-            Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
-            Level::Debug | Level::Trace => tracing::debug!(target: "raft", "{}", record.msg()),
+            // raft-rs reports every vote and dropped proposal at info; Ferry
+            // logs leader changes itself.
+            Level::Info | Level::Debug | Level::Trace => tracing::debug!(target: "raft", "{}", record.msg()),
         }
         Ok(())
     }

@@ -80,6 +80,18 @@ pub struct ServeArgs {
     /// Keep an empty group's committed offsets this long (Kafka: offsets.retention.minutes) [default: 10080].
     #[arg(long, env = "FERRY_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// Where this broker accepts other brokers' Raft traffic (default: its
+    /// own entry in --cluster-voters).
+    #[arg(long, env = "FERRY_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// Every broker of the cluster as ID@HOST:PORT, comma-separated (Kafka's
+    /// controller.quorum.voters). Without it Ferry runs as a single node.
+    #[arg(long, env = "FERRY_CLUSTER_VOTERS")]
+    pub cluster_voters: Option<String>,
+    /// Replicas of a topic created without a replication factor (Kafka's
+    /// default.replication.factor; 1 until partitions are replicated).
+    #[arg(long, env = "FERRY_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,6 +118,16 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
+    cluster_listen: Option<SocketAddr>,
+    cluster_voters: Option<String>,
+    default_replication_factor: Option<i16>,
+}
+
+/// Set when `--cluster-voters` is: this broker is one of a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    pub voters: Vec<ferry_cluster::Voter>,
 }
 
 /// The resolved settings.
@@ -126,6 +148,8 @@ pub struct Settings {
     pub max_partitions: usize,
     pub group: ferry_broker::group::GroupConfig,
     pub cleaner: ferry_broker::CleanerConfig,
+    pub cluster: Option<ClusterSettings>,
+    pub default_replication_factor: i16,
 }
 
 impl ServeArgs {
@@ -139,6 +163,13 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let cleaner = resolve_cleaner(&self, &file)?;
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let cluster = resolve_cluster(&self, &file, node_id)?;
+        let brokers = cluster.as_ref().map(|c| c.voters.len()).unwrap_or(1);
+        let default_replication_factor = self.default_replication_factor.or(file.default_replication_factor).unwrap_or(1);
+        if default_replication_factor < 1 || default_replication_factor as usize > brokers {
+            bail!("default_replication_factor must be between 1 and the number of brokers ({brokers}), got {default_replication_factor}");
+        }
         let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
         let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
         let (host, port) = advertised
@@ -186,7 +217,9 @@ impl ServeArgs {
             advertised_host: host,
             advertised_port: port as i32,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
-            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            node_id,
+            cluster,
+            default_replication_factor,
             auto_create_topics_enable: self.auto_create_topics_enable.or(file.auto_create_topics_enable).unwrap_or(true),
             num_partitions,
             max_connections,
@@ -205,6 +238,29 @@ impl ServeArgs {
 
 /// The `log.cleaner.*` settings, checked against the bounds that make sense
 /// (Kafka checks fewer; a zero rate or a tiny key map would never finish a pass).
+fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow::Result<Option<ClusterSettings>> {
+    let listen = args.cluster_listen.or(file.cluster_listen);
+    let Some(voters) = args.cluster_voters.clone().or_else(|| file.cluster_voters.clone()) else {
+        if listen.is_some() {
+            bail!("cluster_listen is set but cluster_voters is not: list every broker as ID@HOST:PORT");
+        }
+        return Ok(None);
+    };
+    let voters = ferry_cluster::config::parse_voters(&voters).map_err(|e| anyhow::anyhow!("cluster_voters: {e}"))?;
+    let me = u64::try_from(node_id).ok().and_then(|id| voters.iter().find(|v| v.id == id));
+    let Some(me) = me else {
+        bail!("node_id {node_id} is not among cluster_voters");
+    };
+    if let Some(v) = voters.iter().find(|v| v.id as i64 >= crate::serve::MAX_CLUSTER_NODE_ID) {
+        bail!("cluster_voters: node id {} is too large; use ids below {}", v.id, crate::serve::MAX_CLUSTER_NODE_ID);
+    }
+    let listen = match listen {
+        Some(l) => l,
+        None => me.addr.parse().with_context(|| format!("cluster_listen not set and this node's voter address {} is not IP:PORT", me.addr))?,
+    };
+    Ok(Some(ClusterSettings { listen, voters }))
+}
+
 fn resolve_cleaner(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
     let d = ferry_broker::CleanerConfig::default();
     let c = ferry_broker::CleanerConfig {

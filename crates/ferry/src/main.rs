@@ -1,6 +1,7 @@
 //! The `ferry` binary.
 
 mod cli;
+mod cluster_sync;
 mod config;
 mod serve;
 

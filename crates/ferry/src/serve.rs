@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ferry_broker::producer_ids::IdSpace;
+use ferry_broker::txn::TxnConfig;
 use ferry_broker::{Engine, EngineConfig};
+use ferry_cluster::{Cluster, ClusterConfig};
 use ferry_kafka::{serve, Context, ServerConfig};
 use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
 use tokio::net::TcpListener;
@@ -18,6 +21,9 @@ use crate::config::Settings;
 /// (kinds: write-error, fsync-error, disk-full). Never set in production.
 const FAULT_ENV: &str = "FERRY_FAULT_INJECT";
 
+/// Node ids of a cluster's brokers are below this (producer ids are split by it).
+pub const MAX_CLUSTER_NODE_ID: i64 = 1024;
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let fs: Arc<dyn Storage> = Arc::new(FsStorage);
     let storage: Arc<dyn Storage> = match std::env::var(FAULT_ENV) {
@@ -28,7 +34,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => fs,
     };
+    // On a cluster each broker hands out its own residue of producer ids
+    // (node ids are below MAX_CLUSTER_NODE_ID), so no two brokers give the same.
+    let txn = match &settings.cluster {
+        Some(_) => TxnConfig {
+            producer_id_space: IdSpace { stride: MAX_CLUSTER_NODE_ID, offset: i64::from(settings.node_id) },
+            ..TxnConfig::default()
+        },
+        None => TxnConfig::default(),
+    };
     let engine_config = EngineConfig {
+        txn,
         data_dir: settings.data_dir.clone(),
         node_id: settings.node_id,
         auto_create_topics_enable: settings.auto_create_topics_enable,
@@ -46,7 +62,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Transactions left in Prepare* by a crash are finished before any client is served.
     engine.txns.recover(&engine).await;
 
+    let cluster = match &settings.cluster {
+        Some(c) => {
+            let config = ClusterConfig::new(settings.node_id as u64, c.listen, c.voters.clone(), settings.data_dir.join("cluster"));
+            let cluster = Cluster::start(config).await.context("cannot start the cluster layer")?;
+            tokio::spawn(crate::cluster_sync::register(cluster.clone(), settings.advertised_host.clone(), settings.advertised_port));
+            tokio::spawn(crate::cluster_sync::reconcile_topics(engine.clone(), cluster.clone()));
+            Some(cluster)
+        }
+        None => None,
+    };
+
     let mut server_config = ServerConfig::new(settings.listen);
+    server_config.default_replication_factor = settings.default_replication_factor;
     server_config.advertised_host = settings.advertised_host.clone();
     server_config.advertised_port = settings.advertised_port;
     server_config.max_connections = settings.max_connections;
@@ -111,7 +139,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // must never hold up the runtime's workers or a producer.
     let cleaner = ferry_broker::Cleaner::start(engine.clone()).context("cannot start the log cleaner")?;
 
-    let ctx = Context { engine: engine.clone(), config: Arc::new(server_config) };
+    let ctx = Context { engine: engine.clone(), config: Arc::new(server_config), cluster: cluster.clone() };
     let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");
@@ -120,6 +148,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "server stopped with an error"),
         Err(e) => warn!(error = %e, "server task failed"),
+    }
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await?;
     }
     retention.abort();
     group_ticker.abort();

@@ -5,6 +5,7 @@
 pub mod alloc;
 mod authorized;
 pub mod codec;
+mod cluster;
 pub mod codes;
 mod connection;
 mod handlers;

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_inflight_requests_per_connection: usize,
     /// `connections.max.idle.ms`
     pub connections_max_idle_ms: u64,
+    /// `default.replication.factor`, for topics created without one.
+    pub default_replication_factor: i16,
 }
 
 impl ServerConfig {
@@ -44,6 +46,7 @@ impl ServerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             max_inflight_requests_per_connection: 128,
             connections_max_idle_ms: 600_000,
+            default_replication_factor: 1,
         }
     }
 }
@@ -53,6 +56,8 @@ impl ServerConfig {
 pub struct Context {
     pub engine: Arc<Engine>,
     pub config: Arc<ServerConfig>,
+    /// Set when this broker is one of a cluster (`--cluster-voters`).
+    pub cluster: Option<Arc<ferry_cluster::Cluster>>,
 }
 
 /// Serves until `shutdown` turns true, then stops accepting, lets open

@@ -33,6 +33,9 @@ enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas per partition; -1 takes the broker's --default-replication-factor.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i32,
         /// A topic config, as Kafka names it (repeatable), e.g. --config retention.ms=60000.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -82,9 +85,9 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
     let opts = AdminOptions::new().request_timeout(Some(connect.timeout()));
     match args.command {
-        TopicCommand::Create { name, partitions, configs } => {
+        TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let configs = parse_configs(&configs)?;
-            let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+            let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(replication_factor));
             for (k, v) in &configs {
                 topic = topic.set(k, v);
             }
@@ -113,8 +116,9 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             let mut parts = Vec::new();
             for p in t.partitions() {
                 let (low, high) = admin.inner().fetch_watermarks(&name, p.id(), connect.timeout()).map_err(|e| connect.explain(e))?;
-                parts.push((p.id(), low, high));
+                parts.push((p.id(), low, high, p.leader(), p.replicas().to_vec(), p.isr().to_vec()));
             }
+            let ids = |v: &[i32]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
             let described = admin.describe_configs([&ResourceSpecifier::Topic(&name)], &opts).await.map_err(|e| connect.explain(e))?;
             let mut configs = BTreeMap::new();
             if let Some(Ok(resource)) = described.first() {
@@ -125,11 +129,17 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             match args.output {
                 OutputFormat::Json => println!(
                     "{}",
-                    json!({"topic": name, "partitions": parts.iter().map(|(p, l, h)| json!({"partition": p, "log_start_offset": l, "high_watermark": h})).collect::<Vec<_>>(),
+                    json!({"topic": name, "partitions": parts.iter().map(|(p, l, h, leader, replicas, isr)| json!({"partition": p, "log_start_offset": l, "high_watermark": h, "leader": leader, "replicas": replicas, "isr": isr})).collect::<Vec<_>>(),
                            "configs": configs.iter().map(|(k, (v, d))| (k.clone(), json!({"value": v, "default": d}))).collect::<serde_json::Map<_, _>>()})
                 ),
                 OutputFormat::Text => {
-                    print_table(&["PARTITION", "LOG-START-OFFSET", "HIGH-WATERMARK"], &parts.iter().map(|(p, l, h)| vec![p.to_string(), l.to_string(), h.to_string()]).collect::<Vec<_>>());
+                    print_table(
+                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "LOG-START-OFFSET", "HIGH-WATERMARK"],
+                        &parts
+                            .iter()
+                            .map(|(p, l, h, leader, replicas, isr)| vec![p.to_string(), leader.to_string(), ids(replicas), ids(isr), l.to_string(), h.to_string()])
+                            .collect::<Vec<_>>(),
+                    );
                     println!();
                     print_table(
                         &["CONFIG", "VALUE", "SOURCE"],
@@ -210,7 +220,7 @@ async fn delete_records(connect: &ConnectArgs, output: OutputFormat, topic: &str
 /// Creates `name` with `partitions` partitions unless it exists.
 pub async fn ensure(connect: &ConnectArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(connect.timeout()));
     let result = admin.create_topics([&topic], &opts).await.map_err(|e| connect.explain(e))?;
     match result.into_iter().next() {

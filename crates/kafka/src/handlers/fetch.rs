@@ -55,6 +55,11 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 partitions.push(base.with_error_code(missing));
                 continue;
             };
+            if let Err(code) = crate::cluster::check_leader(ctx, &partition.topic, p.partition) {
+                any_error = true;
+                partitions.push(base.with_error_code(code));
+                continue;
+            }
             let offsets = partition.offsets();
             let base = base
                 .with_high_watermark(offsets.high_watermark)

@@ -33,11 +33,16 @@ fn opt(s: Option<String>) -> Option<StrBytes> {
 }
 
 pub fn find_coordinator(ctx: &Context, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let node = BrokerId(ctx.engine.config.node_id);
-    let host = str_bytes(ctx.config.advertised_host.clone());
-    let port = ctx.config.advertised_port;
+    let (node, host, port, found) = match crate::cluster::coordinator(ctx) {
+        Some((id, host, port)) => (BrokerId(id), str_bytes(host), port, true),
+        None => (BrokerId(-1), str_bytes(""), -1, false),
+    };
     let supported = matches!(req.key_type, 0 | 1);
-    let code = if supported { codes::NONE } else { codes::INVALID_REQUEST };
+    let code = match (supported, found) {
+        (false, _) => codes::INVALID_REQUEST,
+        (true, false) => codes::COORDINATOR_NOT_AVAILABLE,
+        (true, true) => codes::NONE,
+    };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys

@@ -28,6 +28,9 @@ pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsRespon
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                         return base.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
                     };
+                    if let Err(code) = crate::cluster::check_leader(ctx, t.name.as_str(), p.partition_index) {
+                        return base.with_error_code(code);
+                    }
                     let offsets = partition.offsets();
                     let latest = if read_committed { offsets.last_stable_offset } else { offsets.high_watermark };
                     let offset_only = |offset| Ok(Some(TimestampOffset { offset, timestamp: -1 }));

@@ -25,6 +25,15 @@ pub fn describe_cluster(ctx: &Context, req: DescribeClusterRequest) -> DescribeC
             .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)
             .with_error_message(Some(str_bytes("Ferry has no separate controller endpoints; ask for brokers".to_string())));
     }
+    if let Some(cluster) = &ctx.cluster {
+        let brokers = cluster
+            .state()
+            .brokers
+            .iter()
+            .map(|(id, b)| DescribeClusterBroker::default().with_broker_id(BrokerId(*id as i32)).with_host(str_bytes(b.host.clone())).with_port(b.port))
+            .collect();
+        return base.with_controller_id(BrokerId(crate::cluster::controller_id(cluster))).with_brokers(brokers);
+    }
     base.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(node)
         .with_host(str_bytes(ctx.config.advertised_host.clone()))
@@ -32,6 +41,9 @@ pub fn describe_cluster(ctx: &Context, req: DescribeClusterRequest) -> DescribeC
 }
 
 pub async fn handle(ctx: &Context, req: MetadataRequest, version: i16) -> MetadataResponse {
+    if let Some(cluster) = &ctx.cluster {
+        return handle_cluster(ctx, cluster, req, version).await;
+    }
     let engine = &ctx.engine;
     let node = BrokerId(engine.config.node_id);
     // v0: an empty list means all topics; v1+: null means all.
@@ -91,4 +103,95 @@ fn describe_topic(topic: Option<&ferry_broker::Topic>, name: &str, node: BrokerI
         })
         .collect();
     base.with_topic_id(topic.id).with_partitions(partitions)
+}
+
+/// Metadata on a cluster: brokers, topics and placement as the metadata
+/// group has applied them on this broker.
+async fn handle_cluster(ctx: &Context, cluster: &ferry_cluster::Cluster, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    let allow_auto_create = (version < 4 || req.allow_auto_topic_creation) && ctx.engine.config.auto_create_topics_enable;
+    let operations = authorized::if_requested(req.include_topic_authorized_operations, authorized::topic);
+    let mut auto_create_errors = std::collections::HashMap::new();
+    if let Some(list) = &requested {
+        for name in list.iter().filter_map(|(n, _)| n.as_ref()) {
+            if allow_auto_create && !cluster.state().topics.contains_key(name) {
+                if let Err(e) = ferry_broker::validate_topic_name(name) {
+                    auto_create_errors.insert(name.clone(), codes::for_engine_error(&e));
+                    continue;
+                }
+                let rf = ctx.config.default_replication_factor;
+                let created = crate::cluster::create_topic(cluster, name, ctx.engine.config.num_partitions, rf, Default::default()).await;
+                match created {
+                    Ok(_) | Err((codes::TOPIC_ALREADY_EXISTS, _)) => {}
+                    Err((code, _)) => {
+                        auto_create_errors.insert(name.clone(), code);
+                    }
+                }
+            }
+        }
+    }
+    let state = cluster.state();
+    let describe = |name: &str, placement: &ferry_cluster::TopicPlacement| {
+        let partitions = placement
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| {
+                let leader = BrokerId(replicas.first().copied().unwrap_or(0) as i32);
+                MetadataResponsePartition::default()
+                    .with_partition_index(i as i32)
+                    .with_leader_id(leader)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(replicas.iter().map(|r| BrokerId(*r as i32)).collect())
+                    // Partitions are not replicated yet: only the leader holds the data.
+                    .with_isr_nodes(vec![leader])
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_topic_id(placement.id)
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(operations)
+    };
+    let topics = match requested {
+        None => state.topics.iter().map(|(n, p)| describe(n, p)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => state.topics.get_key_value(n),
+                    None => state.topics.iter().find(|(_, p)| p.id == id),
+                };
+                match found {
+                    Some((n, p)) => describe(n, p),
+                    None => {
+                        let label = name.clone().unwrap_or_default();
+                        let code = match &name {
+                            Some(n) => auto_create_errors.get(n).copied().unwrap_or(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                            None => codes::UNKNOWN_TOPIC_ID,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(str_bytes(label))))
+                            .with_error_code(code)
+                            .with_topic_authorized_operations(authorized::NOT_REQUESTED)
+                    }
+                }
+            })
+            .collect(),
+    };
+    let brokers = state
+        .brokers
+        .iter()
+        .map(|(id, b)| MetadataResponseBroker::default().with_node_id(BrokerId(*id as i32)).with_host(str_bytes(b.host.clone())).with_port(b.port))
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(ctx.config.cluster_id.clone())))
+        .with_controller_id(BrokerId(crate::cluster::controller_id(cluster)))
+        .with_cluster_authorized_operations(authorized::if_requested(req.include_cluster_authorized_operations, authorized::cluster))
+        .with_topics(topics)
 }

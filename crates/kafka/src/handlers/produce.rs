@@ -67,7 +67,12 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
             let result = if !matches!(acks, 0 | 1 | -1) {
                 PartResult::failed(p.index, codes::INVALID_REQUIRED_ACKS, format!("acks={acks} is not 0, 1 or -1"))
             } else {
+                let leader_here = match &topic {
+                    Some(t) => crate::cluster::check_leader(ctx, &t.name, p.index),
+                    None => Ok(()),
+                };
                 match topic.as_ref().and_then(|t| t.partition(p.index).map(|part| (t, part))) {
+                    _ if let Err(code) = leader_here => PartResult::failed(p.index, code, "this broker does not lead the partition".into()),
                     None => PartResult::failed(p.index, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                     Some((topic, partition)) => {
                         let rules = {
