@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Keep an empty group's committed offsets this long (Kafka: offsets.retention.minutes) [default: 10080].
     #[arg(long, env = "FERRY_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// HOST:PORT for /metrics, /api and the console, or `none` (no HTTP, nothing counted) [default: 127.0.0.1:9644; if taken, a warning].
+    #[arg(long, env = "FERRY_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,6 +109,7 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
+    http_listen: Option<String>,
 }
 
 /// The resolved settings.
@@ -126,6 +130,7 @@ pub struct Settings {
     pub max_partitions: usize,
     pub group: ferry_broker::group::GroupConfig,
     pub cleaner: ferry_broker::CleanerConfig,
+    pub http_listen: ferry_http::HttpListen,
 }
 
 impl ServeArgs {
@@ -139,6 +144,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let cleaner = resolve_cleaner(&self, &file)?;
+        let http_listen = ferry_http::HttpListen::parse(self.http_listen.as_deref().or(file.http_listen.as_deref()))?;
         let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
         let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
         let (host, port) = advertised
@@ -182,6 +188,7 @@ impl ServeArgs {
         Ok(Settings {
             group,
             cleaner,
+            http_listen,
             listen,
             advertised_host: host,
             advertised_port: port as i32,

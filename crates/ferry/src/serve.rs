@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferry_broker::{Engine, EngineConfig};
+use ferry_http::HttpListen;
 use ferry_kafka::{serve, Context, ServerConfig};
 use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
+use ferry_metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -28,6 +30,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => fs,
     };
+    // `--http-listen none` turns counting off too: nobody could read it.
+    let metrics = (settings.http_listen != HttpListen::Off).then(|| Arc::new(Metrics::new()));
     let engine_config = EngineConfig {
         data_dir: settings.data_dir.clone(),
         node_id: settings.node_id,
@@ -36,6 +40,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         max_partitions: settings.max_partitions,
         group: settings.group.clone(),
         cleaner: settings.cleaner.clone(),
+        metrics: metrics.clone(),
         ..EngineConfig::default()
     };
     let data_dir = settings.data_dir.clone();
@@ -57,6 +62,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // Before "ready": an explicit --http-listen that is taken stops the start.
+    let http_listener = ferry_http::bind(settings.http_listen).await?;
     info!(
         listen = %listener.local_addr()?,
         advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
@@ -65,6 +72,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = start_http(http_listener, &engine, metrics, &shutdown_rx);
     let retention_engine = engine.clone();
     let interval = Duration::from_millis(settings.log_retention_check_interval_ms);
     let retention = tokio::spawn(async move {
@@ -111,7 +119,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // must never hold up the runtime's workers or a producer.
     let cleaner = ferry_broker::Cleaner::start(engine.clone()).context("cannot start the log cleaner")?;
 
-    let ctx = Context { engine: engine.clone(), config: Arc::new(server_config) };
+    let ctx = Context::new(engine.clone(), Arc::new(server_config));
     let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");
@@ -121,6 +129,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(Err(e)) => warn!(error = %e, "server stopped with an error"),
         Err(e) => warn!(error = %e, "server task failed"),
     }
+    if let Some(h) = http {
+        h.abort();
+    }
     retention.abort();
     group_ticker.abort();
     txn_ticker.abort();
@@ -129,6 +140,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");
     Ok(())
+}
+
+/// Serves /metrics, /api and the console on the bound `--http-listen`.
+fn start_http(
+    listener: Option<TcpListener>,
+    engine: &Arc<Engine>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (Some(listener), Some(metrics)) = (listener, metrics) else { return None };
+    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, shutdown.clone())))
 }
 
 async fn wait_for_signal() {

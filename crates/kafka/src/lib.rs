@@ -7,7 +7,9 @@ mod authorized;
 pub mod codec;
 pub mod codes;
 mod connection;
+mod error_codes;
 mod handlers;
+pub mod metrics;
 mod server;
 pub mod versions;
 
