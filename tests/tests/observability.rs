@@ -112,6 +112,9 @@ async fn metrics_and_api_agree_with_what_clients_did() {
     let txns = api(&http, "/api/transactions");
     assert_eq!(txns[0]["state"], "CompleteCommit", "{txns}");
     assert_eq!(http_get(&http, "/api/nothing-here").0, 404);
+    let (status, page) = http_get(&http, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/api/groups") && page.contains("<table"), "the console page polls the JSON API");
 }
 
 fn check_metrics(text: &str, n: i64, committed: i64) {

@@ -29,12 +29,14 @@ pub async fn route<B>(req: Request<B>, state: State) -> Response<Full<Bytes>> {
         "/api/topics" => json(&views::topics(&state.engine)),
         "/api/groups" => json(&views::groups(&state.engine)),
         "/api/transactions" => json(&views::transactions(&state.engine).await),
-        "/" => body(StatusCode::OK, "text/plain; charset=utf-8", CONSOLE_PLACEHOLDER.into()),
+        "/" => body(StatusCode::OK, "text/html; charset=utf-8", Bytes::from_static(CONSOLE.as_bytes())),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint; see /api/topics, /api/groups, /api/transactions, /metrics"),
     }
 }
 
-const CONSOLE_PLACEHOLDER: &str = "Ferry\n\n/metrics           Prometheus metrics\n/api/topics        topics and partitions\n/api/groups        consumer groups, committed offsets, lag\n/api/transactions  transactions\n";
+/// The console: one static page that polls the JSON API (no build step,
+/// nothing fetched from elsewhere, so it works on an isolated host).
+const CONSOLE: &str = include_str!("console.html");
 
 async fn metrics(state: &State) -> Response<Full<Bytes>> {
     match scrape::render(&state.engine, &state.metrics).await {

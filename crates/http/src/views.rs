@@ -1,7 +1,7 @@
 //! The engine's state as plain values: what `/api/...` returns as JSON and
 //! what the scrape-time gauges are computed from, so both always agree.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use ferry_broker::txn::TxnState;
 use ferry_broker::{now_ms, Engine, StorageKind};
@@ -89,9 +89,9 @@ pub struct GroupOffsetView {
 /// Every group with members or committed offsets (a consumer that only
 /// commits, without joining, has the latter only: Kafka shows it Empty).
 pub fn groups(engine: &Engine) -> Vec<GroupView> {
-    let mut ids: BTreeMap<String, ()> = engine.groups.offsets.groups().into_iter().map(|g| (g, ())).collect();
-    ids.extend(engine.groups.list().into_iter().map(|(id, _, _)| (id, ())));
-    ids.into_keys().map(|id| group(engine, id)).collect()
+    let mut ids: BTreeSet<String> = engine.groups.offsets.groups().into_iter().collect();
+    ids.extend(engine.groups.list().into_iter().map(|(id, _, _)| id));
+    ids.into_iter().map(|id| group(engine, id)).collect()
 }
 
 fn group(engine: &Engine, group_id: String) -> GroupView {
