@@ -1,0 +1,130 @@
+//! The cluster's settings: who the voters are and how Raft is timed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::ClusterError;
+
+/// One broker of the cluster: its node id and its `--cluster-listen` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: u64,
+    /// `host:port`, resolved when connecting.
+    pub addr: String,
+}
+
+impl FromStr for Voter {
+    type Err = String;
+
+    /// `ID@HOST:PORT`, as in Kafka's `controller.quorum.voters`.
+    fn from_str(s: &str) -> Result<Voter, String> {
+        let (id, addr) = s.trim().split_once('@').ok_or_else(|| format!("{s:?}: expected ID@HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|_| format!("{s:?}: node id {id:?} is not a positive integer"))?;
+        if id == 0 {
+            return Err(format!("{s:?}: node id 0 is reserved; start node ids at 1"));
+        }
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected ID@HOST:PORT"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("{s:?}: expected ID@HOST:PORT"));
+        }
+        Ok(Voter { id, addr: addr.to_string() })
+    }
+}
+
+/// Parses `--cluster-voters`: comma-separated `ID@HOST:PORT`.
+pub fn parse_voters(s: &str) -> Result<Vec<Voter>, String> {
+    let voters: Vec<Voter> = s.split(',').filter(|p| !p.trim().is_empty()).map(Voter::from_str).collect::<Result<_, _>>()?;
+    let mut ids: Vec<u64> = voters.iter().map(|v| v.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != voters.len() {
+        return Err("a node id appears twice in --cluster-voters".into());
+    }
+    if voters.is_empty() {
+        return Err("--cluster-voters lists no voter".into());
+    }
+    Ok(voters)
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// Where this broker accepts other brokers' connections.
+    pub listen: SocketAddr,
+    pub voters: Vec<Voter>,
+    /// Where the metadata group's log lives (`<data-dir>/cluster`).
+    pub dir: PathBuf,
+    /// One Raft tick; elections and heartbeats count in ticks.
+    pub tick_ms: u64,
+    /// A follower campaigns after this many ticks without a leader
+    /// (randomised up to twice as many by raft-rs).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// How long a metadata change may take to commit before the caller
+    /// gets a timeout.
+    pub proposal_timeout_ms: u64,
+    /// Metadata changes waiting for their commit, at most.
+    pub max_pending_proposals: usize,
+    /// Raft messages queued for one peer, at most; more are dropped (Raft
+    /// retransmits) rather than growing memory while a peer is down.
+    pub max_queued_messages_per_peer: usize,
+}
+
+impl ClusterConfig {
+    pub fn new(node_id: u64, listen: SocketAddr, voters: Vec<Voter>, dir: PathBuf) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            listen,
+            voters,
+            dir,
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            proposal_timeout_ms: 10_000,
+            max_pending_proposals: 10_000,
+            max_queued_messages_per_peer: 4096,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        if !self.voters.iter().any(|v| v.id == self.node_id) {
+            return Err(ClusterError::Config(format!(
+                "--node-id {} is not among --cluster-voters ({})",
+                self.node_id,
+                self.voters.iter().map(|v| format!("{}@{}", v.id, v.addr)).collect::<Vec<_>>().join(",")
+            )));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(ClusterError::Config("election ticks must exceed heartbeat ticks".into()));
+        }
+        Ok(())
+    }
+
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.voters.iter().map(|v| v.id).collect()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &Voter> {
+        self.voters.iter().filter(move |v| v.id != self.node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kafka_style_voters() {
+        let v = parse_voters("1@127.0.0.1:9192,2@127.0.0.1:9193, 3@host-c:9194").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2], Voter { id: 3, addr: "host-c:9194".into() });
+    }
+
+    #[test]
+    fn refuses_bad_voters() {
+        for bad in ["", "1@", "x@h:1", "0@h:1", "1@h", "1@h:99999", "1@h:1,1@h:2"] {
+            assert!(parse_voters(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! What the broker holds: a handle to propose metadata changes and to read
+//! the cluster state and the metadata group's status.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use raft::storage::MemStorage;
+use raft::RawNode;
+use tokio::sync::{oneshot, watch};
+use tracing::info;
+
+use crate::config::ClusterConfig;
+use crate::driver::{Driver, Input};
+use crate::error::ClusterError;
+use crate::slog_bridge;
+use crate::state::{Applied, ClusterState, Command};
+use crate::transport::Transport;
+use crate::wal::Wal;
+
+/// Inputs queued for the Raft thread, at most.
+const INPUT_QUEUE: usize = 65_536;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    /// 0 while no leader is known.
+    pub leader_id: u64,
+    pub term: u64,
+    pub is_leader: bool,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// The Raft thread has stopped (shutdown, or its log cannot be written).
+    pub stopped: bool,
+}
+
+pub struct Cluster {
+    config: ClusterConfig,
+    inputs: SyncSender<Input>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    status: watch::Receiver<RaftStatus>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node_id", &self.config.node_id).finish()
+    }
+}
+
+impl Cluster {
+    /// Opens the metadata log, binds the cluster listener and starts the
+    /// Raft thread. Must run inside a tokio runtime (the transport's tasks).
+    pub async fn start(config: ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        config.validate()?;
+        let dir = config.dir.clone();
+        let (wal, recovered) = tokio::task::spawn_blocking(move || Wal::open(&dir)).await.map_err(|e| ClusterError::Storage(e.to_string()))??;
+        let storage = MemStorage::new_with_conf_state((config.voter_ids(), vec![]));
+        {
+            let mut core = storage.wl();
+            core.append(&recovered.entries).map_err(|e| ClusterError::Storage(e.to_string()))?;
+            let mut hs = recovered.hard_state.clone();
+            let last = recovered.entries.last().map(|e| e.index).unwrap_or(0);
+            hs.commit = hs.commit.min(last);
+            core.set_hardstate(hs);
+        }
+        let raft_config = raft::Config {
+            id: config.node_id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, storage, &slog_bridge::logger(config.node_id)).map_err(|e| ClusterError::Config(e.to_string()))?;
+        let (inputs, rx) = sync_channel(INPUT_QUEUE);
+        let transport = Transport::start(&config, inputs.clone())
+            .await
+            .map_err(|e| ClusterError::Config(format!("cannot listen on --cluster-listen {}: {e}", config.listen)))?;
+        let (state_tx, state) = watch::channel(Arc::new(ClusterState::default()));
+        let (status_tx, status) = watch::channel(RaftStatus { node_id: config.node_id, ..Default::default() });
+        let driver = Driver::new(config.clone(), raw, wal, transport, state_tx, status_tx);
+        let thread = std::thread::Builder::new()
+            .name("ferry-raft".into())
+            .spawn(move || driver.run(rx))
+            .map_err(|e| ClusterError::Config(format!("cannot start the raft thread: {e}")))?;
+        info!(node_id = config.node_id, voters = config.voters.len(), entries = recovered.entries.len(), "cluster layer started");
+        Ok(Arc::new(Cluster { config, inputs, state, status, thread: Mutex::new(Some(thread)) }))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Proposes a metadata change and waits until this broker applied it.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        match self.inputs.try_send(Input::Propose { command, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ClusterError::TooManyPending(INPUT_QUEUE)),
+            Err(TrySendError::Disconnected(_)) => return Err(ClusterError::Stopped),
+        }
+        let timeout_ms = self.config.proposal_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClusterError::Stopped),
+            Err(_) => Err(ClusterError::Timeout(timeout_ms)),
+        }
+    }
+
+    /// Waits until the applied state satisfies `ready`, or the timeout.
+    pub async fn wait_for(&self, timeout: Duration, ready: impl Fn(&ClusterState) -> bool) -> bool {
+        let mut rx = self.state.clone();
+        tokio::time::timeout(timeout, async move { rx.wait_for(|s| ready(s)).await.is_ok() }).await.unwrap_or(false)
+    }
+
+    /// Stops the Raft thread and waits for it.
+    pub fn stop(&self) {
+        let _ = self.inputs.try_send(Input::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}

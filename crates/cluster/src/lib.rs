@@ -1,0 +1,28 @@
+//! Ferry's replication layer. It speaks no Kafka: it runs Raft groups
+//! (raft-rs) over a transport of its own between brokers and keeps the
+//! cluster's metadata (brokers, topics, replica placement, topic configs)
+//! in one of them, KRaft's role.
+//!
+//! Why raft-rs rather than openraft: raft-rs is consensus only and lets
+//! us drive its `Ready` loop, so one thread ticks every group, messages to
+//! a peer are batched across groups onto one connection, and the log is
+//! ours (a partition's segments will be its Raft log). openraft runs a core
+//! task, per-follower replication tasks and timers for every group.
+
+pub mod config;
+mod driver;
+mod error;
+mod handle;
+mod slog_bridge;
+pub mod state;
+mod transport;
+mod wal;
+mod wire;
+
+pub use config::{ClusterConfig, Voter};
+pub use error::ClusterError;
+pub use handle::{Cluster, RaftStatus};
+pub use state::{Applied, BrokerInfo, ClusterState, Command, StateError, TopicPlacement};
+
+/// The metadata group's id on the wire. Partition groups will take others.
+pub const METADATA_GROUP: u64 = 0;

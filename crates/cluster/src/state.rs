@@ -1,0 +1,176 @@
+//! The metadata group's state machine: brokers, topics, replica placement
+//! and topic configs. Every broker applies the same committed commands in
+//! the same order, so `apply` must be deterministic: no clocks, no
+//! randomness, no local configuration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Where Kafka clients reach this broker (its advertised listener).
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPlacement {
+    pub id: Uuid,
+    /// Per partition, its replicas' node ids; the first is the preferred leader.
+    pub replicas: Vec<Vec<u64>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<u64, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicPlacement>,
+    /// The last applied entry of the metadata log.
+    pub applied_index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    RegisterBroker { node_id: u64, host: String, port: i32 },
+    CreateTopic { name: String, id: Uuid, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String> },
+    DeleteTopic { name: String },
+    CreatePartitions { name: String, count: i32 },
+    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+}
+
+/// Why the state machine refused a command; every broker refuses alike.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum StateError {
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+}
+
+/// What a command did, for the broker that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    TopicCreated(TopicPlacement),
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, StateError> {
+        debug_assert!(index > self.applied_index, "metadata entries applied out of order");
+        self.applied_index = index;
+        match command {
+            Command::RegisterBroker { node_id, host, port } => {
+                self.brokers.insert(*node_id, BrokerInfo { host: host.clone(), port: *port });
+                Ok(Applied::Done)
+            }
+            Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
+                if self.topics.contains_key(name) {
+                    return Err(StateError::TopicAlreadyExists(name.clone()));
+                }
+                let replicas = self.place(*partitions, *replication_factor)?;
+                let placement = TopicPlacement { id: *id, replicas, configs: configs.clone() };
+                self.topics.insert(name.clone(), placement.clone());
+                Ok(Applied::TopicCreated(placement))
+            }
+            Command::DeleteTopic { name } => {
+                self.topics.remove(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                Ok(Applied::Done)
+            }
+            Command::CreatePartitions { name, count } => {
+                let topic = self.topics.get(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                let have = topic.replicas.len() as i32;
+                if *count <= have {
+                    return Err(StateError::InvalidPartitions(format!("topic {name} has {have} partitions; asked for {count}")));
+                }
+                let factor = topic.replicas.first().map(|r| r.len() as i16).unwrap_or(1);
+                let extra = self.place(count - have, factor)?;
+                self.topics.get_mut(name).expect("checked above").replicas.extend(extra);
+                Ok(Applied::Done)
+            }
+            Command::SetTopicConfigs { name, configs } => {
+                let topic = self.topics.get_mut(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                topic.configs = configs.clone();
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    /// Round-robin over the registered brokers from a start that moves with
+    /// every partition placed, so leaders spread evenly across topics.
+    fn place(&self, count: i32, factor: i16) -> Result<Vec<Vec<u64>>, StateError> {
+        let brokers: Vec<u64> = self.brokers.keys().copied().collect();
+        if factor < 1 || factor as usize > brokers.len() {
+            return Err(StateError::InvalidReplicationFactor(format!(
+                "replication factor {factor} is not within 1..={} (registered brokers)",
+                brokers.len()
+            )));
+        }
+        if count < 1 {
+            return Err(StateError::InvalidPartitions(format!("{count} partitions requested")));
+        }
+        let placed: usize = self.topics.values().map(|t| t.replicas.len()).sum();
+        let n = brokers.len();
+        Ok((0..count as usize)
+            .map(|p| (0..factor as usize).map(|j| brokers[(placed + p + j) % n]).collect())
+            .collect())
+    }
+
+    /// The preferred leader of a partition, if the topic and partition exist.
+    pub fn preferred_leader(&self, topic: &str, partition: i32) -> Option<u64> {
+        let t = self.topics.get(topic)?;
+        t.replicas.get(usize::try_from(partition).ok()?)?.first().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_brokers() -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=3 {
+            s.apply(id, &Command::RegisterBroker { node_id: id, host: "h".into(), port: 9000 + id as i32 }).unwrap();
+        }
+        s
+    }
+
+    fn create(name: &str, partitions: i32, rf: i16) -> Command {
+        Command::CreateTopic { name: name.into(), id: Uuid::nil(), partitions, replication_factor: rf, configs: BTreeMap::new() }
+    }
+
+    #[test]
+    fn leaders_spread_and_replicas_distinct() {
+        let mut s = three_brokers();
+        s.apply(4, &create("a", 6, 3)).unwrap();
+        let t = &s.topics["a"];
+        let mut leaders = [0; 4];
+        for r in &t.replicas {
+            let mut d = r.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 3);
+            leaders[r[0] as usize] += 1;
+        }
+        assert_eq!(&leaders[1..], &[2, 2, 2]);
+    }
+
+    #[test]
+    fn refuses_what_kafka_refuses() {
+        let mut s = three_brokers();
+        assert!(matches!(s.apply(4, &create("a", 1, 4)), Err(StateError::InvalidReplicationFactor(_))));
+        s.apply(5, &create("a", 1, 1)).unwrap();
+        assert!(matches!(s.apply(6, &create("a", 1, 1)), Err(StateError::TopicAlreadyExists(_))));
+        assert!(matches!(s.apply(7, &Command::CreatePartitions { name: "a".into(), count: 1 }), Err(StateError::InvalidPartitions(_))));
+        s.apply(8, &Command::CreatePartitions { name: "a".into(), count: 3 }).unwrap();
+        assert_eq!(s.topics["a"].replicas.len(), 3);
+        assert!(matches!(s.apply(9, &Command::DeleteTopic { name: "b".into() }), Err(StateError::UnknownTopic(_))));
+    }
+}
