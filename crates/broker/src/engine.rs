@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_log::storage::Storage;
 use ferry_log::{DiskLog, MemoryLog};
+use ferry_metrics::Metrics;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -39,6 +40,9 @@ pub struct EngineConfig {
     pub txn: TxnConfig,
     /// The log cleaner (`log.cleaner.*`).
     pub cleaner: CleanerConfig,
+    /// Where appends, fetches and fsyncs are counted; None counts nothing
+    /// (`ferry serve --http-listen none`, and unit tests).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             group: GroupConfig::default(),
             txn: TxnConfig::default(),
             cleaner: CleanerConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -131,7 +136,7 @@ impl Engine {
                 .map_err(|e| EngineError::Storage(format!("{} is not valid: {e}", meta_path.display())))?;
             let topic_config = TopicConfig::from_overrides(meta.configs.clone())
                 .map_err(|e| EngineError::Storage(format!("{}: {e}", meta_path.display())))?;
-            let topic = Self::open_topic(&storage, entry.path(), &meta, topic_config)?;
+            let topic = Self::open_topic(&storage, config.metrics.as_deref(), entry.path(), &meta, topic_config)?;
             topics.insert(meta.name.clone(), Arc::new(topic));
         }
         let groups = GroupCoordinator::open(&config.data_dir, storage.clone(), config.group.clone())?;
@@ -148,7 +153,14 @@ impl Engine {
         })
     }
 
-    fn open_partition(storage: &Arc<dyn Storage>, dir: &Path, topic: &str, index: i32, config: &TopicConfig) -> EngineResult<Partition> {
+    fn open_partition(
+        storage: &Arc<dyn Storage>,
+        metrics: Option<&Metrics>,
+        dir: &Path,
+        topic: &str,
+        index: i32,
+        config: &TopicConfig,
+    ) -> EngineResult<Partition> {
         let mut producers = ProducerStateTable::new(MAX_PRODUCERS_PER_PARTITION);
         let now = now_ms();
         let log = match config.storage {
@@ -162,15 +174,20 @@ impl Engine {
             }
             StorageKind::Memory => PartitionLog::Memory(MemoryLog::new(config.memory_bytes())),
         };
-        Ok(Partition::new(topic.to_string(), index, log, producers))
+        Ok(Partition::new(topic.to_string(), index, log, producers, metrics.map(|m| m.topic(topic))))
     }
 
-    fn open_topic(storage: &Arc<dyn Storage>, dir: PathBuf, meta: &TopicMeta, config: TopicConfig) -> EngineResult<Topic> {
+    fn open_topic(storage: &Arc<dyn Storage>, metrics: Option<&Metrics>, dir: PathBuf, meta: &TopicMeta, config: TopicConfig) -> EngineResult<Topic> {
         let mut partitions = Vec::new();
         for index in 0..meta.partitions {
-            partitions.push(Arc::new(Self::open_partition(storage, &dir, &meta.name, index, &config)?));
+            partitions.push(Arc::new(Self::open_partition(storage, metrics, &dir, &meta.name, index, &config)?));
         }
         Ok(Topic { name: meta.name.clone(), id: meta.id, config: RwLock::new(config), partitions: RwLock::new(partitions), dir })
+    }
+
+    /// The broker's metrics, unless counting is off.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.config.metrics.as_deref()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -252,7 +269,7 @@ impl Engine {
             }));
         }
         write_meta(&dir, &meta)?;
-        let topic = Arc::new(Self::open_topic(&self.storage, dir, &meta, config)?);
+        let topic = Arc::new(Self::open_topic(&self.storage, self.metrics(), dir, &meta, config)?);
         self.topics.write().insert(name.to_string(), topic.clone());
         info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -270,6 +287,9 @@ impl Engine {
         }
         std::fs::remove_dir_all(&topic.dir)
             .map_err(|e| EngineError::Storage(format!("cannot remove {}: {e}", topic.dir.display())))?;
+        if let Some(m) = self.metrics() {
+            m.remove_topic(name);
+        }
         info!(topic = name, "topic deleted");
         Ok(topic.id)
     }
@@ -292,7 +312,7 @@ impl Engine {
         let config = topic.config.read().clone();
         let mut added = Vec::new();
         for index in current..count {
-            added.push(Arc::new(Self::open_partition(&self.storage, &topic.dir, name, index, &config)?));
+            added.push(Arc::new(Self::open_partition(&self.storage, self.metrics(), &topic.dir, name, index, &config)?));
         }
         write_meta(&topic.dir, &TopicMeta { name: name.into(), id: topic.id, partitions: count, configs: config.overrides.clone() })?;
         topic.partitions.write().extend(added);

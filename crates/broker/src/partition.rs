@@ -8,10 +8,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_log::batch::{BatchHeader, ControlType};
-use ferry_log::{read_slice, AppendInfo, CleanInputs, CleanOutcome, CleanerLimits, DiskLog, MemoryLog, ReadPlan, TimestampOffset};
+use ferry_log::{read_slice, AppendInfo, CleanInputs, CleanOutcome, CleanerLimits, DiskLog, MemoryLog, ReadPlan, SyncJob, TimestampOffset};
+use ferry_metrics::TopicMetrics;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::error;
@@ -71,16 +73,18 @@ pub struct Partition {
     sync_running: AtomicBool,
     /// The durable offset, published to waiting producers.
     durable_tx: watch::Sender<i64>,
+    /// The topic's counters, resolved once: counting is an atomic add.
+    metrics: Option<TopicMetrics>,
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, producers: ProducerStateTable) -> Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog, producers: ProducerStateTable, metrics: Option<TopicMetrics>) -> Partition {
         let durable = match &log {
             PartitionLog::Disk(l) => l.durable_offset(),
             PartitionLog::Memory(_) => i64::MAX,
         };
         let (durable_tx, _) = watch::channel(durable);
-        Partition { topic, index, inner: Mutex::new(Inner { log, producers }), sync_running: AtomicBool::new(false), durable_tx }
+        Partition { topic, index, inner: Mutex::new(Inner { log, producers }), sync_running: AtomicBool::new(false), durable_tx, metrics }
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
@@ -123,6 +127,11 @@ impl Partition {
         let mut stamped = *header;
         stamped.base_offset = info.base_offset;
         inner.producers.record_batch(&stamped, now_ms);
+        drop(inner);
+        if let Some(m) = &self.metrics {
+            m.records_in.inc_by((info.last_offset - info.base_offset + 1) as u64);
+            m.bytes_in.inc_by(payload.len() as u64);
+        }
         Ok(Appended { info, duplicate: false })
     }
 
@@ -217,7 +226,8 @@ impl Partition {
         if let Some(job) = job {
             let job = Arc::new(job);
             let runner = job.clone();
-            let result = match tokio::task::spawn_blocking(move || runner.run()).await {
+            let fsync = self.metrics.as_ref().map(|m| m.fsync_duration.clone());
+            let result = match tokio::task::spawn_blocking(move || run_timed(&runner, fsync.as_ref())).await {
                 Ok(r) => r,
                 Err(join) => Err(std::io::Error::other(format!("fsync task failed: {join}"))),
             };
@@ -254,16 +264,21 @@ impl Partition {
                 PartitionLog::Memory(l) => Some(ReadPlan::Ready(l.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?)),
             }
         };
-        match plan {
-            None => Ok(Bytes::new()),
-            Some(ReadPlan::Ready(b)) => Ok(b),
+        let bytes = match plan {
+            None => Bytes::new(),
+            Some(ReadPlan::Ready(b)) => b,
             Some(ReadPlan::Disk(slice)) => {
                 let result = tokio::task::spawn_blocking(move || read_slice(&slice, max_bytes, max_offset_exclusive, min_one_batch))
                     .await
                     .map_err(|e| EngineError::Storage(format!("read task failed: {e}")))?;
-                result.map_err(|e| EngineError::Storage(format!("read failed: {e}")))
+                result.map_err(|e| EngineError::Storage(format!("read failed: {e}")))?
             }
+        };
+        // Only fetches read through here: what is read is what is sent.
+        if let Some(m) = &self.metrics {
+            m.bytes_out.inc_by(bytes.len() as u64);
         }
+        Ok(bytes)
     }
 
     /// ListOffsets by timestamp: the first record at or after it.
@@ -330,7 +345,7 @@ impl Partition {
             PartitionLog::Disk(l) => l.sync_job(),
             PartitionLog::Memory(_) => None,
         };
-        let result = job.as_ref().map_or(Ok(()), |j| j.run());
+        let result = job.as_ref().map_or(Ok(()), |j| run_timed(j, self.metrics.as_ref().map(|m| &m.fsync_duration)));
         let durable = match (&mut self.inner.lock().log, &job) {
             (PartitionLog::Disk(l), Some(job)) => {
                 l.finish_sync(job, &result);
@@ -352,11 +367,21 @@ impl Partition {
         let mut inner = self.inner.lock();
         if let PartitionLog::Disk(l) = &mut inner.log {
             if let Some(job) = l.sync_job() {
-                let result = job.run();
+                let result = run_timed(&job, self.metrics.as_ref().map(|m| &m.fsync_duration));
                 l.finish_sync(&job, &result);
                 result.map_err(|e| EngineError::Storage(e.to_string()))?;
             }
         }
         Ok(())
     }
+}
+
+/// Runs a sync job, timing it into `ferry_fsync_duration_seconds`.
+fn run_timed(job: &SyncJob, fsync_duration: Option<&ferry_metrics::Histogram>) -> std::io::Result<()> {
+    let started = Instant::now();
+    let result = job.run();
+    if let Some(h) = fsync_duration {
+        h.observe(started.elapsed().as_secs_f64());
+    }
+    result
 }

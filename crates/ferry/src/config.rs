@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// default.replication.factor; 1 until partitions are replicated).
     #[arg(long, env = "FERRY_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<i16>,
+    /// HOST:PORT for /metrics, /api and the console, or `none` (no HTTP, nothing counted) [default: 127.0.0.1:9644; if taken, a warning].
+    #[arg(long, env = "FERRY_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -118,6 +121,7 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
+    http_listen: Option<String>,
     cluster_listen: Option<SocketAddr>,
     cluster_voters: Option<String>,
     default_replication_factor: Option<i16>,
@@ -150,6 +154,7 @@ pub struct Settings {
     pub cleaner: ferry_broker::CleanerConfig,
     pub cluster: Option<ClusterSettings>,
     pub default_replication_factor: i16,
+    pub http_listen: ferry_http::HttpListen,
 }
 
 impl ServeArgs {
@@ -170,6 +175,7 @@ impl ServeArgs {
         if default_replication_factor < 1 || default_replication_factor as usize > brokers {
             bail!("default_replication_factor must be between 1 and the number of brokers ({brokers}), got {default_replication_factor}");
         }
+        let http_listen = ferry_http::HttpListen::parse(self.http_listen.as_deref().or(file.http_listen.as_deref()))?;
         let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
         let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
         let (host, port) = advertised
@@ -213,6 +219,7 @@ impl ServeArgs {
         Ok(Settings {
             group,
             cleaner,
+            http_listen,
             listen,
             advertised_host: host,
             advertised_port: port as i32,

@@ -9,8 +9,10 @@ use ferry_broker::producer_ids::IdSpace;
 use ferry_broker::txn::TxnConfig;
 use ferry_broker::{Engine, EngineConfig};
 use ferry_cluster::{Cluster, ClusterConfig};
+use ferry_http::HttpListen;
 use ferry_kafka::{serve, Context, ServerConfig};
 use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
+use ferry_metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -43,6 +45,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         None => TxnConfig::default(),
     };
+    // `--http-listen none` turns counting off too: nobody could read it.
+    let metrics = (settings.http_listen != HttpListen::Off).then(|| Arc::new(Metrics::new()));
     let engine_config = EngineConfig {
         txn,
         data_dir: settings.data_dir.clone(),
@@ -52,6 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         max_partitions: settings.max_partitions,
         group: settings.group.clone(),
         cleaner: settings.cleaner.clone(),
+        metrics: metrics.clone(),
         ..EngineConfig::default()
     };
     let data_dir = settings.data_dir.clone();
@@ -85,6 +90,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // Before "ready": an explicit --http-listen that is taken stops the start.
+    let http_listener = ferry_http::bind(settings.http_listen).await?;
     info!(
         listen = %listener.local_addr()?,
         advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
@@ -93,6 +100,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = start_http(http_listener, &engine, metrics, &shutdown_rx);
     let retention_engine = engine.clone();
     let interval = Duration::from_millis(settings.log_retention_check_interval_ms);
     let retention = tokio::spawn(async move {
@@ -139,7 +147,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // must never hold up the runtime's workers or a producer.
     let cleaner = ferry_broker::Cleaner::start(engine.clone()).context("cannot start the log cleaner")?;
 
-    let ctx = Context { engine: engine.clone(), config: Arc::new(server_config), cluster: cluster.clone() };
+    let mut ctx = Context::new(engine.clone(), Arc::new(server_config));
+    ctx.cluster = cluster.clone();
     let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");
@@ -152,6 +161,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(cluster) = cluster {
         tokio::task::spawn_blocking(move || cluster.stop()).await?;
     }
+    if let Some(h) = http {
+        h.abort();
+    }
     retention.abort();
     group_ticker.abort();
     txn_ticker.abort();
@@ -160,6 +172,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");
     Ok(())
+}
+
+/// Serves /metrics, /api and the console on the bound `--http-listen`.
+fn start_http(
+    listener: Option<TcpListener>,
+    engine: &Arc<Engine>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (Some(listener), Some(metrics)) = (listener, metrics) else { return None };
+    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, shutdown.clone())))
 }
 
 async fn wait_for_signal() {

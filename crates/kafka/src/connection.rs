@@ -200,7 +200,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
         }
         let pending = match decode_request(frame) {
             Ok(Decoded::Request(header, body)) => {
-                match ApiKey::try_from(header.request_api_key) {
+                let api = ApiKey::try_from(header.request_api_key);
+                if let (Some(m), Ok(api)) = (&ctx.metrics, api) {
+                    m.count_request(api);
+                }
+                match api {
                     Ok(ApiKey::AddOffsetsToTxn) => offsets_added = true,
                     Ok(ApiKey::EndTxn) => offsets_added = false,
                     _ => {}

@@ -8,7 +8,9 @@ pub mod codec;
 mod cluster;
 pub mod codes;
 mod connection;
+mod error_codes;
 mod handlers;
+pub mod metrics;
 mod server;
 pub mod versions;
 

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::connection::serve_connection;
+use crate::metrics::WireMetrics;
 
 /// Front-end settings, named after Kafka's broker configs.
 #[derive(Debug, Clone)]
@@ -58,6 +59,17 @@ pub struct Context {
     pub config: Arc<ServerConfig>,
     /// Set when this broker is one of a cluster (`--cluster-voters`).
     pub cluster: Option<Arc<ferry_cluster::Cluster>>,
+    /// Request, connection and produce-latency metrics; None when the
+    /// engine counts nothing.
+    pub metrics: Option<Arc<WireMetrics>>,
+}
+
+impl Context {
+    /// Counts into the engine's metrics, if it has any.
+    pub fn new(engine: Arc<Engine>, config: Arc<ServerConfig>) -> Context {
+        let metrics = engine.config.metrics.clone().map(|m| Arc::new(WireMetrics::new(m)));
+        Context { engine, config, metrics, cluster: None }
+    }
 }
 
 /// Serves until `shutdown` turns true, then stops accepting, lets open
@@ -87,6 +99,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Rec
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    let _open = ctx.metrics.as_ref().map(|m| m.connection_opened());
                     serve_connection(stream, peer, ctx, shutdown).await;
                     drop(permit);
                 });

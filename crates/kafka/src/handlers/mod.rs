@@ -14,6 +14,8 @@ mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -21,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::error;
 
 use crate::codec::{encode_response, HeaderPrefix};
+use crate::metrics::WireMetrics;
 use crate::server::Context;
 
 /// What the connection writer does with a request's outcome.
@@ -34,7 +37,10 @@ pub enum Reply {
     Close(String),
 }
 
-fn encode(api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
+fn encode(metrics: &Option<Arc<WireMetrics>>, api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
+    if let Some(m) = metrics {
+        m.count_errors(api, &body);
+    }
     match encode_response(api, version, correlation_id, &body) {
         Ok(bytes) => Reply::Send(bytes),
         Err(e) => {
@@ -72,20 +78,27 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
     let cid = header.correlation_id;
     let (api, response): (ApiKey, ResponseKind) = match body {
         RequestKind::Produce(r) => {
+            let started = Instant::now();
+            let metrics = ctx.metrics.clone();
+            let latency = metrics.as_ref().and_then(|m| m.produce_latency(r.acks).cloned());
             let appended = produce::append(ctx, r, version);
             return Dispatched::Waiting(Box::pin(async move {
-                match produce::finish(appended).await {
-                    produce::Outcome::Respond(resp) => encode(ApiKey::Produce, version, cid, resp.into()),
+                let reply = match produce::finish(appended).await {
+                    produce::Outcome::Respond(resp) => encode(&metrics, ApiKey::Produce, version, cid, resp.into()),
                     produce::Outcome::Silent => Reply::Nothing,
                     produce::Outcome::Close(reason) => Reply::Close(reason),
+                };
+                if let Some(h) = latency {
+                    h.observe(started.elapsed().as_secs_f64());
                 }
+                reply
             }));
         }
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();
             return Dispatched::Waiting(Box::pin(async move {
                 let resp = fetch::handle(&ctx, r, version).await;
-                encode(ApiKey::Fetch, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::Fetch, version, cid, resp.into())
             }));
         }
         RequestKind::JoinGroup(r) => {
@@ -94,63 +107,63 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let client_host = format!("/{}", peer.ip());
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::join_group(&ctx, r, version, client_id, client_host).await;
-                encode(ApiKey::JoinGroup, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::JoinGroup, version, cid, resp.into())
             }));
         }
         RequestKind::SyncGroup(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::sync_group(&ctx, r).await;
-                encode(ApiKey::SyncGroup, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::SyncGroup, version, cid, resp.into())
             }));
         }
         RequestKind::OffsetCommit(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::offset_commit(&ctx, r).await;
-                encode(ApiKey::OffsetCommit, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::OffsetCommit, version, cid, resp.into())
             }));
         }
         RequestKind::InitProducerId(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::init_producer_id(&ctx, r, version).await;
-                encode(ApiKey::InitProducerId, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::InitProducerId, version, cid, resp.into())
             }));
         }
         RequestKind::AddPartitionsToTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_partitions(&ctx, r, version).await;
-                encode(ApiKey::AddPartitionsToTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::AddPartitionsToTxn, version, cid, resp.into())
             }));
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_offsets(&ctx, r, version).await;
-                encode(ApiKey::AddOffsetsToTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::AddOffsetsToTxn, version, cid, resp.into())
             }));
         }
         RequestKind::TxnOffsetCommit(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::txn_offset_commit(&ctx, r, version).await;
-                encode(ApiKey::TxnOffsetCommit, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::TxnOffsetCommit, version, cid, resp.into())
             }));
         }
         RequestKind::EndTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::end_txn(&ctx, r, version).await;
-                encode(ApiKey::EndTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::EndTxn, version, cid, resp.into())
             }));
         }
         RequestKind::DeleteRecords(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = log_dirs::delete_records(&ctx, r).await;
-                encode(ApiKey::DeleteRecords, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::DeleteRecords, version, cid, resp.into())
             }));
         }
         RequestKind::DescribeLogDirs(r) => (ApiKey::DescribeLogDirs, log_dirs::describe_log_dirs(ctx, r).into()),
@@ -182,7 +195,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             return Dispatched::Ready(Reply::Close(format!("no handler for {:?}", std::mem::discriminant(&other))));
         }
     };
-    Dispatched::Ready(encode(api, version, cid, response))
+    Dispatched::Ready(encode(&ctx.metrics, api, version, cid, response))
 }
 
 /// The answer to a request at a version Ferry does not serve. ApiVersions
@@ -193,7 +206,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
 pub fn unsupported_version(prefix: HeaderPrefix, api: ApiKey) -> Reply {
     if api == ApiKey::ApiVersions {
         let body = api_versions::handle(crate::codes::UNSUPPORTED_VERSION);
-        return encode(api, 0, prefix.correlation_id, body.into());
+        return encode(&None, api, 0, prefix.correlation_id, body.into());
     }
     Reply::Close(format!("{api:?} v{} is not supported", prefix.api_version))
 }
