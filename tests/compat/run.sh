@@ -41,7 +41,7 @@
 #   FERRY_COMPAT_SKIP    comma-separated clients to skip (same names/aliases)
 #   FERRY_COMPAT_TIMEOUT per-client timeout in seconds (default 60)
 #   FERRY_COMPAT_KEEP=1  keep the broker's temp dir (data + log) after the run
-#   FERRY_COMPAT_BROKERS=3  run the round trips against a three-broker cluster
+#   FERRY_COMPAT_BROKERS=3  run the round trips and java-tools against a three-broker cluster
 #                        (--cluster-voters), bootstrapping from broker 1 only
 # Installs what it needs (Python venv in tests/compat/.venv, kcat via apt,
 # npm ci, go build, mvn package); each step is skipped when already done.
@@ -134,10 +134,11 @@ done
 ((${#CLIENTS[@]} > 0)) || die "no clients selected"
 
 COMPAT_BROKERS="${FERRY_COMPAT_BROKERS:-1}"
+export FERRY_COMPAT_BROKERS="$COMPAT_BROKERS"
 if ((COMPAT_BROKERS > 1)); then
-  # Round trips only: the other checks kill and restart "the" broker.
+  # Round trips and Kafka's tools only: the other checks kill and restart "the" broker.
   for c in "${CLIENTS[@]}"; do
-    [[ " ${ROUNDTRIP_CLIENTS[*]} " == *" $c "* ]] || die "FERRY_COMPAT_BROKERS=$COMPAT_BROKERS runs round trips only; $c is not one"
+    [[ " ${ROUNDTRIP_CLIENTS[*]} java-tools " == *" $c "* ]] || die "FERRY_COMPAT_BROKERS=$COMPAT_BROKERS runs the round trips and java-tools only; $c is not one"
   done
 fi
 

@@ -79,3 +79,12 @@ pub fn coordinator(ctx: &Context) -> Option<(i32, String, i32)> {
     let (id, broker) = state.brokers.iter().next()?;
     Some((*id as i32, broker.host.clone(), broker.port))
 }
+
+/// Does this broker hold a replica of the partition? Always on a single
+/// node; on a cluster, when the placement names it.
+pub fn holds_replica(ctx: &Context, topic: &str, partition: i32) -> bool {
+    let Some(cluster) = &ctx.cluster else { return true };
+    let state = cluster.state();
+    let replicas = state.topics.get(topic).and_then(|t| t.replicas.get(usize::try_from(partition).ok()?).cloned());
+    replicas.is_some_and(|r| r.contains(&cluster.node_id()))
+}
