@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use raft::storage::MemStorage;
-use raft::RawNode;
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use crate::config::ClusterConfig;
 use crate::driver::{Driver, Input, QuorumInfo};
+use crate::node::{MetadataNode, NodeOptions};
 use crate::error::ClusterError;
 use crate::slog_bridge;
 use crate::state::{Applied, ClusterState, Command};
@@ -56,38 +55,29 @@ impl Cluster {
         config.validate()?;
         let dir = config.dir.clone();
         let (wal, recovered) = tokio::task::spawn_blocking(move || Wal::open(&dir)).await.map_err(|e| ClusterError::Storage(e.to_string()))??;
-        let storage = MemStorage::new_with_conf_state((config.voter_ids(), vec![]));
-        {
-            let mut core = storage.wl();
-            core.append(&recovered.entries).map_err(|e| ClusterError::Storage(e.to_string()))?;
-            let mut hs = recovered.hard_state.clone();
-            let last = recovered.entries.last().map(|e| e.index).unwrap_or(0);
-            hs.commit = hs.commit.min(last);
-            core.set_hardstate(hs);
-        }
-        let raft_config = raft::Config {
-            id: config.node_id,
-            election_tick: config.election_ticks,
-            heartbeat_tick: config.heartbeat_ticks,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
+        let options = NodeOptions {
+            node_id: config.node_id,
+            voters: config.voter_ids(),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            max_pending_proposals: config.max_pending_proposals,
+            fixed_election_timeout: None,
+            incarnation: uuid::Uuid::new_v4().as_u64_pair().0,
         };
-        let raw = RawNode::new(&raft_config, storage, &slog_bridge::logger(config.node_id)).map_err(|e| ClusterError::Config(e.to_string()))?;
+        let entries = recovered.entries.len();
+        let node = MetadataNode::open(options, wal, recovered, &slog_bridge::logger(config.node_id))?;
         let (inputs, rx) = sync_channel(INPUT_QUEUE);
         let transport = Transport::start(&config, inputs.clone())
             .await
             .map_err(|e| ClusterError::Config(format!("cannot listen on --cluster-listen {}: {e}", config.listen)))?;
         let (state_tx, state) = watch::channel(Arc::new(ClusterState::default()));
         let (status_tx, status) = watch::channel(RaftStatus { node_id: config.node_id, ..Default::default() });
-        let driver = Driver::new(config.clone(), raw, wal, transport, state_tx, status_tx);
+        let driver = Driver::new(config.clone(), node, transport, state_tx, status_tx);
         let thread = std::thread::Builder::new()
             .name("ferry-raft".into())
             .spawn(move || driver.run(rx))
             .map_err(|e| ClusterError::Config(format!("cannot start the raft thread: {e}")))?;
-        info!(node_id = config.node_id, voters = config.voters.len(), entries = recovered.entries.len(), "cluster layer started");
+        info!(node_id = config.node_id, voters = config.voters.len(), entries, "cluster layer started");
         Ok(Arc::new(Cluster { config, inputs, state, status, thread: Mutex::new(Some(thread)) }))
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 mod driver;
 mod error;
 mod handle;
+pub mod node;
 mod slog_bridge;
 pub mod state;
 mod transport;
@@ -21,6 +22,7 @@ pub mod wire;
 
 pub use config::{ClusterConfig, Voter};
 pub use driver::{QuorumInfo, VoterInfo};
+pub use node::{LogStore, MetadataNode, NodeOptions};
 pub use error::ClusterError;
 pub use handle::{Cluster, RaftStatus};
 pub use state::{Applied, BrokerInfo, ClusterState, Command, StateError, TopicPlacement};
