@@ -73,10 +73,11 @@ function niceCeil(v) {
 }
 
 // Lines on a canvas, one per series ({label, values}, null = gap), sample
-// index on x, 0 to a round maximum on y. data-points = samples drawn.
-function drawChart(canvas, series, fmt) {
+// index on x, 0 to a round maximum on y; `span` (ms) labels the x axis.
+// data-points = samples drawn.
+function drawChart(canvas, series, fmt, span) {
   const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height, L = 70, R = 10, T = 22, B = 8;
+  const W = canvas.width, H = canvas.height, L = 70, R = 10, T = 22, B = 20;
   ctx.clearRect(0, 0, W, H);
   const n = Math.max(0, ...series.map(s => s.values.length));
   const seen = series.flatMap(s => s.values.filter(v => v !== null));
@@ -105,7 +106,12 @@ function drawChart(canvas, series, fmt) {
     ctx.fillText("— " + s.label, legendX, 12);
     legendX += ctx.measureText("— " + s.label).width + 14;
   });
-  if (n === 0) { ctx.fillStyle = "#6b7280"; ctx.fillText("waiting for data…", L + 8, T + 20); }
+  ctx.fillStyle = "#6b7280";
+  if (n === 0) ctx.fillText("waiting for data…", L + 8, T + 20);
+  if (n > 1) {
+    const label = "last " + Math.round(span / 1000) + " s";
+    ctx.fillText(label, W - R - ctx.measureText(label).width, H - 4);
+  }
   canvas.dataset.points = String(n);
 }
 
@@ -187,7 +193,7 @@ function drawLag(art, hist, total) {
   const series = keys.map(k => ({ label: k, values: hist.map(s => (s.parts.has(k) ? s.parts.get(k) : null)) }));
   if (keys.length > 1) series.unshift({ label: "total", values: hist.map(s => s.total) });
   const canvas = art.querySelector(".lag-chart");
-  drawChart(canvas, series, v => String(Math.round(v)));
+  drawChart(canvas, series, v => String(Math.round(v)), hist[hist.length - 1].at - hist[0].at);
   canvas.dataset.last = String(total);
   art.querySelector(".total-lag").textContent = String(total);
 }
@@ -289,7 +295,7 @@ function renderFsync(snap) {
   if (prev) {
     const n = snap.count - prev.snap.count;
     const d = snap.buckets.map((b, i) => ({ le: b.le, count: b.count - (prev.snap.buckets[i] ? prev.snap.buckets[i].count : 0) }));
-    push(state.fsync, { p50: n > 0 ? quantile(d, n, 0.5) : null, p99: n > 0 ? quantile(d, n, 0.99) : null,
+    push(state.fsync, { at: now, p50: n > 0 ? quantile(d, n, 0.5) : null, p99: n > 0 ? quantile(d, n, 0.99) : null,
       rate: n / ((now - prev.at) / 1000) });
   }
   const last = state.fsync[state.fsync.length - 1];
@@ -299,7 +305,7 @@ function renderFsync(snap) {
   drawChart(document.getElementById("fsync-chart"), [
     { label: "p50", values: state.fsync.map(s => s.p50) },
     { label: "p99", values: state.fsync.map(s => s.p99) },
-  ], duration);
+  ], duration, state.fsync.length ? now - state.fsync[0].at : 0);
 }
 
 // ---------------------------------------------------------------- polling
