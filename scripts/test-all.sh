@@ -22,6 +22,9 @@ scripts/sdk-backends.sh
 step "compatibility with real Kafka clients"
 FERRY_BIN="$PWD/target/release/ferry" tests/compat/run.sh
 
+step "round trips of every client family and Kafka's tools against a three-broker cluster"
+FERRY_BIN="$PWD/target/release/ferry" FERRY_COMPAT_BROKERS=3 tests/compat/run.sh roundtrip tools
+
 step "exactly-once with the Java client, Kafka Streams and confluent-kafka (Python)"
 FERRY_BIN="$PWD/target/release/ferry" tests/eos/run.sh
 

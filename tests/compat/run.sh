@@ -41,6 +41,8 @@
 #   FERRY_COMPAT_SKIP    comma-separated clients to skip (same names/aliases)
 #   FERRY_COMPAT_TIMEOUT per-client timeout in seconds (default 60)
 #   FERRY_COMPAT_KEEP=1  keep the broker's temp dir (data + log) after the run
+#   FERRY_COMPAT_BROKERS=3  run the round trips and java-tools against a three-broker cluster
+#                        (--cluster-voters), bootstrapping from broker 1 only
 # Installs what it needs (Python venv in tests/compat/.venv, kcat via apt,
 # npm ci, go build, mvn package); each step is skipped when already done.
 # Client output is kept in tests/compat/.logs/<client>.log, the broker's in
@@ -131,6 +133,15 @@ for c in "${ALL_CLIENTS[@]}"; do
 done
 ((${#CLIENTS[@]} > 0)) || die "no clients selected"
 
+COMPAT_BROKERS="${FERRY_COMPAT_BROKERS:-1}"
+export FERRY_COMPAT_BROKERS="$COMPAT_BROKERS"
+if ((COMPAT_BROKERS > 1)); then
+  # Round trips and Kafka's tools only: the other checks kill and restart "the" broker.
+  for c in "${CLIENTS[@]}"; do
+    [[ " ${ROUNDTRIP_CLIENTS[*]} java-tools " == *" $c "* ]] || die "FERRY_COMPAT_BROKERS=$COMPAT_BROKERS runs the round trips and java-tools only; $c is not one"
+  done
+fi
+
 [[ -x "$FERRY_BIN" ]] || die "ferry binary not found or not executable: $FERRY_BIN (set FERRY_BIN)"
 mkdir -p "$LOGS"
 
@@ -220,7 +231,9 @@ cleanup() {
     wait "$CLIENT_PID" 2>/dev/null || true
   fi
   stop_broker
+  stop_compat_cluster
   [[ -f "$WORK/ferry.log" ]] && cp "$WORK/ferry.log" "$LOGS/ferry.log" 2>/dev/null || true
+  for f in "$WORK"/ferry[0-9].log; do [[ -f "$f" ]] && cp "$f" "$LOGS/" 2>/dev/null || true; done
   if [[ "${FERRY_COMPAT_KEEP:-}" == 1 ]]; then
     say "compat: kept broker dir $WORK"
   else
@@ -232,10 +245,61 @@ trap 'exit 130' INT TERM
 
 # A fresh port; the restarts after kills (lib.sh) keep it.
 start_compat_broker() {
+  if ((COMPAT_BROKERS > 1)); then
+    start_compat_cluster
+    return
+  fi
   PORT="$(free_port)"
   start_broker || return 1
   export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
   say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"
+}
+
+# FERRY_COMPAT_BROKERS=N: N brokers of one cluster (--cluster-voters). The
+# clients get broker 1 alone as bootstrap, so reaching the partitions other
+# brokers lead goes through Metadata as with any Kafka cluster. lib.sh's
+# BROKER_PID is broker 1 (the crash check); the others are CLUSTER_PIDS.
+CLUSTER_PIDS=()
+start_compat_cluster() {
+  local i voters="" ports=() raft_ports=() saved_flags=("${BROKER_FLAGS[@]}")
+  for ((i = 1; i <= COMPAT_BROKERS; i++)); do
+    ports[i]="$(free_port)"
+    raft_ports[i]="$(free_port)"
+    voters+="${voters:+,}$i@127.0.0.1:${raft_ports[i]}"
+  done
+  for ((i = COMPAT_BROKERS; i >= 1; i--)); do
+    PORT="${ports[i]}" DATA="$WORK/data$i" BLOG="$WORK/ferry$i.log"
+    BROKER_FLAGS=("${saved_flags[@]}" --node-id "$i" --cluster-listen "127.0.0.1:${raft_ports[i]}" --cluster-voters "$voters" --http-listen none)
+    # Started without waiting: one broker alone cannot elect a metadata leader.
+    mkdir -p "$DATA"
+    NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
+    if ((i > 1)); then CLUSTER_PIDS+=($!); else BROKER_PID=$!; fi
+  done
+  BROKER_FLAGS=("${saved_flags[@]}")
+  PORT="${ports[1]}" DATA="$WORK/data1" BLOG="$WORK/ferry1.log"
+  for _ in $(seq 300); do
+    local registered=0
+    for ((i = 1; i <= COMPAT_BROKERS; i++)); do
+      grep -q "broker registered in the cluster metadata" "$WORK/ferry$i.log" 2>/dev/null && registered=$((registered + 1))
+    done
+    if ((registered == COMPAT_BROKERS)); then
+      BROKER_UP=1
+      export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
+      say "compat: $COMPAT_BROKERS-broker cluster up (pids $BROKER_PID ${CLUSTER_PIDS[*]}); clients bootstrap from broker 1 at $FERRY_BOOTSTRAP"
+      return 0
+    fi
+    sleep 0.1
+  done
+  say "compat: the $COMPAT_BROKERS brokers did not all register within 30 s"
+  BROKER_UP=0
+  return 1
+}
+
+stop_compat_cluster() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  CLUSTER_PIDS=()
 }
 
 # ---------------------------------------------------------------- broker control

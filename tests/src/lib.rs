@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod netns;
 pub mod raw;
 
 /// Path of the binary under test: `FERRY_BIN`, else the workspace's release
@@ -32,6 +33,10 @@ pub fn free_port() -> u16 {
 /// A running broker process with its own data directory.
 pub struct Ferry {
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless it runs in a network namespace).
+    pub host: String,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     pub extra_args: Vec<String>,
@@ -56,6 +61,8 @@ impl Ferry {
         let tmp = tempfile::tempdir().expect("tempdir");
         Ferry {
             port,
+            host: "127.0.0.1".into(),
+            netns: None,
             data_dir: tmp.path().join("data"),
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
@@ -95,13 +102,21 @@ impl Ferry {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Spawns the process; returns it without waiting for the port.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
-        let mut cmd = Command::new(ferry_bin());
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the program in place: the child's pid is ferry's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ferry_bin());
+                c
+            }
+            None => Command::new(ferry_bin()),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(self.bootstrap())

@@ -64,10 +64,24 @@ pub fn producer_batch(values: &[&[u8]], producer_id: i64, epoch: i16, base_seque
 
 /// A Produce v8 frame writing `batch` to partition 0 of `topic`.
 pub fn produce_frame(topic: &str, batch: Vec<u8>, acks: i16, correlation_id: i32) -> Vec<u8> {
+    produce_frame_at(8, topic, batch, acks, correlation_id)
+}
+
+/// A Produce frame of the given version writing `batch` to partition 0 of `topic`.
+pub fn produce_frame_at(version: i16, topic: &str, batch: Vec<u8>, acks: i16, correlation_id: i32) -> Vec<u8> {
     let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch)))])]);
-    frame(ApiKey::Produce, 8, correlation_id, &req)
+    frame(ApiKey::Produce, version, correlation_id, &req)
+}
+
+/// Decodes a Produce response frame body of the given version.
+pub fn produce_response(frame_body: &[u8], version: i16) -> ProduceResponse {
+    let mut b = Bytes::copy_from_slice(&frame_body[4..]); // skip correlation id
+    if version >= 9 {
+        let _ = b.get_u8(); // the flexible header's tagged fields
+    }
+    ProduceResponse::decode(&mut b, version).expect("produce response")
 }
 
 /// Decodes a Produce v8 response frame body; returns (error code, base offset) of the first partition.

@@ -91,6 +91,14 @@ async fn three_brokers_share_metadata_and_serve_their_partitions() {
     raw::ensure_topic(&boots[0], "spread");
     let answer = ferry_tests::raw_roundtrip(&boots[follower as usize - 1], &raw::produce_frame("spread", raw::record_batch(&[b"x"]), -1, 7)).unwrap();
     assert_eq!(raw::produce_result(&answer).0, 6, "NOT_LEADER_OR_FOLLOWER from broker {follower}");
+    // Produce v10+ names the leader and its endpoint (KIP-951).
+    let leader0 = md.topics()[0].partitions().iter().find(|p| p.id() == 0).map(|p| p.leader()).unwrap();
+    let frame = raw::produce_frame_at(11, "spread", raw::record_batch(&[b"x"]), -1, 8);
+    let answer = raw::produce_response(&ferry_tests::raw_roundtrip(&boots[follower as usize - 1], &frame).unwrap(), 11);
+    let part = &answer.responses[0].partition_responses[0];
+    assert_eq!((part.error_code, part.current_leader.leader_id.0), (6, leader0));
+    let endpoint = answer.node_endpoints.iter().find(|n| n.node_id.0 == leader0).expect("the leader's endpoint");
+    assert_eq!(format!("{}:{}", endpoint.host.as_str(), endpoint.port), boots[leader0 as usize - 1]);
 
     // Idempotent producers on two brokers never get the same producer id.
     let (pid_a, _) = raw::init_producer_id(&boots[0]);

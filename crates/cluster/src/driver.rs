@@ -28,7 +28,30 @@ pub type Reply = oneshot::Sender<Result<Applied, ClusterError>>;
 pub enum Input {
     Raft { group: u64, msg: Message },
     Propose { command: Command, reply: Reply },
+    /// What DescribeQuorum shows, as this broker knows it.
+    Describe { reply: oneshot::Sender<QuorumInfo> },
     Stop,
+}
+
+/// One voter of the metadata group, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterInfo {
+    pub id: u64,
+    /// Entries the voter is known to hold (Kafka: its log end offset); -1 unknown.
+    pub log_end: i64,
+    /// Wall-clock ms of the last message from it; -1 unknown.
+    pub last_contact_ms: i64,
+    /// Wall-clock ms it was last known to hold everything the leader has; -1 unknown.
+    pub caught_up_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumInfo {
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub is_leader: bool,
+    pub voters: Vec<VoterInfo>,
 }
 
 /// What a metadata entry carries: the command, and who proposed it so that
@@ -50,6 +73,9 @@ pub struct Driver {
     next_seq: u64,
     state_tx: watch::Sender<Arc<ClusterState>>,
     status_tx: watch::Sender<RaftStatus>,
+    /// When each peer was last heard from, and last seen fully caught up.
+    last_heard: HashMap<u64, Instant>,
+    caught_up: HashMap<u64, Instant>,
 }
 
 impl Driver {
@@ -61,7 +87,19 @@ impl Driver {
         state_tx: watch::Sender<Arc<ClusterState>>,
         status_tx: watch::Sender<RaftStatus>,
     ) -> Driver {
-        Driver { config, raw, wal, transport, state: ClusterState::default(), pending: HashMap::new(), next_seq: 1, state_tx, status_tx }
+        Driver {
+            config,
+            raw,
+            wal,
+            transport,
+            state: ClusterState::default(),
+            pending: HashMap::new(),
+            next_seq: 1,
+            state_tx,
+            status_tx,
+            last_heard: HashMap::new(),
+            caught_up: HashMap::new(),
+        }
     }
 
     pub fn run(mut self, inputs: Receiver<Input>) {
@@ -113,12 +151,16 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Raft { group, msg } if group == METADATA_GROUP => {
+                self.last_heard.insert(msg.from, Instant::now());
                 if let Err(e) = self.raw.step(msg) {
                     warn!(error = %e, "raft message refused");
                 }
             }
             Input::Raft { group, .. } => warn!(group, "message for an unknown raft group"),
             Input::Propose { command, reply } => self.propose(command, reply),
+            Input::Describe { reply } => {
+                let _ = reply.send(self.describe());
+            }
             Input::Stop => {}
         }
     }
@@ -232,6 +274,34 @@ impl Driver {
         self.state_tx.send_replace(Arc::new(self.state.clone()));
     }
 
+    fn describe(&mut self) -> QuorumInfo {
+        let now = Instant::now();
+        let wall_ms = |at: Option<&Instant>| match at {
+            Some(t) => wall_clock_ms() - now.duration_since(*t).as_millis() as i64,
+            None => -1,
+        };
+        let raft = &self.raw.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let last_index = raft.raft_log.last_index();
+        let me = self.config.node_id;
+        let voters = self
+            .config
+            .voter_ids()
+            .into_iter()
+            .map(|id| {
+                if id == me {
+                    return VoterInfo { id, log_end: last_index as i64, last_contact_ms: wall_clock_ms(), caught_up_ms: wall_clock_ms() };
+                }
+                let matched = if is_leader { raft.prs().get(id).map(|p| p.matched as i64).unwrap_or(-1) } else { -1 };
+                if matched >= 0 && matched as u64 >= last_index {
+                    self.caught_up.insert(id, now);
+                }
+                VoterInfo { id, log_end: matched, last_contact_ms: wall_ms(self.last_heard.get(&id)), caught_up_ms: wall_ms(self.caught_up.get(&id)) }
+            })
+            .collect();
+        QuorumInfo { leader_id: raft.leader_id, term: raft.term, commit_index: raft.raft_log.committed, is_leader, voters }
+    }
+
     fn publish_status(&mut self) {
         let raft = &self.raw.raft;
         let status = RaftStatus {
@@ -252,4 +322,8 @@ impl Driver {
             self.status_tx.send_replace(status);
         }
     }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

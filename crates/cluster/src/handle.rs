@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use crate::config::ClusterConfig;
-use crate::driver::{Driver, Input};
+use crate::driver::{Driver, Input, QuorumInfo};
 use crate::error::ClusterError;
 use crate::slog_bridge;
 use crate::state::{Applied, ClusterState, Command};
@@ -125,6 +125,18 @@ impl Cluster {
             Ok(Err(_)) => Err(ClusterError::Stopped),
             Err(_) => Err(ClusterError::Timeout(timeout_ms)),
         }
+    }
+
+    /// The metadata group's leader, term, commit index and voters' progress
+    /// (exact on the leader; a follower knows only itself).
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        match self.inputs.try_send(Input::Describe { reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ClusterError::TooManyPending(INPUT_QUEUE)),
+            Err(TrySendError::Disconnected(_)) => return Err(ClusterError::Stopped),
+        }
+        rx.await.map_err(|_| ClusterError::Stopped)
     }
 
     /// Waits until the applied state satisfies `ready`, or the timeout.

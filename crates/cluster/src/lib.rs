@@ -20,6 +20,7 @@ pub mod wal;
 pub mod wire;
 
 pub use config::{ClusterConfig, Voter};
+pub use driver::{QuorumInfo, VoterInfo};
 pub use error::ClusterError;
 pub use handle::{Cluster, RaftStatus};
 pub use state::{Applied, BrokerInfo, ClusterState, Command, StateError, TopicPlacement};

@@ -79,3 +79,30 @@ pub fn coordinator(ctx: &Context) -> Option<(i32, String, i32)> {
     let (id, broker) = state.brokers.iter().next()?;
     Some((*id as i32, broker.host.clone(), broker.port))
 }
+
+/// Does this broker hold a replica of the partition? Always on a single
+/// node; on a cluster, when the placement names it.
+pub fn holds_replica(ctx: &Context, topic: &str, partition: i32) -> bool {
+    let Some(cluster) = &ctx.cluster else { return true };
+    let state = cluster.state();
+    let replicas = state.topics.get(topic).and_then(|t| t.replicas.get(usize::try_from(partition).ok()?).cloned());
+    replicas.is_some_and(|r| r.contains(&cluster.node_id()))
+}
+
+/// A partition leader's id and Kafka endpoint, for KIP-951's CurrentLeader
+/// and NodeEndpoints: a client told NOT_LEADER_OR_FOLLOWER goes straight
+/// to the leader instead of refreshing all its metadata first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+pub fn leader_endpoint(ctx: &Context, topic: &str, partition: i32) -> Option<LeaderEndpoint> {
+    let cluster = ctx.cluster.as_ref()?;
+    let state = cluster.state();
+    let id = state.preferred_leader(topic, partition)?;
+    let broker = state.brokers.get(&id)?;
+    Some(LeaderEndpoint { id: id as i32, host: broker.host.clone(), port: broker.port })
+}

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 mod authorized;
+pub mod client;
 pub mod codec;
 mod cluster;
 pub mod codes;

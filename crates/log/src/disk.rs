@@ -275,6 +275,11 @@ impl DiskLog {
         Ok(())
     }
 
+    /// Forgets unsynced sealed files whose path `keep` refuses (removed segments).
+    pub(crate) fn retain_unsynced(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.unsynced.retain(|f| keep(f.path()));
+    }
+
     /// What to fsync to make everything appended so far durable, or None if
     /// it already is.
     pub fn sync_job(&mut self) -> Option<SyncJob> {

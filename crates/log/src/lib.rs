@@ -17,6 +17,7 @@ pub mod meta;
 pub mod records;
 mod segment;
 pub mod storage;
+mod truncate;
 
 use std::sync::Arc;
 

@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
+use super::str_bytes;
 use crate::codes;
 use crate::server::Context;
 
@@ -38,6 +39,7 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
     let mut total = 0usize;
     let mut any_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
+    let mut leaders: Vec<crate::cluster::LeaderEndpoint> = Vec::new();
     for t in &req.topics {
         let topic = if version >= 13 { ctx.engine.topic_by_id(t.topic_id) } else { ctx.engine.topic(t.topic.as_str()) };
         let missing = if version >= 13 { codes::UNKNOWN_TOPIC_ID } else { codes::UNKNOWN_TOPIC_OR_PARTITION };
@@ -57,7 +59,15 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
             };
             if let Err(code) = crate::cluster::check_leader(ctx, &partition.topic, p.partition) {
                 any_error = true;
-                partitions.push(base.with_error_code(code));
+                let leader = crate::cluster::leader_endpoint(ctx, &partition.topic, p.partition);
+                let current = match &leader {
+                    Some(l) => LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(0),
+                    None => LeaderIdAndEpoch::default(),
+                };
+                if let Some(l) = leader.filter(|l| !leaders.contains(l)) {
+                    leaders.push(l);
+                }
+                partitions.push(base.with_error_code(code).with_current_leader(current));
                 continue;
             }
             let offsets = partition.offsets();
@@ -107,5 +117,9 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
         topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(partitions));
     }
     // Fetch sessions are not offered: session id 0 makes clients send full requests.
-    (FetchResponse::default().with_session_id(0).with_responses(topics), total, any_error)
+    let node_endpoints = leaders
+        .into_iter()
+        .map(|l| NodeEndpoint::default().with_node_id(BrokerId(l.id)).with_host(str_bytes(l.host)).with_port(l.port))
+        .collect();
+    (FetchResponse::default().with_session_id(0).with_responses(topics).with_node_endpoints(node_endpoints), total, any_error)
 }

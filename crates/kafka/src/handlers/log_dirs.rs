@@ -24,6 +24,10 @@ pub async fn delete_records(ctx: &Context, req: DeleteRecordsRequest) -> DeleteR
         let mut partitions = Vec::new();
         for p in t.partitions {
             let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            if let Err(code) = crate::cluster::check_leader(ctx, t.name.as_str(), p.partition_index) {
+                partitions.push(base.with_error_code(code));
+                continue;
+            }
             let result = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                 None => Err(EngineError::UnknownTopicOrPartition(format!("{}-{}", t.name.as_str(), p.partition_index))),
                 Some(partition) => tokio::task::spawn_blocking(move || partition.delete_records(p.offset))
@@ -54,6 +58,8 @@ pub fn describe_log_dirs(ctx: &Context, req: DescribeLogDirsRequest) -> Describe
                 None => continue,
             },
         };
+        // On a cluster, only the partitions placed on this broker are its logs.
+        let indexes: Vec<i32> = indexes.into_iter().filter(|i| crate::cluster::holds_replica(ctx, &topic.name, *i)).collect();
         let partitions = partition_sizes(&topic, &indexes);
         if !partitions.is_empty() {
             topics.push(DescribeLogDirsTopic::default().with_name(TopicName(str_bytes(topic.name.clone()))).with_partitions(partitions));

@@ -10,6 +10,7 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod produce;
+mod quorum;
 mod txn;
 
 use std::future::Future;
@@ -181,6 +182,10 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
         RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
         RequestKind::DescribeCluster(r) => (ApiKey::DescribeCluster, metadata::describe_cluster(ctx, r).into()),
+        RequestKind::DescribeQuorum(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            (ApiKey::DescribeQuorum, quorum::describe(ctx, r, version, &client_id).await.into())
+        }
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
         RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),
         RequestKind::DeleteTopics(r) => (ApiKey::DeleteTopics, admin::delete_topics(ctx, r, version).await.into()),

@@ -10,11 +10,12 @@ use ferry_broker::{now_ms, EngineError, Partition};
 use ferry_log::batch::{set_log_append_time, split_and_validate, BatchHeader};
 use ferry_log::records::{decode_records, has_keyless_record, recompress_batch, records_section};
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
+use crate::cluster::LeaderEndpoint;
 use crate::codes;
 use crate::server::Context;
 
@@ -34,11 +35,21 @@ struct PartResult {
     log_append_time_ms: i64,
     /// For acks=all: the partition and the offset that must become durable.
     pending_sync: Option<(Arc<Partition>, i64)>,
+    /// With NOT_LEADER_OR_FOLLOWER: who leads (KIP-951).
+    leader: Option<LeaderEndpoint>,
 }
 
 impl PartResult {
     fn failed(index: i32, code: i16, message: String) -> PartResult {
-        PartResult { index, error: Some((code, message)), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1, pending_sync: None }
+        PartResult {
+            index,
+            error: Some((code, message)),
+            base_offset: -1,
+            log_start_offset: -1,
+            log_append_time_ms: -1,
+            pending_sync: None,
+            leader: None,
+        }
     }
 }
 
@@ -72,7 +83,10 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                     None => Ok(()),
                 };
                 match topic.as_ref().and_then(|t| t.partition(p.index).map(|part| (t, part))) {
-                    _ if let Err(code) = leader_here => PartResult::failed(p.index, code, "this broker does not lead the partition".into()),
+                    _ if let Err(code) = leader_here => PartResult {
+                        leader: topic.as_ref().and_then(|t| crate::cluster::leader_endpoint(ctx, &t.name, p.index)),
+                        ..PartResult::failed(p.index, code, "this broker does not lead the partition".into())
+                    },
                     None => PartResult::failed(p.index, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                     Some((topic, partition)) => {
                         let rules = {
@@ -98,6 +112,7 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                                     log_start_offset: info.log_start_offset,
                                     log_append_time_ms: if rules.log_append_time { now } else { -1 },
                                     pending_sync: (acks == -1).then(|| (partition.clone(), info.last_offset + 1)),
+                                    leader: None,
                                 }
                             }
                             Err(e) => PartResult::failed(p.index, codes::for_engine_error(&e), e.to_string()),
@@ -145,6 +160,7 @@ pub async fn finish(appended: Appended) -> Outcome {
         join_all(waits).await;
     }
 
+    let mut leaders: Vec<LeaderEndpoint> = Vec::new();
     let responses = topics
         .into_iter()
         .map(|(name, topic_id, results)| {
@@ -153,7 +169,18 @@ pub async fn finish(appended: Appended) -> Outcome {
                     .into_iter()
                     .map(|r| {
                         let (code, message) = r.error.map_or((codes::NONE, None), |(c, m)| (c, Some(m)));
+                        let current_leader = match r.leader {
+                            Some(l) => {
+                                let id = LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(0);
+                                if !leaders.contains(&l) {
+                                    leaders.push(l);
+                                }
+                                id
+                            }
+                            None => LeaderIdAndEpoch::default().with_leader_id(BrokerId(-1)).with_leader_epoch(-1),
+                        };
                         PartitionProduceResponse::default()
+                            .with_current_leader(current_leader)
                             .with_index(r.index)
                             .with_error_code(code)
                             .with_error_message(message.map(|m: String| -> StrBytes { str_bytes(m) }))
@@ -165,7 +192,11 @@ pub async fn finish(appended: Appended) -> Outcome {
             )
         })
         .collect();
-    Outcome::Respond(ProduceResponse::default().with_responses(responses))
+    let node_endpoints = leaders
+        .into_iter()
+        .map(|l| NodeEndpoint::default().with_node_id(BrokerId(l.id)).with_host(str_bytes(l.host)).with_port(l.port))
+        .collect();
+    Outcome::Respond(ProduceResponse::default().with_responses(responses).with_node_endpoints(node_endpoints))
 }
 
 /// What a topic's configs ask of an incoming batch.

@@ -24,6 +24,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.utils.internals.Exit;
 import org.apache.kafka.tools.DeleteRecordsCommand;
 import org.apache.kafka.tools.LogDirsCommand;
+import org.apache.kafka.tools.MetadataQuorumCommand;
 
 /**
  * Ferry compatibility check: Kafka 4.4's own command-line tools, run in-process with the
@@ -92,6 +93,7 @@ public final class KafkaToolsCompat {
             deleteRecords(admin, topic);
             logDirs(topic);
         }
+        metadataQuorum();
         OUT.log("OK");
         System.exit(0);
     }
@@ -146,5 +148,22 @@ public final class KafkaToolsCompat {
             OUT.fail("kafka-log-dirs reports size " + size + " for " + topic + "-0");
         }
         OUT.log("log-dirs: " + topic + "-0 holds " + size + " bytes");
+    }
+
+    /** kafka-metadata-quorum.sh describe --status: a leader, and every broker a voter. */
+    static void metadataQuorum() throws Exception {
+        int brokers = Integer.parseInt(System.getenv().getOrDefault("FERRY_COMPAT_BROKERS", "1"));
+        String out = runTool("kafka-metadata-quorum", MetadataQuorumCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "describe", "--status");
+        java.util.regex.Matcher leader = java.util.regex.Pattern.compile("LeaderId:\\s+(\\d+)").matcher(out);
+        java.util.regex.Matcher voters = java.util.regex.Pattern.compile("CurrentVoters:\\s+\\[(.*)\\]").matcher(out);
+        if (!leader.find() || !voters.find()) {
+            OUT.fail("kafka-metadata-quorum printed no LeaderId or CurrentVoters");
+        }
+        long listed = java.util.regex.Pattern.compile("\"id\":\\s*\\d+").matcher(voters.group(1)).results().count();
+        if (listed != brokers) {
+            OUT.fail("kafka-metadata-quorum lists " + listed + " voters, want " + brokers);
+        }
+        OUT.log("metadata-quorum: leader " + leader.group(1) + ", " + listed + " voter(s)");
     }
 }
