@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: build, Rust unit and integration
 # tests (which start the real ferry binary), the real-client compatibility
-# suite, and a short fuzz run. Installs what it needs by itself.
+# suite, the console in headless Chromium, and a short fuzz run. Installs
+# what it needs by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -26,6 +27,9 @@ FERRY_BIN="$PWD/target/release/ferry" FERRY_COMPAT_BROKERS=3 tests/compat/run.sh
 
 step "exactly-once with the Java client, Kafka Streams and confluent-kafka (Python)"
 FERRY_BIN="$PWD/target/release/ferry" tests/eos/run.sh
+
+step "console in headless Chromium"
+FERRY_BIN="$PWD/target/release/ferry" tests/console/run.sh
 
 if [ -x fuzz/run.sh ]; then
   step "fuzz (short run)"

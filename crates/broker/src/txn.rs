@@ -102,6 +102,17 @@ pub enum TxnError {
     LimitReached(String),
 }
 
+/// Why an operator's abort ([`TxnCoordinator::abort`]) did not happen.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AbortError {
+    #[error("no transactional id {0}")]
+    Unknown(String),
+    #[error("transactional id {0} has no ongoing transaction (state {1})")]
+    NotOngoing(String, &'static str),
+    #[error("aborting failed: {0}")]
+    Txn(TxnError),
+}
+
 /// Coordinator settings, named after Kafka's broker configs.
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -481,9 +492,7 @@ impl TxnCoordinator {
             let result = match meta.state {
                 TxnState::Ongoing if now - meta.txn_start_ms > meta.timeout_ms as i64 => {
                     info!(transactional_id = %meta.transactional_id, timeout_ms = meta.timeout_ms, "transaction timed out; aborting it and fencing its producer");
-                    meta.epoch = meta.epoch.saturating_add(1);
-                    meta.state = TxnState::PrepareEpochFence;
-                    self.complete(engine, &mut meta, false).await
+                    self.fence_and_abort(engine, &mut meta).await
                 }
                 TxnState::PrepareCommit => self.complete(engine, &mut meta, true).await,
                 TxnState::PrepareAbort | TxnState::PrepareEpochFence => self.complete(engine, &mut meta, false).await,
@@ -498,6 +507,28 @@ impl TxnCoordinator {
             Ok(m) => !(matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort) && now - m.last_update_ms > expiration),
             Err(_) => true,
         });
+    }
+
+    /// Bumps the epoch (the producer's next request is fenced), then
+    /// aborts under it: markers written, the LSO released.
+    async fn fence_and_abort(&self, engine: &Engine, meta: &mut TxnMeta) -> Result<(), TxnError> {
+        meta.epoch = meta.epoch.saturating_add(1);
+        meta.state = TxnState::PrepareEpochFence;
+        self.complete(engine, meta, false).await
+    }
+
+    /// An operator's abort (`POST /api/transactions/{id}/abort`): what a
+    /// timeout does, now. Only an Ongoing transaction; a Prepare* one is
+    /// already being completed. Returns the state after the abort.
+    pub async fn abort(&self, engine: &Engine, tid: &str) -> Result<TxnMeta, AbortError> {
+        let entry = self.entry(tid).ok_or_else(|| AbortError::Unknown(tid.to_string()))?;
+        let mut meta = entry.lock().await;
+        if meta.state != TxnState::Ongoing {
+            return Err(AbortError::NotOngoing(tid.to_string(), meta.state.kafka_name()));
+        }
+        info!(transactional_id = tid, producer_id = meta.producer_id, epoch = meta.epoch, "aborting on request; fencing the producer");
+        self.fence_and_abort(engine, &mut meta).await.map_err(AbortError::Txn)?;
+        Ok(meta.clone())
     }
 
     /// Every transaction's state (ListTransactions, DescribeTransactions).

@@ -100,7 +100,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let http = start_http(http_listener, &engine, metrics, &shutdown_rx);
+    let http = start_http(http_listener, &engine, metrics, &settings, cluster.clone(), &shutdown_rx);
     let retention_engine = engine.clone();
     let interval = Duration::from_millis(settings.log_retention_check_interval_ms);
     let retention = tokio::spawn(async move {
@@ -179,10 +179,13 @@ fn start_http(
     listener: Option<TcpListener>,
     engine: &Arc<Engine>,
     metrics: Option<Arc<Metrics>>,
+    settings: &Settings,
+    cluster: Option<Arc<Cluster>>,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let (Some(listener), Some(metrics)) = (listener, metrics) else { return None };
-    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, shutdown.clone())))
+    let me = ferry_http::Advertised { node_id: settings.node_id, host: settings.advertised_host.clone(), port: settings.advertised_port };
+    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, me, cluster, shutdown.clone())))
 }
 
 async fn wait_for_signal() {

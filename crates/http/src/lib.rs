@@ -1,10 +1,13 @@
 //! Ferry's HTTP endpoint, served by `ferry serve --http-listen HOST:PORT`:
 //! `/metrics` (Prometheus), `/api/topics`, `/api/groups`,
-//! `/api/transactions` (JSON, documented in the README), and `/`.
+//! `/api/transactions` (with `POST /api/transactions/{id}/abort`),
+//! `/api/cluster`, `/api/fsync` (JSON, documented in the README), and the
+//! console at `/`.
 
 mod api;
 mod scrape;
 mod server;
 mod views;
 
+pub use api::Advertised;
 pub use server::{bind, serve, HttpError, HttpListen};

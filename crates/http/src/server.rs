@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry_broker::Engine;
+use ferry_cluster::Cluster;
 use ferry_metrics::Metrics;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::api::{route, State};
+use crate::api::{route, Advertised, State};
 
 /// The default `--http-listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9644";
@@ -68,9 +69,17 @@ pub async fn bind(listen: HttpListen) -> Result<Option<TcpListener>, HttpError> 
     }
 }
 
-/// Serves HTTP until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
-    let state = State { engine, metrics };
+/// Serves HTTP until `shutdown` turns true. `cluster` is the metadata
+/// group on a cluster (for `/api/cluster`), None on a single broker.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    advertised: Advertised,
+    cluster: Option<Arc<Cluster>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let state = State { engine, metrics, advertised, cluster };
     if let Ok(addr) = listener.local_addr() {
         info!(http_listen = %addr, "serving /metrics, /api and the console over HTTP");
     }

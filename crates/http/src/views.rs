@@ -3,9 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use ferry_broker::txn::TxnState;
+use ferry_broker::txn::{TxnMeta, TxnState};
 use ferry_broker::{now_ms, Engine, StorageKind};
+use ferry_cluster::Cluster;
+use ferry_metrics::{Metrics, TopicCounts};
 use serde::Serialize;
+
+use crate::api::Advertised;
 
 #[derive(Debug, Serialize)]
 pub struct TopicView {
@@ -13,6 +17,10 @@ pub struct TopicView {
     pub id: String,
     /// "disk" or "memory" (`ferry.storage`).
     pub storage: &'static str,
+    /// Counted since the broker started (the console's rates are the
+    /// difference between two polls).
+    #[serde(flatten)]
+    pub counts: TopicCounts,
     pub partitions: Vec<PartitionView>,
 }
 
@@ -27,7 +35,7 @@ pub struct PartitionView {
     pub size_bytes: Option<u64>,
 }
 
-pub fn topics(engine: &Engine) -> Vec<TopicView> {
+pub fn topics(engine: &Engine, metrics: &Metrics) -> Vec<TopicView> {
     engine
         .topics()
         .iter()
@@ -38,6 +46,7 @@ pub fn topics(engine: &Engine) -> Vec<TopicView> {
                 StorageKind::Disk => "disk",
                 StorageKind::Memory => "memory",
             },
+            counts: metrics.topic_counts(&t.name).unwrap_or_default(),
             partitions: t
                 .partitions
                 .read()
@@ -158,25 +167,21 @@ pub fn is_open(state: TxnState) -> bool {
 
 pub async fn transactions(engine: &Engine) -> Vec<TxnView> {
     let now = now_ms();
-    engine
-        .txns
-        .snapshot()
-        .await
-        .into_iter()
-        .map(|m| {
-            let open = is_open(m.state);
-            let partitions = m.partitions.iter().map(|(topic, index)| txn_partition(engine, m.producer_id, topic, *index)).collect();
-            TxnView {
-                transactional_id: m.transactional_id,
-                producer_id: m.producer_id,
-                producer_epoch: m.epoch,
-                state: m.state.kafka_name(),
-                timeout_ms: m.timeout_ms,
-                age_ms: (open && m.txn_start_ms >= 0).then(|| (now - m.txn_start_ms).max(0)),
-                partitions,
-            }
-        })
-        .collect()
+    engine.txns.snapshot().await.into_iter().map(|m| txn_view(engine, m, now)).collect()
+}
+
+pub fn txn_view(engine: &Engine, m: TxnMeta, now: i64) -> TxnView {
+    let open = is_open(m.state);
+    let partitions = m.partitions.iter().map(|(topic, index)| txn_partition(engine, m.producer_id, topic, *index)).collect();
+    TxnView {
+        transactional_id: m.transactional_id,
+        producer_id: m.producer_id,
+        producer_epoch: m.epoch,
+        state: m.state.kafka_name(),
+        timeout_ms: m.timeout_ms,
+        age_ms: (open && m.txn_start_ms >= 0).then(|| (now - m.txn_start_ms).max(0)),
+        partitions,
+    }
 }
 
 fn txn_partition(engine: &Engine, producer_id: i64, topic: &str, index: i32) -> TxnPartitionView {
@@ -193,4 +198,74 @@ fn txn_partition(engine: &Engine, producer_id: i64, topic: &str, index: i32) -> 
         last_stable_offset: offsets.map(|o| o.last_stable_offset),
         high_watermark: offsets.map(|o| o.high_watermark),
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// "single" (one broker) or "cluster" (`--cluster-voters`).
+    pub mode: &'static str,
+    /// The broker answering.
+    pub node_id: i32,
+    /// The metadata group's leader (Kafka's controller); null while none
+    /// is known. A single broker is its own.
+    pub controller_id: Option<i32>,
+    pub brokers: Vec<BrokerView>,
+    pub partitions: Vec<LeaderView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BrokerView {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaderView {
+    pub topic: String,
+    pub partition: i32,
+    /// Partitions are not replicated yet: the leader is the first replica
+    /// the metadata group placed it on, as Metadata answers clients.
+    pub leader: Option<i32>,
+    pub replicas: Vec<i32>,
+}
+
+pub fn cluster(engine: &Engine, me: &Advertised, cluster: Option<&Cluster>) -> ClusterView {
+    match cluster {
+        Some(c) => placed(c, me),
+        None => single(engine, me),
+    }
+}
+
+fn single(engine: &Engine, me: &Advertised) -> ClusterView {
+    let partitions = engine
+        .topics()
+        .iter()
+        .flat_map(|t| (0..t.partition_count()).map(|p| LeaderView { topic: t.name.clone(), partition: p, leader: Some(me.node_id), replicas: vec![me.node_id] }))
+        .collect();
+    let broker = BrokerView { node_id: me.node_id, host: me.host.clone(), port: me.port };
+    ClusterView { mode: "single", node_id: me.node_id, controller_id: Some(me.node_id), brokers: vec![broker], partitions }
+}
+
+fn placed(cluster: &Cluster, me: &Advertised) -> ClusterView {
+    let state = cluster.state();
+    let id = |n: u64| i32::try_from(n).unwrap_or(-1);
+    let brokers = state.brokers.iter().map(|(n, b)| BrokerView { node_id: id(*n), host: b.host.clone(), port: b.port }).collect();
+    let partitions = state
+        .topics
+        .iter()
+        .flat_map(|(name, placement)| {
+            placement.replicas.iter().enumerate().map(move |(p, replicas)| LeaderView {
+                topic: name.clone(),
+                partition: i32::try_from(p).unwrap_or(i32::MAX),
+                leader: replicas.first().map(|n| id(*n)),
+                replicas: replicas.iter().map(|n| id(*n)).collect(),
+            })
+        })
+        .collect();
+    let controller_id = match cluster.status().leader_id {
+        0 => None,
+        n => Some(id(n)),
+    };
+    ClusterView { mode: "cluster", node_id: me.node_id, controller_id, brokers, partitions }
 }

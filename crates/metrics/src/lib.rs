@@ -11,6 +11,7 @@
 use std::fmt;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use serde::Serialize;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
@@ -155,6 +156,22 @@ impl Metrics {
         self.request_errors.get_or_create(&ApiErrorLabels { api: api.to_string(), error }).inc_by(count);
     }
 
+    /// A topic's counters so far (the console computes rates from two of
+    /// these); None before the topic counted anything.
+    pub fn topic_counts(&self, topic: &str) -> Option<TopicCounts> {
+        let labels = TopicLabels { topic: topic.to_string() };
+        Some(TopicCounts {
+            records_in: self.records_in.get(&labels)?.get(),
+            bytes_in: self.bytes_in.get(&labels).map_or(0, |c| c.get()),
+            bytes_out: self.bytes_out.get(&labels).map_or(0, |c| c.get()),
+        })
+    }
+
+    /// The fsync histogram's cumulative buckets, count and sum.
+    pub fn fsync_snapshot(&self) -> Result<HistogramSnapshot, fmt::Error> {
+        histogram_snapshot(&self.fsync_duration)
+    }
+
     /// The exposition: this registry, then `scraped` (series computed at
     /// scrape time, registered under [`PREFIX`] by the caller), then EOF.
     pub fn encode(&self, scraped: &Registry) -> Result<String, fmt::Error> {
@@ -165,6 +182,54 @@ impl Metrics {
         encode_eof(&mut out)?;
         Ok(out)
     }
+}
+
+/// Counter values of one topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TopicCounts {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One histogram at one instant, Prometheus-style: `buckets` are
+/// cumulative (`count` observations were at most `le` seconds), the last
+/// one `le: null` (+Inf).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HistogramSnapshot {
+    pub buckets: Vec<Bucket>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Upper bound in seconds; None is +Inf.
+    pub le: Option<f64>,
+    pub count: u64,
+}
+
+/// prometheus-client keeps bucket counts private: encode the histogram
+/// alone and read its `_bucket` lines back (a few hundred bytes, on a
+/// console poll, never on the hot path).
+fn histogram_snapshot(h: &Histogram) -> Result<HistogramSnapshot, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register("h", "", h.clone());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut text, &registry)?;
+    let buckets = text.lines().filter_map(bucket_line).collect();
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.split_whitespace().next()?.parse::<f64>().ok());
+    let count = value("h_count").unwrap_or(0.0) as u64;
+    Ok(HistogramSnapshot { buckets, count, sum: value("h_sum").unwrap_or(0.0) })
+}
+
+/// `h_bucket{le="0.0002"} 7` → Bucket; anything else → None.
+fn bucket_line(line: &str) -> Option<Bucket> {
+    let rest = line.strip_prefix("h_bucket{le=\"")?;
+    let (le, rest) = rest.split_once("\"} ")?;
+    let count = rest.split_whitespace().next()?.parse().ok()?;
+    let le = if le == "+Inf" { None } else { Some(le.parse().ok()?) };
+    Some(Bucket { le, count })
 }
 
 #[cfg(test)]
@@ -190,8 +255,26 @@ mod tests {
         assert!(text.contains("ferry_request_errors_total{api=\"Produce\",error=\"NOT_LEADER_OR_FOLLOWER\"} 2\n"), "{text}");
         assert!(text.contains("# TYPE ferry_fsync_duration_seconds histogram\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        assert_eq!(m.topic_counts("orders"), Some(TopicCounts { records_in: 5, bytes_in: 100, bytes_out: 0 }));
+        assert_eq!(m.topic_counts("other"), None);
         m.remove_topic("orders");
         let text = m.encode(&Registry::default()).expect("encode");
         assert!(!text.contains("topic=\"orders\""), "{text}");
+    }
+
+    #[test]
+    fn fsync_snapshot_reads_the_buckets() {
+        let m = Metrics::new();
+        let h = m.topic("t").fsync_duration;
+        h.observe(0.00015);
+        h.observe(0.003);
+        h.observe(100.0);
+        let s = m.fsync_snapshot().expect("snapshot");
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets.len(), 18, "17 bounds and +Inf");
+        assert_eq!(s.buckets[0], Bucket { le: Some(0.0001), count: 0 });
+        assert_eq!(s.buckets[1], Bucket { le: Some(0.0002), count: 1 });
+        assert_eq!(s.buckets[16].count, 2);
+        assert_eq!(s.buckets[17], Bucket { le: None, count: 3 });
     }
 }
