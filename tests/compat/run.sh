@@ -30,9 +30,10 @@
 #                       authorized operations of a topic, the cluster, a group)
 #           tools:      java-tools (Kafka's kafka-delete-records.sh and
 #                       kafka-log-dirs.sh commands, run in-process)
-#           ssl:        kcat-ssl confluent-kafka-ssl (the round trip over the
-#                       broker's SSL listener; certificates made with openssl,
-#                       the Python client also presents a client certificate)
+#           ssl:        kcat-ssl confluent-kafka-ssl java-ssl (the round trip
+#                       over the broker's SSL listener; certificates made with
+#                       openssl; the Python client also presents a client
+#                       certificate; Java reads the CA as a PEM truststore)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;
@@ -73,7 +74,7 @@ GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-gro
 PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
 ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
 TOOL_CLIENTS=(java-tools)
-SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl)
+SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl java-ssl)
 ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
@@ -205,6 +206,7 @@ client_cmd() { # sets CMD
     confluent-kafka) CMD=("$py" "$HERE/python/test_confluent_kafka.py") ;;
     confluent-kafka-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS ssl.certificate.location=$TLS/client.pem ssl.key.location=$TLS/client.key" "$py" "$HERE/python/test_confluent_kafka.py") ;;
     kcat-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS" bash "$HERE/kcat/test_kcat.sh") ;;
+    java-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="security.protocol=SSL ssl.truststore.type=PEM ssl.truststore.location=$TLS/ca.pem" java -jar "$jar") ;;
     kafka-python) CMD=("$py" "$HERE/python/test_kafka_python.py") ;;
     kcat) CMD=(bash "$HERE/kcat/test_kcat.sh") ;;
     go) CMD=("$HERE/go/franz-go-compat") ;;
