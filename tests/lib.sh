@@ -7,6 +7,8 @@
 #   FERRY          the broker binary
 #   BROKER_FLAGS   array of extra `ferry serve` flags
 #   PORT DATA BLOG the broker's port, data dir and log file (start_broker)
+#   LISTEN         (optional) the --listen value, default 127.0.0.1:$PORT;
+#                  its PLAINTEXT listener must be on $PORT
 # and reads:
 #   BROKER_PID     the running broker ("" when none)
 #   BROKER_UP      1 after a successful start or restart, 0 after a failed one
@@ -70,7 +72,7 @@ free_port() {
 # running and it returns 1.
 start_broker() {
   mkdir -p "$DATA"
-  NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
+  NO_COLOR=1 "$FERRY" serve --listen "${LISTEN:-127.0.0.1:$PORT}" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
   BROKER_PID=$!
   local i
   for i in $(seq 600); do

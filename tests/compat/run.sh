@@ -30,6 +30,10 @@
 #                       authorized operations of a topic, the cluster, a group)
 #           tools:      java-tools (Kafka's kafka-delete-records.sh and
 #                       kafka-log-dirs.sh commands, run in-process)
+#           ssl:        kcat-ssl confluent-kafka-ssl java-ssl (the round trip
+#                       over the broker's SSL listener; certificates made with
+#                       openssl; the Python client also presents a client
+#                       certificate; Java reads the CA as a PEM truststore)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;
@@ -70,7 +74,8 @@ GROUP_CLIENTS=(confluent-kafka-group confluent-kafka-group-kill kafka-python-gro
 PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
 ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
 TOOL_CLIENTS=(java-tools)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}")
+SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl java-ssl)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -102,6 +107,7 @@ expand() { # name/alias -> canonical client names
     promises) echo "${PROMISE_CLIENTS[@]}" ;;
     admin) echo "${ADMIN_CLIENTS[@]}" ;;
     tools) echo "${TOOL_CLIENTS[@]}" ;;
+    ssl | tls) echo "${SSL_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -113,7 +119,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools ssl kill java-group python-group)"
       ;;
   esac
 }
@@ -198,6 +204,9 @@ client_cmd() { # sets CMD
   [[ "$1" == *-kill ]] && mode=kill
   case "$1" in
     confluent-kafka) CMD=("$py" "$HERE/python/test_confluent_kafka.py") ;;
+    confluent-kafka-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS ssl.certificate.location=$TLS/client.pem ssl.key.location=$TLS/client.key" "$py" "$HERE/python/test_confluent_kafka.py") ;;
+    kcat-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS" bash "$HERE/kcat/test_kcat.sh") ;;
+    java-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="security.protocol=SSL ssl.truststore.type=PEM ssl.truststore.location=$TLS/ca.pem" java -jar "$jar") ;;
     kafka-python) CMD=("$py" "$HERE/python/test_kafka_python.py") ;;
     kcat) CMD=(bash "$HERE/kcat/test_kcat.sh") ;;
     go) CMD=("$HERE/go/franz-go-compat") ;;
@@ -243,6 +252,36 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A CA, a server certificate for 127.0.0.1 and a client certificate, in DIR.
+make_test_certs() { # DIR
+  local d="$1" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) n
+  mkdir -p "$d"
+  openssl req -x509 "${ec[@]}" -days 2 -subj /CN=ferry-compat-ca -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  printf 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/server.ext"
+  printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+  for n in server client; do
+    openssl req "${ec[@]}" -subj "/CN=compat-$n" -keyout "$d/$n.key" -out "$d/$n.csr" 2>/dev/null
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/$n.ext" -out "$d/$n.pem" 2>/dev/null
+  done
+}
+
+# With an SSL client selected the broker also gets an SSL listener (client
+# certificates requested, so one client can present one and another not).
+TLS="$WORK/tls"
+SSL_PORT=""
+SSL_PROPS="security.protocol=SSL ssl.ca.location=$TLS/ca.pem"
+for c in "${CLIENTS[@]}"; do
+  if [[ " ${SSL_CLIENTS[*]} " == *" $c "* && -z "$SSL_PORT" ]]; then
+    need openssl "openssl makes the test certificates"
+    make_test_certs "$TLS" || die "cannot make test certificates with openssl"
+    SSL_PORT="$(free_port)"
+    BROKER_FLAGS+=(--ssl-certificate-location "$TLS/server.pem" --ssl-key-location "$TLS/server.key"
+      --ssl-ca-location "$TLS/ca.pem" --ssl-client-auth requested)
+  fi
+done
+
 # A fresh port; the restarts after kills (lib.sh) keep it.
 start_compat_broker() {
   if ((COMPAT_BROKERS > 1)); then
@@ -250,6 +289,8 @@ start_compat_broker() {
     return
   fi
   PORT="$(free_port)"
+  LISTEN="127.0.0.1:$PORT"
+  [[ -z "$SSL_PORT" ]] || LISTEN="PLAINTEXT://127.0.0.1:$PORT,SSL://127.0.0.1:$SSL_PORT"
   start_broker || return 1
   export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
   say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"

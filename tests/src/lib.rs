@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod certs;
 pub mod netns;
 pub mod raw;
 
@@ -117,10 +118,12 @@ impl Ferry {
             }
             None => Command::new(ferry_bin()),
         };
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(self.bootstrap())
-            .arg("--data-dir")
+        cmd.arg("serve");
+        // A test giving its own listener list keeps `port` as its PLAINTEXT one.
+        if !self.extra_args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg(self.bootstrap());
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("FERRY_LOG", "info")
@@ -153,6 +156,13 @@ impl Ferry {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`HUP`, `STOP`, ...) to the running process.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{name}")).arg(c.id().to_string()).status();
+        }
     }
 
     /// SIGKILL: no chance to sync or close anything.

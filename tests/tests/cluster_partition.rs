@@ -86,7 +86,7 @@ async fn the_cut_off_leader_commits_nothing_and_catches_up_when_healed() {
     eprintln!("cut-off broker refused: {}", String::from_utf8_lossy(&refused.stderr).trim());
 
     lab.heal(cut);
-    wait_until("the healed broker catches up", Duration::from_secs(20), || topics(&boots[cut - 1]).contains(&"during-partition".to_string()));
+    wait_until("the healed broker catches up", Duration::from_secs(30), || topics(&boots[cut - 1]).contains(&"during-partition".to_string()));
     for b in &boots {
         let seen = topics(b);
         assert!(seen.contains(&"during-partition".to_string()), "{b}: {seen:?}");

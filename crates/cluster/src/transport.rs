@@ -19,6 +19,14 @@ use crate::wire::{self, Frame};
 
 pub type Batch = Vec<(u64, Message)>;
 
+/// A peer cut off by the network drops packets without a reset: TCP would
+/// retransmit with backoff for minutes, and after the link returns a
+/// connection could stay silent for tens of seconds. Past these limits the
+/// connection is abandoned and a new one made, so a healed peer hears from
+/// us within about a second.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Senders to each peer's writer task.
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Batch>>,
@@ -71,7 +79,8 @@ impl Transport {
 async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receiver<Batch>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut stream = match TcpStream::connect(&addr).await {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await;
+        let mut stream = match connected.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))) {
             Ok(s) => s,
             Err(e) => {
                 debug!(peer, %addr, error = %e, "cannot reach peer; retrying");
@@ -84,7 +93,7 @@ async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receive
         };
         let _ = stream.set_nodelay(true);
         backoff = Duration::from_millis(50);
-        if stream.write_all(&wire::encode(&Frame::Hello { node_id })).await.is_err() {
+        if write_frame(&mut stream, &Frame::Hello { node_id }).await.is_err() {
             continue;
         }
         info!(peer, %addr, "connected to peer");
@@ -94,11 +103,18 @@ async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receive
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
-            if let Err(e) = stream.write_all(&wire::encode(&Frame::Raft(batch))).await {
+            if let Err(e) = write_frame(&mut stream, &Frame::Raft(batch)).await {
                 warn!(peer, %addr, error = %e, "connection to peer lost");
                 break;
             }
         }
+    }
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&wire::encode(frame))).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out: peer unreachable")),
     }
 }
 

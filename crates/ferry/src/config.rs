@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use ferry_kafka::listener::{plan_listeners, ListenerPlan};
+use ferry_kafka::tls::{ClientAuth, TlsFiles};
 use serde::Deserialize;
 
 /// Flags of `ferry serve`. Each also reads `FERRY_<NAME>`; each is also a
@@ -17,12 +19,27 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (keys in snake_case).
     #[arg(long, env = "FERRY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
+    /// Where to listen for Kafka clients (Kafka: listeners): HOST:PORT, or
+    /// PROTOCOL://HOST:PORT comma-separated, PROTOCOL one of PLAINTEXT, SSL
+    /// (SASL_PLAINTEXT, SASL_SSL not yet) [default: 127.0.0.1:9092].
     #[arg(long, env = "FERRY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// HOST:PORT clients are told to connect to (Kafka: advertised.listeners) [default: the listen address].
+    pub listen: Option<String>,
+    /// Where clients are told to connect (Kafka: advertised.listeners), same
+    /// syntax as --listen, matched by protocol [default: each listen address].
     #[arg(long, env = "FERRY_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
+    /// PEM certificate (chain) of SSL listeners (librdkafka: ssl.certificate.location).
+    #[arg(long, env = "FERRY_SSL_CERTIFICATE_LOCATION")]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of that certificate (librdkafka: ssl.key.location).
+    #[arg(long, env = "FERRY_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (librdkafka: ssl.ca.location).
+    #[arg(long, env = "FERRY_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificates: none, requested or required (Kafka: ssl.client.auth) [default: none].
+    #[arg(long, env = "FERRY_SSL_CLIENT_AUTH")]
+    pub ssl_client_auth: Option<String>,
     /// Directory for topics and logs (Kafka: log.dirs) [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -100,8 +117,12 @@ pub struct ServeArgs {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     advertised_listener: Option<String>,
+    ssl_certificate_location: Option<PathBuf>,
+    ssl_key_location: Option<PathBuf>,
+    ssl_ca_location: Option<PathBuf>,
+    ssl_client_auth: Option<String>,
     data_dir: Option<PathBuf>,
     node_id: Option<i32>,
     auto_create_topics_enable: Option<bool>,
@@ -137,9 +158,13 @@ pub struct ClusterSettings {
 /// The resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
+    /// Kafka listeners, the first one also registered with a cluster.
+    pub listeners: Vec<ListenerPlan>,
+    /// The first listener's advertised address.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Set when a listener uses TLS.
+    pub tls: Option<TlsFiles>,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub auto_create_topics_enable: bool,
@@ -176,12 +201,9 @@ impl ServeArgs {
             bail!("default_replication_factor must be between 1 and the number of brokers ({brokers}), got {default_replication_factor}");
         }
         let http_listen = ferry_http::HttpListen::parse(self.http_listen.as_deref().or(file.http_listen.as_deref()))?;
-        let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
-        let advertised = self.advertised_listener.or(file.advertised_listener).unwrap_or_else(|| listen.to_string());
-        let (host, port) = advertised
-            .rsplit_once(':')
-            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.trim_matches(['[', ']']).to_string(), p)))
-            .with_context(|| format!("advertised listener `{advertised}` is not HOST:PORT"))?;
+        let listeners = resolve_listeners(&self, &file)?;
+        let tls = resolve_tls(&self, &file, &listeners)?;
+        let (host, port) = (listeners[0].advertised_host.clone(), listeners[0].advertised_port);
         let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
         if num_partitions < 1 {
             bail!("num_partitions must be at least 1, got {num_partitions}");
@@ -220,7 +242,8 @@ impl ServeArgs {
             group,
             cleaner,
             http_listen,
-            listen,
+            listeners,
+            tls,
             advertised_host: host,
             advertised_port: port as i32,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
@@ -243,8 +266,38 @@ impl ServeArgs {
     }
 }
 
-/// The `log.cleaner.*` settings, checked against the bounds that make sense
-/// (Kafka checks fewer; a zero rate or a tiny key map would never finish a pass).
+/// `--listen` and `--advertised-listener`; SASL listeners are refused until SASL lands.
+fn resolve_listeners(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<ListenerPlan>> {
+    let listen = args.listen.as_deref().or(file.listen.as_deref()).unwrap_or("127.0.0.1:9092");
+    let advertised = args.advertised_listener.as_deref().or(file.advertised_listener.as_deref());
+    let plans = plan_listeners(listen, advertised).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
+    if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
+        bail!("listener {}://{}: SASL is not supported yet (use PLAINTEXT or SSL)", p.protocol, p.bind);
+    }
+    Ok(plans)
+}
+
+/// The `ssl_*` settings, required as soon as a listener uses TLS.
+fn resolve_tls(args: &ServeArgs, file: &FileConfig, listeners: &[ListenerPlan]) -> anyhow::Result<Option<TlsFiles>> {
+    let certificate = args.ssl_certificate_location.clone().or_else(|| file.ssl_certificate_location.clone());
+    let key = args.ssl_key_location.clone().or_else(|| file.ssl_key_location.clone());
+    let ca = args.ssl_ca_location.clone().or_else(|| file.ssl_ca_location.clone());
+    let client_auth: ClientAuth = match args.ssl_client_auth.as_deref().or(file.ssl_client_auth.as_deref()) {
+        Some(s) => s.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+        None => ClientAuth::None,
+    };
+    if !listeners.iter().any(|l| l.protocol.uses_tls()) {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(key)) = (certificate, key) else {
+        bail!("an SSL listener needs ssl_certificate_location and ssl_key_location");
+    };
+    if client_auth != ClientAuth::None && ca.is_none() {
+        bail!("ssl_client_auth={client_auth:?} needs ssl_ca_location");
+    }
+    Ok(Some(TlsFiles { certificate, key, ca, client_auth }))
+}
+
 fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow::Result<Option<ClusterSettings>> {
     let listen = args.cluster_listen.or(file.cluster_listen);
     let Some(voters) = args.cluster_voters.clone().or_else(|| file.cluster_voters.clone()) else {
@@ -268,6 +321,8 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
     Ok(Some(ClusterSettings { listen, voters }))
 }
 
+/// The `log.cleaner.*` settings, checked against the bounds that make sense
+/// (Kafka checks fewer; a zero rate or a tiny key map would never finish a pass).
 fn resolve_cleaner(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_broker::CleanerConfig> {
     let d = ferry_broker::CleanerConfig::default();
     let c = ferry_broker::CleanerConfig {
@@ -308,5 +363,20 @@ mod tests {
         ] {
             assert!(bad.resolve().is_err());
         }
+    }
+
+    #[test]
+    fn listeners_default_to_one_plaintext_and_sasl_is_refused() {
+        let s = ServeArgs::default().resolve().expect("defaults resolve");
+        assert_eq!(s.listeners.len(), 1);
+        assert_eq!((s.advertised_host.as_str(), s.advertised_port), ("127.0.0.1", 9092));
+        assert!(s.tls.is_none());
+        let sasl = ServeArgs { listen: Some("PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093".into()), ..ServeArgs::default() };
+        let err = sasl.resolve().expect_err("refused").to_string();
+        assert!(err.contains("SASL is not supported yet"), "{err}");
+        let ssl = ServeArgs { listen: Some("SSL://127.0.0.1:9093".into()), ..ServeArgs::default() };
+        assert!(ssl.resolve().expect_err("needs files").to_string().contains("ssl_certificate_location"));
+        let file: FileConfig = toml::from_str("listen = \"SSL://127.0.0.1:9093\"\nssl_certificate_location = \"c.pem\"\nssl_key_location = \"k.pem\"\nssl_client_auth = \"required\"").expect("toml");
+        assert!(resolve_tls(&ServeArgs::default(), &file, &resolve_listeners(&ServeArgs::default(), &file).expect("listeners")).is_err(), "required needs a CA");
     }
 }

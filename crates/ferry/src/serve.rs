@@ -10,7 +10,8 @@ use ferry_broker::txn::TxnConfig;
 use ferry_broker::{Engine, EngineConfig};
 use ferry_cluster::{Cluster, ClusterConfig};
 use ferry_http::HttpListen;
-use ferry_kafka::{serve, Context, ServerConfig};
+use ferry_kafka::tls::TlsState;
+use ferry_kafka::{serve_listeners, Context, Listener, ServerConfig, Transport};
 use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
 use ferry_metrics::Metrics;
 use tokio::net::TcpListener;
@@ -78,26 +79,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut server_config = ServerConfig::new(settings.listen);
-    server_config.default_replication_factor = settings.default_replication_factor;
-    server_config.advertised_host = settings.advertised_host.clone();
-    server_config.advertised_port = settings.advertised_port;
-    server_config.max_connections = settings.max_connections;
-    server_config.socket_request_max_bytes = settings.socket_request_max_bytes;
-    server_config.fetch_max_bytes = settings.fetch_max_bytes;
-    server_config.connections_max_idle_ms = settings.connections_max_idle_ms;
-
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let tls = match &settings.tls {
+        Some(files) => Some(TlsState::new(files.clone()).context("cannot load the TLS certificates")?),
+        None => None,
+    };
+    let listeners = bind_listeners(&settings, tls.as_ref()).await?;
+    let server_config = listeners[0].config.clone();
     // Before "ready": an explicit --http-listen that is taken stops the start.
     let http_listener = ferry_http::bind(settings.http_listen).await?;
+    let name = |l: &Listener| l.transport.protocol_name();
+    let listening: Vec<String> =
+        listeners.iter().map(|l| format!("{}://{}", name(l), l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default())).collect();
+    let advertised: Vec<String> = listeners.iter().map(|l| format!("{}://{}:{}", name(l), l.config.advertised_host, l.config.advertised_port)).collect();
     info!(
-        listen = %listener.local_addr()?,
-        advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
+        listen = %listening.join(","),
+        advertised = %advertised.join(","),
         data_dir = %settings.data_dir.display(),
         "ferry is ready"
     );
+    let tls_reloader = tls.map(|t| tokio::spawn(ferry_kafka::tls::keep_fresh(t)));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let http = start_http(http_listener, &engine, metrics, &settings, cluster.clone(), &shutdown_rx);
@@ -147,9 +147,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // must never hold up the runtime's workers or a producer.
     let cleaner = ferry_broker::Cleaner::start(engine.clone()).context("cannot start the log cleaner")?;
 
-    let mut ctx = Context::new(engine.clone(), Arc::new(server_config));
+    let mut ctx = Context::new(engine.clone(), server_config);
     ctx.cluster = cluster.clone();
-    let server = tokio::spawn(serve(listener, ctx, shutdown_rx));
+    let server = tokio::spawn(serve_listeners(listeners, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");
     let _ = shutdown_tx.send(true);
@@ -164,6 +164,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(h) = http {
         h.abort();
     }
+    if let Some(h) = tls_reloader {
+        h.abort();
+    }
     retention.abort();
     group_ticker.abort();
     txn_ticker.abort();
@@ -172,6 +175,32 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || e.sync_all()).await?.context("final sync failed")?;
     info!("logs synced; bye");
     Ok(())
+}
+
+/// Binds every listener, each with the front-end settings and its own
+/// advertised address.
+async fn bind_listeners(settings: &Settings, tls: Option<&Arc<TlsState>>) -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = Vec::new();
+    for plan in &settings.listeners {
+        let transport = match (plan.protocol.uses_tls(), tls) {
+            (false, _) => Transport::Plaintext,
+            (true, Some(tls)) => Transport::Tls(tls.clone()),
+            (true, None) => anyhow::bail!("listener {}://{} needs TLS settings", plan.protocol, plan.bind),
+        };
+        let mut config = ServerConfig::new(plan.bind);
+        config.default_replication_factor = settings.default_replication_factor;
+        config.advertised_host = plan.advertised_host.clone();
+        config.advertised_port = i32::from(plan.advertised_port);
+        config.max_connections = settings.max_connections;
+        config.socket_request_max_bytes = settings.socket_request_max_bytes;
+        config.fetch_max_bytes = settings.fetch_max_bytes;
+        config.connections_max_idle_ms = settings.connections_max_idle_ms;
+        let socket = TcpListener::bind(plan.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}://{}", plan.protocol, plan.bind))?;
+        listeners.push(Listener { socket, transport, config: Arc::new(config) });
+    }
+    Ok(listeners)
 }
 
 /// Serves /metrics, /api and the console on the bound `--http-listen`.

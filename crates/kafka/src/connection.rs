@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -65,7 +64,13 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, max_bytes: usize) -> Resul
     let mut len_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        let n = rd.read(&mut len_buf[got..]).await?;
+        let n = match rd.read(&mut len_buf[got..]).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify, between frames:
+            // as ordinary as a plaintext close (most Kafka clients do it).
+            Err(e) if got == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return if got == 0 { Ok(FrameRead::Closed) } else { Err(FrameError::Truncated { got, want: 4 }) };
         }
@@ -131,9 +136,15 @@ fn queue(dispatched: Dispatched, effects_pending: &mut Option<oneshot::Receiver<
     }
 }
 
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context, mut shutdown: watch::Receiver<bool>) {
-    debug!(%peer, "connection opened");
-    let (mut rd, mut wr) = stream.into_split();
+/// Serves one connection, plaintext or TLS alike. `principal` is who the
+/// client proved to be (`User:ANONYMOUS` without a client certificate),
+/// kept for authorization.
+pub async fn serve_connection<S>(stream: S, peer: SocketAddr, principal: String, ctx: Context, mut shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    debug!(%peer, %principal, "connection opened");
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests_per_connection);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
@@ -149,7 +160,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Context,
             };
             match reply {
                 Reply::Send(bytes) => {
-                    if let Err(e) = wr.write_all(&bytes).await {
+                    // A TLS stream may hold encrypted bytes until flushed
+                    // (a no-op on plain TCP).
+                    if let Err(e) = async { wr.write_all(&bytes).await?; wr.flush().await }.await {
                         debug!(%peer, error = %e, "write failed; closing connection");
                         return;
                     }

@@ -11,8 +11,10 @@ pub mod codes;
 mod connection;
 mod error_codes;
 mod handlers;
+pub mod listener;
 pub mod metrics;
 mod server;
+pub mod tls;
 pub mod versions;
 
-pub use server::{serve, Context, ServerConfig};
+pub use server::{serve, serve_listeners, Context, Listener, ServerConfig, Transport};

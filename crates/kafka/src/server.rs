@@ -1,17 +1,18 @@
-//! The TCP server: accept loop with a connection limit, one task per
-//! connection, graceful shutdown.
+//! The TCP server: one accept loop per listener (plaintext or TLS) under a
+//! shared connection limit, one task per connection, graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_broker::Engine;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::connection::serve_connection;
 use crate::metrics::WireMetrics;
+use crate::tls::{TlsState, ANONYMOUS};
 
 /// Front-end settings, named after Kafka's broker configs.
 #[derive(Debug, Clone)]
@@ -72,15 +73,70 @@ impl Context {
     }
 }
 
-/// Serves until `shutdown` turns true, then stops accepting, lets open
-/// connections answer what they already read, and returns.
-pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+/// How a listener's connections are carried.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Plaintext,
+    /// A TLS handshake first, with the certificates live in the state.
+    Tls(Arc<TlsState>),
+}
+
+impl Transport {
+    /// Kafka's security protocol name.
+    pub fn protocol_name(&self) -> &'static str {
+        match self {
+            Transport::Plaintext => "PLAINTEXT",
+            Transport::Tls(_) => "SSL",
+        }
+    }
+}
+
+/// One bound listener, with the settings its clients see (Metadata
+/// advertises this listener's own address, as Kafka does per listener).
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    pub transport: Transport,
+    pub config: Arc<ServerConfig>,
+}
+
+/// Serves one plaintext listener with `ctx`'s settings (see [`serve_listeners`]).
+pub async fn serve(listener: TcpListener, ctx: Context, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let config = ctx.config.clone();
+    serve_listeners(vec![Listener { socket: listener, transport: Transport::Plaintext, config }], ctx, shutdown).await
+}
+
+/// Serves every listener (one accept loop each, `max.connections` shared)
+/// until `shutdown` turns true, then stops accepting, lets open connections
+/// answer what they already read, and returns.
+pub async fn serve_listeners(listeners: Vec<Listener>, ctx: Context, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
-    info!(listen = %listener.local_addr()?, "accepting Kafka connections");
+    let mut loops = Vec::new();
+    for listener in listeners {
+        let ctx = Context { config: listener.config.clone(), ..ctx.clone() };
+        loops.push(tokio::spawn(accept_loop(listener, ctx, slots.clone(), shutdown.clone())));
+    }
+    for l in loops {
+        if let Err(e) = l.await {
+            warn!(error = %e, "accept loop failed");
+        }
+    }
+    info!("stopped accepting; waiting for open connections to finish");
+    let all = ctx.config.max_connections as u32;
+    if tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await.is_err() {
+        warn!("some connections did not finish within 10 s");
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+    let protocol = listener.transport.protocol_name();
+    let local = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    info!(listen = %local, protocol, "accepting Kafka connections");
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
+            accepted = listener.socket.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
@@ -98,18 +154,24 @@ pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Rec
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
+                let transport = listener.transport.clone();
                 tokio::spawn(async move {
                     let _open = ctx.metrics.as_ref().map(|m| m.connection_opened());
-                    serve_connection(stream, peer, ctx, shutdown).await;
+                    open_connection(stream, peer, transport, ctx, shutdown).await;
                     drop(permit);
                 });
             }
         }
     }
-    info!("stopped accepting; waiting for open connections to finish");
-    let all = ctx.config.max_connections as u32;
-    if tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await.is_err() {
-        warn!("some connections did not finish within 10 s");
+}
+
+/// Runs the TLS handshake if the listener has one, then serves the connection.
+async fn open_connection(stream: TcpStream, peer: SocketAddr, transport: Transport, ctx: Context, shutdown: watch::Receiver<bool>) {
+    match transport {
+        Transport::Plaintext => serve_connection(stream, peer, ANONYMOUS.to_string(), ctx, shutdown).await,
+        Transport::Tls(tls) => match tls.accept(stream).await {
+            Ok((stream, principal)) => serve_connection(stream, peer, principal, ctx, shutdown).await,
+            Err(e) => warn!(%peer, error = %e, "closing connection"),
+        },
     }
-    Ok(())
 }

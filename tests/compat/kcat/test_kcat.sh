@@ -5,7 +5,9 @@
 # fresh topic (auto-created on first produce), then consumes from the
 # beginning with -e and checks "<offset> <key> <value>" for every record.
 #
-# Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
+# Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
+# FERRY_CLIENT_PROPS (space-separated key=value librdkafka properties, each
+# given as -X, e.g. security.protocol=SSL ssl.ca.location=ca.pem).
 set -euo pipefail
 
 CLIENT=kcat
@@ -14,6 +16,8 @@ BOOTSTRAP="${FERRY_BOOTSTRAP:-127.0.0.1:9092}"
 TIMEOUT="${FERRY_COMPAT_TIMEOUT:-60}"
 TOPIC="compat-${CLIENT}-$(od -An -N5 -tx1 /dev/urandom | tr -d ' \n')"
 START=$SECONDS
+PROPS=()
+for kv in ${FERRY_CLIENT_PROPS:-}; do PROPS+=(-X "$kv"); done
 
 fail() { echo "FAIL [$CLIENT] topic=$TOPIC: $*" >&2; exit 1; }
 log() { echo "[$CLIENT $((SECONDS - START))s] $*"; }
@@ -33,7 +37,7 @@ for ((i = 0; i < N; i++)); do printf '%d k%d %s-%d\n' "$i" "$i" "$CLIENT" "$i"; 
 # non-zero if any delivery failed. -X acks=all is the librdkafka default
 # (request.required.acks=-1); spelled out here for clarity.
 rc=0
-timeout --kill-after=5 "$(left)" kcat -b "$BOOTSTRAP" -P -t "$TOPIC" -p 0 -K $'\t' -z snappy \
+timeout --kill-after=5 "$(left)" kcat -b "$BOOTSTRAP" "${PROPS[@]}" -P -t "$TOPIC" -p 0 -K $'\t' -z snappy \
   -X request.required.acks=all -X linger.ms=5 \
   -X message.timeout.ms=$(( $(left) * 600 )) \
   -l "$WORK/in.txt" >"$WORK/produce.out" 2>"$WORK/produce.err" || rc=$?
@@ -49,7 +53,7 @@ log "produced $N records (snappy)"
 
 # Consume from the beginning, exit at end of partition (-e).
 rc=0
-timeout --kill-after=5 "$(left)" kcat -b "$BOOTSTRAP" -C -t "$TOPIC" -p 0 -o beginning -e \
+timeout --kill-after=5 "$(left)" kcat -b "$BOOTSTRAP" "${PROPS[@]}" -C -t "$TOPIC" -p 0 -o beginning -e \
   -f '%o %k %s\n' >"$WORK/got.txt" 2>"$WORK/consume.err" || rc=$?
 if ((rc != 0)); then
   uniq -c "$WORK/consume.err" | head -30 >&2

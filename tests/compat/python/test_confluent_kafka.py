@@ -5,7 +5,9 @@ Produces 10,000 records (lz4, acks=all) to partition 0 of a fresh topic
 (auto-created on first produce), then reads them back from the beginning
 with assign() and checks offset, key and value of every record.
 
-Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
+Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
+FERRY_CLIENT_PROPS (space-separated key=value client properties added to
+both clients, e.g. security.protocol=SSL ssl.ca.location=ca.pem).
 Exit 0 on success, 1 with a message on failure.
 """
 import os
@@ -21,6 +23,7 @@ CLIENT = "confluent"
 N = 10_000
 BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
 TIMEOUT = float(os.environ.get("FERRY_COMPAT_TIMEOUT", "60"))
+EXTRA = dict(kv.split("=", 1) for kv in os.environ.get("FERRY_CLIENT_PROPS", "").split())
 TOPIC = f"compat-{CLIENT}-{uuid.uuid4().hex[:10]}"
 START = time.monotonic()
 DEADLINE = START + TIMEOUT
@@ -69,6 +72,7 @@ def produce():
         "linger.ms": 5,
         "message.timeout.ms": int(TIMEOUT * 1000 * 0.6),
         "error_cb": on_error,
+        **EXTRA,
     })
     for i in range(N):
         while True:
@@ -108,6 +112,7 @@ def consume():
         "enable.auto.offset.store": False,
         "auto.offset.reset": "error",
         "error_cb": lambda err: log(f"consumer error callback: {err}"),
+        **EXTRA,
     })
     c.assign([TopicPartition(TOPIC, 0, confluent_kafka.OFFSET_BEGINNING)])
     got = 0

@@ -28,7 +28,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * fresh topic (auto-created on first produce), then reads them back with assign() +
  * seekToBeginning (no group.id) and checks offset, key and value of every record.
  *
- * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
+ * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
+ * FERRY_CLIENT_PROPS (space-separated key=value client properties added to both
+ * clients, e.g. security.protocol=SSL ssl.truststore.type=PEM ssl.truststore.location=ca.pem).
  */
 public final class KafkaClientsCompat {
     private static final String CLIENT = "java";
@@ -106,6 +108,16 @@ public final class KafkaClientsCompat {
         }
     }
 
+    /** FERRY_CLIENT_PROPS, added last so they override the defaults above them. */
+    static void addClientProps(Properties p) {
+        for (String kv : System.getenv().getOrDefault("FERRY_CLIENT_PROPS", "").trim().split("\\s+")) {
+            int eq = kv.indexOf('=');
+            if (eq > 0) {
+                p.put(kv.substring(0, eq), kv.substring(eq + 1));
+            }
+        }
+    }
+
     static long remainingMs(long deadline) {
         return Math.max(TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime()), 1);
     }
@@ -124,6 +136,7 @@ public final class KafkaClientsCompat {
         p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "20000");
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        addClientProps(p);
 
         long[] offsets = new long[N];
         Arrays.fill(offsets, -1);
@@ -169,6 +182,7 @@ public final class KafkaClientsCompat {
         c.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "20000");
         c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        addClientProps(c);
 
         TopicPartition tp = new TopicPartition(topic, 0);
         int got = 0;
