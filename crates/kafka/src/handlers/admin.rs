@@ -56,18 +56,7 @@ pub async fn create_topics(ctx: &Context, req: CreateTopicsRequest, version: i16
             Ok(topic) => {
                 let mut ok = result.with_topic_id(topic.id).with_num_partitions(partitions).with_replication_factor(1);
                 if version >= 5 {
-                    let described = topic.config.read().describe();
-                    ok = ok.with_configs(Some(
-                        described
-                            .into_iter()
-                            .map(|(n, v, explicit)| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(str_bytes(n))
-                                    .with_value(Some(str_bytes(v)))
-                                    .with_config_source(if explicit { 1 } else { 5 })
-                            })
-                            .collect(),
-                    ));
+                    ok = ok.with_configs(Some(created_configs(&topic.config.read())));
                 }
                 results.push(ok);
             }
@@ -193,18 +182,19 @@ async fn create_in_cluster(
     };
     let mut ok = result.with_topic_id(id).with_num_partitions(partitions).with_replication_factor(factor);
     if version >= 5 {
-        ok = ok.with_configs(Some(
-            config
-                .describe()
-                .into_iter()
-                .map(|(n, v, explicit)| {
-                    CreatableTopicConfigs::default()
-                        .with_name(str_bytes(n))
-                        .with_value(Some(str_bytes(v)))
-                        .with_config_source(if explicit { 1 } else { 5 })
-                })
-                .collect(),
-        ));
+        ok = ok.with_configs(Some(created_configs(&config)));
     }
     ok
+}
+
+/// A created topic's configs as CreateTopics v5+ reports them: source 1
+/// (set on the topic) or 5 (the broker's default).
+fn created_configs(config: &ferry_broker::TopicConfig) -> Vec<CreatableTopicConfigs> {
+    config
+        .describe()
+        .into_iter()
+        .map(|(n, v, explicit)| {
+            CreatableTopicConfigs::default().with_name(str_bytes(n)).with_value(Some(str_bytes(v))).with_config_source(if explicit { 1 } else { 5 })
+        })
+        .collect()
 }
