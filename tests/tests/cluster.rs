@@ -6,17 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ferry_tests::cluster::{admin, create_topic, wait_for_leaders, wait_until};
 use ferry_tests::kafka::read_partition;
 use ferry_tests::{raw, Ferry};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin")
-}
 
 /// (broker ids, controller id) as `bootstrap` answers Metadata.
 fn brokers_seen(bootstrap: &str) -> (Vec<i32>, i32) {
@@ -30,20 +25,6 @@ fn brokers_seen(bootstrap: &str) -> (Vec<i32>, i32) {
     (ids, raw::controller_id(bootstrap))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-async fn create(bootstrap: &str, name: &str, partitions: i32, replication: i32) -> Option<RDKafkaErrorCode> {
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-    let r = admin(bootstrap).create_topics([&t], &AdminOptions::new()).await.expect("admin answer");
-    r[0].as_ref().err().map(|(_, code)| *code)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_share_metadata_and_serve_their_partitions() {
     let mut brokers = Ferry::start_cluster(3, &[]);
@@ -53,11 +34,11 @@ async fn three_brokers_share_metadata_and_serve_their_partitions() {
     }
 
     // Created through one broker, placed over all three, leaders spread.
-    assert_eq!(create(&boots[1], "spread", 6, 1).await, None);
-    assert_eq!(create(&boots[0], "spread", 6, 1).await, Some(RDKafkaErrorCode::TopicAlreadyExists));
-    assert_eq!(create(&boots[0], "too-many", 1, 4).await, Some(RDKafkaErrorCode::InvalidReplicationFactor));
-    // Not replicated yet, so not pretended.
-    assert_eq!(create(&boots[0], "replicated", 1, 3).await, Some(RDKafkaErrorCode::InvalidReplicationFactor));
+    assert_eq!(create_topic(&boots[1], "spread", 6, 1).await, None);
+    assert_eq!(create_topic(&boots[0], "spread", 6, 1).await, Some(RDKafkaErrorCode::TopicAlreadyExists));
+    assert_eq!(create_topic(&boots[0], "too-many", 1, 4).await, Some(RDKafkaErrorCode::InvalidReplicationFactor));
+    // A single-replica partition's group elects its only member: the placement's leader.
+    wait_for_leaders(&boots[2], "spread", 6);
     let md = admin(&boots[2]).inner().fetch_metadata(Some("spread"), Duration::from_secs(5)).unwrap();
     let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
     for p in md.topics()[0].partitions() {
@@ -117,7 +98,7 @@ async fn three_brokers_share_metadata_and_serve_their_partitions() {
         c > 0 && c != controller
     });
     eprintln!("metadata leader replaced {:?} after its SIGKILL", killed_at.elapsed());
-    assert_eq!(create(&boots[survivor], "after-failover", 3, 1).await, None);
+    assert_eq!(create_topic(&boots[survivor], "after-failover", 3, 1).await, None);
 
     // The killed broker comes back from its own log and catches up.
     brokers[killed].spawn_and_wait();

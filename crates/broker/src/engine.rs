@@ -357,7 +357,9 @@ impl Engine {
     pub fn apply_retention(&self) {
         let now = now_ms();
         for topic in self.topics() {
-            for p in topic.partitions.read().iter() {
+            // A replicated log keeps what Raft may still need (retention on
+            // a cluster comes with snapshots).
+            for p in topic.partitions.read().iter().filter(|p| !p.is_replicated()) {
                 let result = p.with_log(|log| match log {
                     PartitionLog::Disk(l) => l.apply_retention(now),
                     PartitionLog::Memory(_) => Ok(0),

@@ -41,6 +41,9 @@ pub enum EngineError {
     InvalidProducerEpoch(String),
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// Something a replicated partition does not do yet.
+    #[error("not supported on a replicated partition: {0}")]
+    ReplicatedUnsupported(String),
 }
 
 impl From<LogError> for EngineError {

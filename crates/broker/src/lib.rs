@@ -14,5 +14,5 @@ mod topic_config;
 pub use cleaner::{Cleaner, CleanerConfig};
 pub use engine::{now_ms, Engine, EngineConfig, Topic};
 pub use error::{EngineError, EngineResult};
-pub use partition::{Appended, Partition, PartitionLog, PartitionOffsets};
+pub use partition::{Appended, Partition, PartitionLog, PartitionOffsets, ReplicaPrepared};
 pub use topic_config::{default_of, validate_topic_name, ConfigSpec, StorageKind, TopicConfig, LIST_CONFIGS, TOPIC_CONFIGS};

@@ -6,7 +6,7 @@
 //! so far; waiters that arrive meanwhile ride the next one. So concurrent
 //! producers share fsyncs, and fsync count tracks time, not requests.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,12 @@ use tracing::error;
 
 use crate::error::{EngineError, EngineResult};
 use crate::producer_state::{AbortedTxn, ProducerStateTable, ProducerSummary, SequenceCheck};
+
+mod replica;
+pub use replica::ReplicaPrepared;
+
+/// `replica_high_watermark` of a partition that is not replicated.
+const NOT_REPLICATED: i64 = i64::MIN;
 
 #[derive(Debug)]
 pub enum PartitionLog {
@@ -48,6 +54,9 @@ pub struct PartitionOffsets {
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
+    /// The next offset the log will write; above the high watermark on a
+    /// replicated partition while entries wait to be committed.
+    pub log_end_offset: i64,
 }
 
 /// The log and the producer state derived from it, changed together.
@@ -55,6 +64,9 @@ pub struct PartitionOffsets {
 struct Inner {
     log: PartitionLog,
     producers: ProducerStateTable,
+    /// Replicated partitions: batches below this offset are counted in
+    /// `producers` already (the leader counts them when it proposes them).
+    recorded_through: i64,
 }
 
 /// Where an append landed, and whether it was a retry of an earlier one.
@@ -75,6 +87,9 @@ pub struct Partition {
     durable_tx: watch::Sender<i64>,
     /// The topic's counters, resolved once: counting is an atomic add.
     metrics: Option<TopicMetrics>,
+    /// On a cluster: the commit index's offset (the high watermark), set by
+    /// the partition's Raft group; `NOT_REPLICATED` otherwise.
+    replica_high_watermark: AtomicI64,
 }
 
 impl Partition {
@@ -84,14 +99,31 @@ impl Partition {
             PartitionLog::Memory(_) => i64::MAX,
         };
         let (durable_tx, _) = watch::channel(durable);
-        Partition { topic, index, inner: Mutex::new(Inner { log, producers }), sync_running: AtomicBool::new(false), durable_tx, metrics }
+        let recorded_through = log.next_offset();
+        Partition {
+            topic,
+            index,
+            inner: Mutex::new(Inner { log, producers, recorded_through }),
+            sync_running: AtomicBool::new(false),
+            durable_tx,
+            metrics,
+            replica_high_watermark: AtomicI64::new(NOT_REPLICATED),
+        }
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
         let inner = self.inner.lock();
-        let hw = inner.log.next_offset();
+        let hw = match self.replica_high_watermark.load(Ordering::Acquire) {
+            NOT_REPLICATED => inner.log.next_offset(),
+            committed => committed.min(inner.log.next_offset()),
+        };
         let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
-        PartitionOffsets { log_start_offset: inner.log.log_start_offset(), high_watermark: hw, last_stable_offset: lso }
+        PartitionOffsets {
+            log_start_offset: inner.log.log_start_offset(),
+            high_watermark: hw,
+            last_stable_offset: lso,
+            log_end_offset: inner.log.next_offset(),
+        }
     }
 
     /// Bytes in the partition's segment files; None for a memory log,
@@ -113,6 +145,7 @@ impl Partition {
     /// original offsets. Returns once the bytes reached the OS (or memory):
     /// the `acks=1` promise.
     pub fn append(&self, payload: &mut [u8], header: &BatchHeader, now_ms: i64) -> EngineResult<Appended> {
+        self.refuse_if_replicated("appends go through the partition's Raft group")?;
         let mut inner = self.inner.lock();
         if header.producer_id >= 0 {
             if let SequenceCheck::Duplicate { base_offset, last_offset } = inner.producers.check(header)? {
@@ -146,6 +179,7 @@ impl Partition {
     /// Writes a COMMIT or ABORT marker for the producer's transaction and
     /// returns its offset (wait for [`Partition::wait_durable`] after it).
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, now_ms: i64) -> EngineResult<i64> {
+        self.refuse_if_replicated("transaction markers through Raft come with the replicated coordinators")?;
         let mut inner = self.inner.lock();
         inner.producers.check_marker(producer_id, epoch)?;
         let mut batch = ferry_log::batch::control_batch(producer_id, epoch, commit, 0, now_ms);
@@ -168,6 +202,7 @@ impl Partition {
     /// append or read sees a start that is not yet durable; call this from
     /// a blocking thread.
     pub fn delete_records(&self, offset: i64) -> EngineResult<i64> {
+        self.refuse_if_replicated("DeleteRecords")?;
         let mut inner = self.inner.lock();
         let hw = inner.log.next_offset();
         let target = if offset == -1 { hw } else { offset };
@@ -303,6 +338,10 @@ impl Partition {
     /// Nothing at or past the last stable offset is cleaned, so an open
     /// transaction's data stays as written until its marker.
     pub fn clean(&self, now_ms: i64, limits: &CleanerLimits) -> EngineResult<Option<CleanOutcome>> {
+        // The Raft log may not lose entries a follower still needs.
+        if self.is_replicated() {
+            return Ok(None);
+        }
         self.sync_sealed_segments()?;
         let (plan, inputs) = {
             let inner = self.inner.lock();

@@ -16,8 +16,9 @@ use tracing::{error, info, warn};
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::handle::RaftStatus;
-use crate::node::{MetadataNode, Reply};
-use crate::state::{ClusterState, Command};
+use crate::node::{MetadataNode, NodeOptions, Reply};
+use crate::partition::{AppendError, AppendReply, GroupSpec, GroupStatus, PartitionGroup};
+use crate::state::{Applied, ClusterState, Command};
 use crate::transport::{Batch, Transport};
 use crate::wal::Wal;
 use crate::METADATA_GROUP;
@@ -25,6 +26,12 @@ use crate::METADATA_GROUP;
 pub enum Input {
     Raft { group: u64, msg: Message },
     Propose { command: Command, reply: Reply },
+    /// Starts this broker's replica of a partition (nothing if it runs).
+    OpenGroup(GroupSpec),
+    /// Stops it and forgets its Raft state (the topic was deleted).
+    CloseGroup { group: u64 },
+    /// A producer's batch for a partition this broker may lead.
+    Append { group: u64, batch: Vec<u8>, acks: i16, reply: AppendReply },
     /// What DescribeQuorum shows, as this broker knows it.
     Describe { reply: oneshot::Sender<QuorumInfo> },
     Stop,
@@ -59,6 +66,13 @@ pub struct Driver {
     status_tx: watch::Sender<RaftStatus>,
     /// When each peer was last seen fully caught up.
     caught_up: HashMap<u64, Instant>,
+    /// This broker's replicas of partitions, by group id.
+    groups: HashMap<u64, PartitionGroup>,
+    group_options: NodeOptions,
+    statuses: Arc<parking_lot::RwLock<HashMap<u64, GroupStatus>>>,
+    /// Leader reports proposed to the metadata group and not yet answered.
+    reports: Vec<(u64, u64, oneshot::Receiver<Result<Applied, ClusterError>>)>,
+    logger: slog::Logger,
 }
 
 impl Driver {
@@ -68,8 +82,31 @@ impl Driver {
         transport: Transport,
         state_tx: watch::Sender<Arc<ClusterState>>,
         status_tx: watch::Sender<RaftStatus>,
+        statuses: Arc<parking_lot::RwLock<HashMap<u64, GroupStatus>>>,
     ) -> Driver {
-        Driver { config, node, transport, state_tx, status_tx, caught_up: HashMap::new() }
+        let group_options = NodeOptions {
+            node_id: config.node_id,
+            voters: Vec::new(),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            max_pending_proposals: config.max_pending_proposals,
+            incarnation: 0,
+            fixed_election_timeout: None,
+        };
+        let logger = crate::slog_bridge::logger(config.node_id);
+        Driver {
+            config,
+            node,
+            transport,
+            state_tx,
+            status_tx,
+            caught_up: HashMap::new(),
+            groups: HashMap::new(),
+            group_options,
+            statuses,
+            reports: Vec::new(),
+            logger,
+        }
     }
 
     pub fn run(mut self, inputs: Receiver<Input>) {
@@ -92,6 +129,9 @@ impl Driver {
             let now = Instant::now();
             if now >= next_tick {
                 self.node.tick();
+                for g in self.groups.values_mut() {
+                    g.raw.tick();
+                }
                 ticks += 1;
                 next_tick = (next_tick + tick).max(now);
                 if ticks % 10 == 0 {
@@ -99,11 +139,14 @@ impl Driver {
                 }
             }
             let persisted = self.node.handle_ready();
+            self.handle_group_readies();
             self.flush();
             if let Err(e) = persisted {
                 error!(error = %e, "the metadata group cannot persist its log; this broker leaves the metadata group");
                 break;
             }
+            self.report_leaders();
+            self.publish_group_statuses();
             if self.node.take_state_changed() {
                 self.state_tx.send_replace(Arc::new(self.node.state().clone()));
             }
@@ -115,6 +158,9 @@ impl Driver {
     fn stop(&mut self) {
         self.transport.shutdown();
         self.node.fail_pending(|| ClusterError::Stopped);
+        for g in self.groups.values_mut() {
+            g.fail_waiters(|| AppendError::Stopped);
+        }
         self.status_tx.send_modify(|s| {
             s.stopped = true;
             s.leader_id = 0;
@@ -128,8 +174,32 @@ impl Driver {
                     warn!(error = %e, "raft message refused");
                 }
             }
-            Input::Raft { group, .. } => warn!(group, "message for an unknown raft group"),
+            Input::Raft { group, msg } => match self.groups.get_mut(&group) {
+                Some(g) => {
+                    if let Err(e) = g.raw.step(msg) {
+                        tracing::debug!(group, error = %e, "raft message refused");
+                    }
+                }
+                // Not opened yet (the topic is still being created here) or
+                // closed: the sender retransmits.
+                None => tracing::debug!(group, "message for a raft group this broker does not run"),
+            },
             Input::Propose { command, reply } => self.node.propose(command, reply),
+            Input::OpenGroup(spec) => self.open_group(spec),
+            Input::CloseGroup { group } => {
+                if let Some(mut g) = self.groups.remove(&group) {
+                    g.fail_waiters(|| AppendError::UnknownGroup);
+                    g.remove_state();
+                    self.statuses.write().remove(&group);
+                    info!(group, "partition replica closed");
+                }
+            }
+            Input::Append { group, batch, acks, reply } => match self.groups.get_mut(&group) {
+                Some(g) => g.append(batch, acks, reply),
+                None => {
+                    let _ = reply.send(Err(AppendError::UnknownGroup));
+                }
+            },
             Input::Describe { reply } => {
                 let _ = reply.send(self.describe());
             }
@@ -137,19 +207,105 @@ impl Driver {
         }
     }
 
-    /// Sends the node's outbox, one batch per peer.
-    fn flush(&mut self) {
-        let messages = self.node.take_outbox();
-        if messages.is_empty() {
+    fn open_group(&mut self, spec: GroupSpec) {
+        let group = spec.group;
+        if self.groups.contains_key(&group) {
             return;
         }
+        match PartitionGroup::open(spec, &self.group_options, &self.logger) {
+            Ok(g) => {
+                info!(group, "partition replica started");
+                self.groups.insert(group, g);
+            }
+            Err(e) => error!(group, error = %e, "cannot start the partition replica"),
+        }
+    }
+
+    /// Every partition group's Ready; a group whose log cannot be written
+    /// stops (its peers carry on without this replica).
+    fn handle_group_readies(&mut self) {
+        let mut failed = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            if let Err(e) = g.handle_ready() {
+                error!(group = id, error = %e, "partition replica cannot persist its log; it leaves its group until restart");
+                g.fail_waiters(|| AppendError::Stopped);
+                failed.push(*id);
+            }
+        }
+        for id in failed {
+            self.groups.remove(&id);
+            self.statuses.write().remove(&id);
+        }
+    }
+
+    /// Tells the metadata group which partitions this broker now leads, so
+    /// every broker's Metadata answer names the leader and its epoch.
+    fn report_leaders(&mut self) {
+        let mut still_waiting = Vec::new();
+        for (group, term, mut rx) in std::mem::take(&mut self.reports) {
+            match rx.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => still_waiting.push((group, term, rx)),
+                outcome => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.report_in_flight = false;
+                        if matches!(outcome, Ok(Ok(_))) {
+                            g.reported_term = g.reported_term.max(term);
+                        }
+                    }
+                }
+            }
+        }
+        self.reports = still_waiting;
+        let me = self.config.node_id;
+        for (id, g) in self.groups.iter_mut() {
+            let status = g.status();
+            if !status.is_leader || g.reported_term >= status.term || g.report_in_flight {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.node.propose(Command::PartitionLeader { group: *id, leader: me, epoch: status.term }, reply);
+            g.report_in_flight = true;
+            self.reports.push((*id, status.term, rx));
+        }
+    }
+
+    fn publish_group_statuses(&mut self) {
+        let changed: Vec<(u64, GroupStatus)> = {
+            let current = self.statuses.read();
+            self.groups.iter().map(|(id, g)| (*id, g.status())).filter(|(id, s)| current.get(id) != Some(s)).collect()
+        };
+        if !changed.is_empty() {
+            let mut statuses = self.statuses.write();
+            for (id, s) in changed {
+                if statuses.get(&id).map(|old| old.leader_id) != Some(s.leader_id) && s.is_leader {
+                    info!(group = id, term = s.term, "this broker now leads the partition");
+                }
+                statuses.insert(id, s);
+            }
+        }
+    }
+
+    /// Sends every group's outbox, one batch per peer.
+    fn flush(&mut self) {
         let mut by_peer: HashMap<u64, Batch> = HashMap::new();
-        for m in messages {
+        for m in self.node.take_outbox() {
             by_peer.entry(m.to).or_default().push((METADATA_GROUP, m));
         }
+        for (id, g) in self.groups.iter_mut() {
+            for m in g.take_outbox() {
+                by_peer.entry(m.to).or_default().push((*id, m));
+            }
+        }
         for (to, batch) in by_peer {
+            let groups: Vec<u64> = batch.iter().map(|(g, _)| *g).collect();
             if !self.transport.send(to, batch) {
-                self.node.report_unreachable(to);
+                for group in groups {
+                    if group == METADATA_GROUP {
+                        self.node.report_unreachable(to);
+                    } else if let Some(g) = self.groups.get_mut(&group) {
+                        g.raw.report_unreachable(to);
+                    }
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::config::ClusterConfig;
 use crate::driver::{Driver, Input, QuorumInfo};
 use crate::node::{MetadataNode, NodeOptions};
+use crate::partition::{AppendError, GroupSpec, GroupStatus, Placed};
 use crate::error::ClusterError;
 use crate::slog_bridge;
 use crate::state::{Applied, ClusterState, Command};
@@ -39,6 +40,8 @@ pub struct Cluster {
     inputs: SyncSender<Input>,
     state: watch::Receiver<Arc<ClusterState>>,
     status: watch::Receiver<RaftStatus>,
+    /// Each partition group this broker runs, as of the last Raft round.
+    groups: Arc<parking_lot::RwLock<std::collections::HashMap<u64, GroupStatus>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -72,13 +75,14 @@ impl Cluster {
             .map_err(|e| ClusterError::Config(format!("cannot listen on --cluster-listen {}: {e}", config.listen)))?;
         let (state_tx, state) = watch::channel(Arc::new(ClusterState::default()));
         let (status_tx, status) = watch::channel(RaftStatus { node_id: config.node_id, ..Default::default() });
-        let driver = Driver::new(config.clone(), node, transport, state_tx, status_tx);
+        let groups = Arc::new(parking_lot::RwLock::new(std::collections::HashMap::new()));
+        let driver = Driver::new(config.clone(), node, transport, state_tx, status_tx, groups.clone());
         let thread = std::thread::Builder::new()
             .name("ferry-raft".into())
             .spawn(move || driver.run(rx))
             .map_err(|e| ClusterError::Config(format!("cannot start the raft thread: {e}")))?;
         info!(node_id = config.node_id, voters = config.voters.len(), entries, "cluster layer started");
-        Ok(Arc::new(Cluster { config, inputs, state, status, thread: Mutex::new(Some(thread)) }))
+        Ok(Arc::new(Cluster { config, inputs, state, status, groups, thread: Mutex::new(Some(thread)) }))
     }
 
     pub fn node_id(&self) -> u64 {
@@ -127,6 +131,48 @@ impl Cluster {
             Err(TrySendError::Disconnected(_)) => return Err(ClusterError::Stopped),
         }
         rx.await.map_err(|_| ClusterError::Stopped)
+    }
+
+    /// Starts this broker's replica of a partition (nothing if it runs).
+    pub fn open_group(&self, spec: GroupSpec) -> Result<(), ClusterError> {
+        self.send(Input::OpenGroup(spec))
+    }
+
+    /// Stops this broker's replica of a partition and forgets its Raft state.
+    pub fn close_group(&self, group: u64) -> Result<(), ClusterError> {
+        self.send(Input::CloseGroup { group })
+    }
+
+    fn send(&self, input: Input) -> Result<(), ClusterError> {
+        match self.inputs.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ClusterError::TooManyPending(INPUT_QUEUE)),
+            Err(TrySendError::Disconnected(_)) => Err(ClusterError::Stopped),
+        }
+    }
+
+    /// Hands a producer's batch to the partition's group. Queued at once
+    /// (appends of one connection keep their order); the answer comes when
+    /// `acks` is kept: 0 proposed, 1 written on the leader, -1 committed.
+    pub fn append(&self, group: u64, batch: Vec<u8>, acks: i16) -> oneshot::Receiver<Result<Placed, AppendError>> {
+        let (reply, rx) = oneshot::channel();
+        match self.inputs.try_send(Input::Append { group, batch, acks, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Input::Append { reply, .. })) => {
+                let _ = reply.send(Err(AppendError::TooManyPending(INPUT_QUEUE)));
+            }
+            Err(TrySendError::Disconnected(Input::Append { reply, .. })) => {
+                let _ = reply.send(Err(AppendError::Stopped));
+            }
+            Err(_) => unreachable!("an Append comes back as sent"),
+        }
+        rx
+    }
+
+    /// A partition group as this broker last saw it; None when it runs no
+    /// replica of it.
+    pub fn group_status(&self, group: u64) -> Option<GroupStatus> {
+        self.groups.read().get(&group).copied()
     }
 
     /// Waits until the applied state satisfies `ready`, or the timeout.

@@ -14,6 +14,7 @@ mod driver;
 mod error;
 mod handle;
 pub mod node;
+pub mod partition;
 mod slog_bridge;
 pub mod state;
 mod transport;
@@ -25,7 +26,7 @@ pub use driver::{QuorumInfo, VoterInfo};
 pub use node::{LogStore, MetadataNode, NodeOptions};
 pub use error::ClusterError;
 pub use handle::{Cluster, RaftStatus};
-pub use state::{Applied, BrokerInfo, ClusterState, Command, StateError, TopicPlacement};
+pub use state::{Applied, BrokerInfo, ClusterState, Command, PartitionLeader, StateError, TopicPlacement};
 
 /// The metadata group's id on the wire. Partition groups will take others.
 pub const METADATA_GROUP: u64 = 0;

@@ -21,13 +21,30 @@ pub struct TopicPlacement {
     pub id: Uuid,
     /// Per partition, its replicas' node ids; the first is the preferred leader.
     pub replicas: Vec<Vec<u64>>,
+    /// Per partition, the id of its Raft group (unique in the cluster, never reused).
+    #[serde(default)]
+    pub groups: Vec<u64>,
     pub configs: BTreeMap<String, String>,
+}
+
+/// Who leads a partition's Raft group, as its leader reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLeader {
+    pub leader: u64,
+    /// The group's Raft term: Kafka's leader epoch.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<u64, BrokerInfo>,
     pub topics: BTreeMap<String, TopicPlacement>,
+    /// The last Raft group id handed to a partition (0 is the metadata group).
+    #[serde(default)]
+    pub last_group_id: u64,
+    /// Partition group → its leader as last reported.
+    #[serde(default)]
+    pub partition_leaders: BTreeMap<u64, PartitionLeader>,
     /// The last applied entry of the metadata log.
     pub applied_index: u64,
 }
@@ -40,6 +57,9 @@ pub enum Command {
     DeleteTopic { name: String },
     CreatePartitions { name: String, count: i32 },
     SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    /// A partition group's new leader announces itself (Kafka: the leader
+    /// and epoch in the partition's metadata).
+    PartitionLeader { group: u64, leader: u64, epoch: u64 },
 }
 
 /// Why the state machine refused a command; every broker refuses alike.
@@ -76,12 +96,16 @@ impl ClusterState {
                     return Err(StateError::TopicAlreadyExists(name.clone()));
                 }
                 let replicas = self.place(*partitions, *replication_factor)?;
-                let placement = TopicPlacement { id: *id, replicas, configs: configs.clone() };
+                let groups = self.new_group_ids(replicas.len());
+                let placement = TopicPlacement { id: *id, replicas, groups, configs: configs.clone() };
                 self.topics.insert(name.clone(), placement.clone());
                 Ok(Applied::TopicCreated(placement))
             }
             Command::DeleteTopic { name } => {
-                self.topics.remove(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                let topic = self.topics.remove(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                for g in &topic.groups {
+                    self.partition_leaders.remove(g);
+                }
                 Ok(Applied::Done)
             }
             Command::CreatePartitions { name, count } => {
@@ -92,7 +116,10 @@ impl ClusterState {
                 }
                 let factor = topic.replicas.first().map(|r| r.len() as i16).unwrap_or(1);
                 let extra = self.place(count - have, factor)?;
-                self.topics.get_mut(name).expect("checked above").replicas.extend(extra);
+                let groups = self.new_group_ids(extra.len());
+                let topic = self.topics.get_mut(name).expect("checked above");
+                topic.replicas.extend(extra);
+                topic.groups.extend(groups);
                 Ok(Applied::Done)
             }
             Command::SetTopicConfigs { name, configs } => {
@@ -100,7 +127,32 @@ impl ClusterState {
                 topic.configs = configs.clone();
                 Ok(Applied::Done)
             }
+            Command::PartitionLeader { group, leader, epoch } => {
+                // A report from an older term arriving late changes nothing.
+                let known = self.topics.values().any(|t| t.groups.contains(group));
+                let newer = self.partition_leaders.get(group).is_none_or(|l| *epoch > l.epoch);
+                if known && newer {
+                    self.partition_leaders.insert(*group, PartitionLeader { leader: *leader, epoch: *epoch });
+                }
+                Ok(Applied::Done)
+            }
         }
+    }
+
+    fn new_group_ids(&mut self, count: usize) -> Vec<u64> {
+        (0..count)
+            .map(|_| {
+                self.last_group_id += 1;
+                self.last_group_id
+            })
+            .collect()
+    }
+
+    /// A partition's Raft group id and replicas.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<(u64, &[u64])> {
+        let t = self.topics.get(topic)?;
+        let i = usize::try_from(partition).ok()?;
+        Some((*t.groups.get(i)?, t.replicas.get(i)?.as_slice()))
     }
 
     /// Round-robin over the registered brokers from a start that moves with

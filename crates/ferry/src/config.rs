@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_CLUSTER_VOTERS")]
     pub cluster_voters: Option<String>,
     /// Replicas of a topic created without a replication factor (Kafka's
-    /// default.replication.factor; 1 until partitions are replicated).
+    /// default.replication.factor) [default: min(3, brokers)].
     #[arg(long, env = "FERRY_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<i16>,
     /// HOST:PORT for /metrics, /api and the console, or `none` (no HTTP, nothing counted) [default: 127.0.0.1:9644; if taken, a warning].
@@ -196,7 +196,7 @@ impl ServeArgs {
         let node_id = self.node_id.or(file.node_id).unwrap_or(1);
         let cluster = resolve_cluster(&self, &file, node_id)?;
         let brokers = cluster.as_ref().map(|c| c.voters.len()).unwrap_or(1);
-        let default_replication_factor = self.default_replication_factor.or(file.default_replication_factor).unwrap_or(1);
+        let default_replication_factor = self.default_replication_factor.or(file.default_replication_factor).unwrap_or(brokers.min(3) as i16);
         if default_replication_factor < 1 || default_replication_factor as usize > brokers {
             bail!("default_replication_factor must be between 1 and the number of brokers ({brokers}), got {default_replication_factor}");
         }

@@ -4,32 +4,50 @@
 
 use std::collections::BTreeMap;
 
+use ferry_broker::StorageKind;
 use ferry_cluster::{Applied, Cluster, ClusterError, Command, StateError};
 use uuid::Uuid;
 
 use crate::codes;
 use crate::server::Context;
 
-/// A partition's leader, while partitions are not replicated yet: the
-/// preferred (first) replica the metadata group placed it on.
-pub fn leader_of(cluster: &Cluster, topic: &str, partition: i32) -> Option<i32> {
-    cluster.state().preferred_leader(topic, partition).map(|id| id as i32)
+/// A partition's leader and its epoch (the Raft term of the partition's
+/// group). This broker's own replica knows first; other brokers learn it
+/// from the leader's report to the metadata group. Memory topics are not
+/// replicated: their preferred replica leads, in epoch 0.
+pub fn leader_of(ctx: &Context, cluster: &Cluster, topic: &str, partition: i32) -> Option<(u64, i32)> {
+    let state = cluster.state();
+    let (group, replicas) = state.partition(topic, partition)?;
+    let replicated = ctx.engine.topic(topic).is_none_or(|t| t.storage() == StorageKind::Disk);
+    if !replicated {
+        return replicas.first().map(|id| (*id, 0));
+    }
+    if let Some(s) = cluster.group_status(group).filter(|s| s.leader_id != 0) {
+        return Some((s.leader_id, s.term as i32));
+    }
+    state.partition_leaders.get(&group).map(|l| (l.leader, l.epoch as i32))
 }
 
 /// NOT_LEADER_OR_FOLLOWER when this broker does not lead the partition.
 pub fn check_leader(ctx: &Context, topic: &str, partition: i32) -> Result<(), i16> {
     let Some(cluster) = &ctx.cluster else { return Ok(()) };
-    match leader_of(cluster, topic, partition) {
-        Some(leader) if leader as u64 == cluster.node_id() => Ok(()),
-        Some(_) => Err(codes::NOT_LEADER_OR_FOLLOWER),
-        None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+    if !cluster.state().topics.contains_key(topic) {
+        return Err(codes::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match leader_of(ctx, cluster, topic, partition) {
+        Some((leader, _)) if leader == cluster.node_id() => Ok(()),
+        _ => Err(codes::NOT_LEADER_OR_FOLLOWER),
     }
 }
 
-/// The metadata leader, or -1 while none is known.
+/// The metadata leader, or -1 while none is known or it has not registered
+/// its Kafka endpoint yet: clients look the controller up among the
+/// brokers listed, and librdkafka waits for one it cannot find until its
+/// request times out.
 pub fn controller_id(cluster: &Cluster) -> i32 {
     match cluster.status().leader_id {
         0 => -1,
+        id if !cluster.state().brokers.contains_key(&id) => -1,
         id => id as i32,
     }
 }
@@ -89,20 +107,26 @@ pub fn holds_replica(ctx: &Context, topic: &str, partition: i32) -> bool {
     replicas.is_some_and(|r| r.contains(&cluster.node_id()))
 }
 
-/// A partition leader's id and Kafka endpoint, for KIP-951's CurrentLeader
-/// and NodeEndpoints: a client told NOT_LEADER_OR_FOLLOWER goes straight
-/// to the leader instead of refreshing all its metadata first.
+/// A partition leader's id, epoch and Kafka endpoint, for KIP-951's
+/// CurrentLeader and NodeEndpoints: a client told NOT_LEADER_OR_FOLLOWER
+/// goes straight to the leader instead of refreshing all its metadata first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderEndpoint {
     pub id: i32,
+    pub epoch: i32,
     pub host: String,
     pub port: i32,
 }
 
 pub fn leader_endpoint(ctx: &Context, topic: &str, partition: i32) -> Option<LeaderEndpoint> {
     let cluster = ctx.cluster.as_ref()?;
+    let (id, epoch) = leader_of(ctx, cluster, topic, partition)?;
+    endpoint(cluster, id, epoch)
+}
+
+/// The Kafka endpoint of broker `id`, named as the leader in `epoch`.
+pub fn endpoint(cluster: &Cluster, id: u64, epoch: i32) -> Option<LeaderEndpoint> {
     let state = cluster.state();
-    let id = state.preferred_leader(topic, partition)?;
     let broker = state.brokers.get(&id)?;
-    Some(LeaderEndpoint { id: id as i32, host: broker.host.clone(), port: broker.port })
+    Some(LeaderEndpoint { id: id as i32, epoch, host: broker.host.clone(), port: broker.port })
 }

@@ -349,23 +349,56 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     }
 }
 
+/// Writes the Raft term into the batch's partition leader epoch (outside
+/// the CRC, like the base offset).
+pub fn set_leader_epoch(bytes: &mut [u8], epoch: i32) {
+    bytes[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// The partition leader epoch a batch carries (on a cluster: the Raft term
+/// of the entry it is).
+pub fn leader_epoch(bytes: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?))
+}
+
+/// Kafka's control record type for a leader change (KRaft writes it when a
+/// leader is elected); clients skip control batches they do not act on.
+pub const CONTROL_LEADER_CHANGE: i16 = 2;
+
+/// The control batch a new partition leader's first (empty) Raft entry
+/// becomes, so that every entry is one batch and offsets stay dense. It has
+/// no producer and no timestamps, and is the same bytes on every replica.
+pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Vec<u8> {
+    let value = 0i16.to_be_bytes();
+    let mut b = one_control_record_batch(-1, -1, CONTROL_LEADER_CHANGE, &value, -1, ATTR_CONTROL);
+    set_base_offset(&mut b, base_offset);
+    set_leader_epoch(&mut b, leader_epoch);
+    b
+}
+
 /// Builds a transaction marker: a control batch with one record whose key
 /// is (version 0, type 0 abort / 1 commit) and value (version 0,
 /// coordinator epoch). The base offset is filled in at append.
 pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, coordinator_epoch: i32, timestamp_ms: i64) -> Vec<u8> {
-    let mut key = Vec::new();
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&(if commit { 1i16 } else { 0i16 }).to_be_bytes());
     let mut value = Vec::new();
     value.extend_from_slice(&0i16.to_be_bytes());
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let kind = if commit { 1i16 } else { 0i16 };
+    one_control_record_batch(producer_id, producer_epoch, kind, &value, timestamp_ms, ATTR_TRANSACTIONAL | ATTR_CONTROL)
+}
+
+/// A control batch of one record whose key is (version 0, `kind`).
+fn one_control_record_batch(producer_id: i64, producer_epoch: i16, kind: i16, value: &[u8], timestamp_ms: i64, attributes: i16) -> Vec<u8> {
+    let mut key = Vec::new();
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
     let mut record = vec![0u8];
     put_varint(&mut record, 0);
     put_varint(&mut record, 0);
     put_varint(&mut record, key.len() as i64);
     record.extend_from_slice(&key);
     put_varint(&mut record, value.len() as i64);
-    record.extend_from_slice(&value);
+    record.extend_from_slice(value);
     put_varint(&mut record, 0);
     let mut records = Vec::new();
     put_varint(&mut records, record.len() as i64);
@@ -377,7 +410,7 @@ pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, coordi
     b.extend_from_slice(&0i32.to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&0i32.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
@@ -404,5 +437,16 @@ mod control_tests {
             assert_eq!((h.producer_id, h.producer_epoch), (7, 3));
             assert_eq!(control_type(&b), Some(if commit { ControlType::Commit } else { ControlType::Abort }));
         }
+    }
+
+    #[test]
+    fn leader_change_batch_is_a_valid_control_batch() {
+        let b = leader_change_batch(42, 7);
+        let h = validate_batch(&b).unwrap();
+        assert!(h.is_control() && !h.is_transactional());
+        assert_eq!((h.base_offset, h.record_count, h.producer_id), (42, 1, -1));
+        assert_eq!(leader_epoch(&b), Some(7));
+        assert_eq!(control_type(&b), Some(ControlType::Other(CONTROL_LEADER_CHANGE)));
+        assert_eq!(b, leader_change_batch(42, 7), "the same bytes on every replica");
     }
 }

@@ -204,7 +204,7 @@ impl DiskLog {
         self.poisoned.get_or_insert_with(|| reason.to_string());
     }
 
-    fn poisoned_error(&self) -> LogError {
+    pub(crate) fn poisoned_error(&self) -> LogError {
         LogError::Poisoned { path: self.dir.clone(), reason: self.poisoned.clone().unwrap_or_default() }
     }
 
@@ -229,6 +229,13 @@ impl DiskLog {
             next = h.last_offset() + 1;
             pos += len;
         }
+        self.write_stamped(payload, &stamped, now_ms)?;
+        Ok(AppendInfo { base_offset, last_offset: next - 1, log_start_offset: self.log_start_offset })
+    }
+
+    /// Writes batches whose headers already carry their offsets, in one
+    /// write call, and indexes them.
+    pub(crate) fn write_stamped(&mut self, payload: &[u8], stamped: &[BatchHeader], now_ms: i64) -> Result<(), LogError> {
         let interval = self.config.index_interval_bytes;
         let segment = self.active_mut();
         let start = segment.size;
@@ -242,15 +249,15 @@ impl DiskLog {
             return Err(LogError::io(path, e));
         }
         let mut position = start;
-        for h in &stamped {
+        for h in stamped {
             segment.note_batch(h, position, interval);
             position += h.total_len() as u64;
         }
         segment.first_append_ms.get_or_insert(now_ms);
-        Ok(AppendInfo { base_offset, last_offset: next - 1, log_start_offset: self.log_start_offset })
+        Ok(())
     }
 
-    fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
+    pub(crate) fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
         let active = self.active();
         let too_big = active.size > 0 && active.size + incoming_bytes > self.config.segment_bytes;
         // The active segment is never cleaned, so `max.compaction.lag.ms` rolls it too.

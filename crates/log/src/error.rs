@@ -18,6 +18,9 @@ pub enum LogError {
     /// log is recovered by a restart.
     #[error("log {path} takes no writes after a storage failure ({reason}); restart the broker to recover it")]
     Poisoned { path: PathBuf, reason: String },
+    /// A replica was handed a batch that does not continue its log.
+    #[error("batch starts at offset {found} but the log continues at {expected}")]
+    OffsetMismatch { expected: i64, found: i64 },
     #[error("invalid record batch: {0}")]
     Batch(#[from] BatchError),
 }

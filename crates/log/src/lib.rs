@@ -15,6 +15,7 @@ mod log_start;
 mod memory;
 pub mod meta;
 pub mod records;
+mod replica;
 mod segment;
 pub mod storage;
 mod truncate;

@@ -153,10 +153,6 @@ async fn create_in_cluster(
     if factor < 1 || factor as usize > brokers {
         return fail(codes::INVALID_REPLICATION_FACTOR, format!("replication factor {factor} is not within 1..={brokers} (brokers)"));
     }
-    if factor > 1 {
-        // Refused rather than pretended: a partition lives on its leader only until partition replication lands.
-        return fail(codes::INVALID_REPLICATION_FACTOR, format!("replication factor {factor}: partitions are not replicated yet; use 1"));
-    }
     if partitions < 1 || partitions > ctx.engine.config.max_partitions_per_topic {
         let max = ctx.engine.config.max_partitions_per_topic;
         return fail(codes::INVALID_PARTITIONS, format!("{partitions} partitions requested; allowed 1..={max}"));

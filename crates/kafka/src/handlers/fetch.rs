@@ -61,10 +61,10 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 any_error = true;
                 let leader = crate::cluster::leader_endpoint(ctx, &partition.topic, p.partition);
                 let current = match &leader {
-                    Some(l) => LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(0),
+                    Some(l) => LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(l.epoch),
                     None => LeaderIdAndEpoch::default(),
                 };
-                if let Some(l) = leader.filter(|l| !leaders.contains(l)) {
+                if let Some(l) = leader.filter(|l| !leaders.iter().any(|x| x.id == l.id)) {
                     leaders.push(l);
                 }
                 partitions.push(base.with_error_code(code).with_current_leader(current));
@@ -76,7 +76,9 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 .with_last_stable_offset(offsets.last_stable_offset)
                 .with_log_start_offset(offsets.log_start_offset)
                 .with_aborted_transactions(read_committed.then(Vec::new));
-            if p.fetch_offset < offsets.log_start_offset || p.fetch_offset > offsets.high_watermark {
+            // Between the high watermark and the log end (a new leader that
+            // has not committed in its term yet) there is nothing to read yet.
+            if p.fetch_offset < offsets.log_start_offset || p.fetch_offset > offsets.log_end_offset {
                 any_error = true;
                 partitions.push(base.with_error_code(codes::OFFSET_OUT_OF_RANGE));
                 continue;

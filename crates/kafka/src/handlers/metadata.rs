@@ -141,14 +141,18 @@ async fn handle_cluster(ctx: &Context, cluster: &ferry_cluster::Cluster, req: Me
             .iter()
             .enumerate()
             .map(|(i, replicas)| {
-                let leader = BrokerId(replicas.first().copied().unwrap_or(0) as i32);
+                let leader = crate::cluster::leader_of(ctx, cluster, name, i as i32);
+                let (leader_id, epoch) = leader.map_or((-1, -1), |(id, epoch)| (id as i32, epoch));
+                let replica_nodes: Vec<BrokerId> = replicas.iter().map(|r| BrokerId(*r as i32)).collect();
                 MetadataResponsePartition::default()
+                    .with_error_code(if leader.is_some() { codes::NONE } else { codes::LEADER_NOT_AVAILABLE })
                     .with_partition_index(i as i32)
-                    .with_leader_id(leader)
-                    .with_leader_epoch(0)
-                    .with_replica_nodes(replicas.iter().map(|r| BrokerId(*r as i32)).collect())
-                    // Partitions are not replicated yet: only the leader holds the data.
-                    .with_isr_nodes(vec![leader])
+                    .with_leader_id(BrokerId(leader_id))
+                    .with_leader_epoch(epoch)
+                    // Every replica counts as in sync until the leader
+                    // reports which ones have caught up.
+                    .with_isr_nodes(replica_nodes.clone())
+                    .with_replica_nodes(replica_nodes)
             })
             .collect();
         MetadataResponseTopic::default()

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_broker::{now_ms, EngineError, Partition};
+use ferry_cluster::partition::{AppendError, Placed, ReplicaError};
+use tokio::sync::oneshot;
 use ferry_log::batch::{set_log_append_time, split_and_validate, BatchHeader};
 use ferry_log::records::{decode_records, has_keyless_record, recompress_batch, records_section};
 use futures::future::join_all;
@@ -35,6 +37,8 @@ struct PartResult {
     log_append_time_ms: i64,
     /// For acks=all: the partition and the offset that must become durable.
     pending_sync: Option<(Arc<Partition>, i64)>,
+    /// A replicated partition's answer from its Raft group.
+    pending_replica: Option<oneshot::Receiver<Result<Placed, AppendError>>>,
     /// With NOT_LEADER_OR_FOLLOWER: who leads (KIP-951).
     leader: Option<LeaderEndpoint>,
 }
@@ -48,6 +52,7 @@ impl PartResult {
             log_start_offset: -1,
             log_append_time_ms: -1,
             pending_sync: None,
+            pending_replica: None,
             leader: None,
         }
     }
@@ -55,6 +60,7 @@ impl PartResult {
 
 /// A produce request whose batches are appended, waiting for its promise.
 pub struct Appended {
+    cluster: Option<Arc<ferry_cluster::Cluster>>,
     acks: i16,
     timeout: Duration,
     topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<PartResult>)>,
@@ -101,7 +107,12 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                             }
                         };
                         let now = now_ms();
-                        match append_partition(&partition, p.records.as_deref().unwrap_or(&[]), rules, now) {
+                        let records = p.records.as_deref().unwrap_or(&[]);
+                        if partition.is_replicated() {
+                            results.push(append_replicated(ctx, &partition, p.index, records, rules, now, acks));
+                            continue;
+                        }
+                        match append_partition(&partition, records, rules, now) {
                             Ok(appended) => {
                                 let info = appended.info;
                                 any_appended |= !appended.duplicate;
@@ -112,6 +123,7 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                                     log_start_offset: info.log_start_offset,
                                     log_append_time_ms: if rules.log_append_time { now } else { -1 },
                                     pending_sync: (acks == -1).then(|| (partition.clone(), info.last_offset + 1)),
+                                    pending_replica: None,
                                     leader: None,
                                 }
                             }
@@ -127,13 +139,13 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
     if any_appended {
         ctx.engine.notify_data_arrived();
     }
-    Appended { acks, timeout: Duration::from_millis(req.timeout_ms.max(0) as u64), topics }
+    Appended { cluster: ctx.cluster.clone(), acks, timeout: Duration::from_millis(req.timeout_ms.max(0) as u64), topics }
 }
 
 /// Keeps the acks promise: nothing for acks=0, the answer at once for
 /// acks=1, and after fsync (group commit) for acks=all.
 pub async fn finish(appended: Appended) -> Outcome {
-    let Appended { acks, timeout, mut topics } = appended;
+    let Appended { cluster, acks, timeout, mut topics } = appended;
     if acks == 0 {
         let failure = topics.iter().flat_map(|(_, _, r)| r).find_map(|r| r.error.clone());
         return match failure {
@@ -141,6 +153,23 @@ pub async fn finish(appended: Appended) -> Outcome {
             None => Outcome::Silent,
         };
     }
+
+    let replies = topics.iter_mut().flat_map(|(_, _, r)| r.iter_mut()).filter(|r| r.pending_replica.is_some()).map(|r| {
+        let rx = r.pending_replica.take().expect("filtered");
+        let cluster = cluster.clone();
+        async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Ok(placed))) => r.base_offset = placed.base_offset,
+                Ok(Ok(Err(e))) => {
+                    r.leader = not_leader_endpoint(cluster.as_deref(), &e);
+                    r.error = Some(append_error(&e));
+                }
+                Ok(Err(_)) => r.error = Some((codes::NOT_LEADER_OR_FOLLOWER, "the cluster layer stopped".into())),
+                Err(_) => r.error = Some((codes::REQUEST_TIMED_OUT, "not committed on a majority of replicas in time".into())),
+            }
+        }
+    });
+    join_all(replies).await;
 
     if acks == -1 {
         let waits = topics.iter_mut().flat_map(|(_, _, r)| r.iter_mut()).filter(|r| r.pending_sync.is_some()).map(|r| {
@@ -171,8 +200,8 @@ pub async fn finish(appended: Appended) -> Outcome {
                         let (code, message) = r.error.map_or((codes::NONE, None), |(c, m)| (c, Some(m)));
                         let current_leader = match r.leader {
                             Some(l) => {
-                                let id = LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(0);
-                                if !leaders.contains(&l) {
+                                let id = LeaderIdAndEpoch::default().with_leader_id(BrokerId(l.id)).with_leader_epoch(l.epoch);
+                                if !leaders.iter().any(|x| x.id == l.id) {
                                     leaders.push(l);
                                 }
                                 id
@@ -242,9 +271,9 @@ fn check_timestamps(batch: &[u8], header: &BatchHeader, now_ms: i64, (before_ms,
     }
 }
 
-/// Validates the partition's record batch and appends it. Kafka's rule
-/// since Produce v3: exactly one batch per partition.
-fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, append_time_ms: i64) -> Result<ferry_broker::Appended, EngineError> {
+/// Validates the partition's record batch: the bytes to append and their
+/// header. Kafka's rule since Produce v3: exactly one batch per partition.
+fn validate_partition_batch(partition: &Partition, records: &[u8], rules: BatchRules, append_time_ms: i64) -> Result<(BytesMut, BatchHeader), EngineError> {
     let batches = split_and_validate(records).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
     let [(range, header)] = batches.as_slice() else {
         return Err(EngineError::InvalidRecord(format!("{} record batches for one partition; exactly one is allowed", batches.len())));
@@ -281,5 +310,58 @@ fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, ap
     if rules.log_append_time {
         set_log_append_time(&mut payload, &mut header, append_time_ms);
     }
+    Ok((payload, header))
+}
+
+fn append_partition(partition: &Partition, records: &[u8], rules: BatchRules, append_time_ms: i64) -> Result<ferry_broker::Appended, EngineError> {
+    let (mut payload, header) = validate_partition_batch(partition, records, rules, append_time_ms)?;
     partition.append(&mut payload, &header, append_time_ms)
+}
+
+/// A replicated partition: the batch goes to the partition's Raft group,
+/// which answers per acks (see [`finish`]).
+fn append_replicated(ctx: &Context, partition: &Partition, index: i32, records: &[u8], rules: BatchRules, now: i64, acks: i16) -> PartResult {
+    let Some(cluster) = &ctx.cluster else {
+        return PartResult::failed(index, codes::UNKNOWN_SERVER_ERROR, "a replicated partition on a single node".into());
+    };
+    let Some((group, _)) = cluster.state().partition(&partition.topic, index) else {
+        return PartResult::failed(index, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into());
+    };
+    let payload = match validate_partition_batch(partition, records, rules, now) {
+        Ok((payload, _)) => payload,
+        Err(e) => return PartResult::failed(index, codes::for_engine_error(&e), e.to_string()),
+    };
+    let rx = cluster.append(group, payload.to_vec(), acks);
+    PartResult {
+        index,
+        error: None,
+        base_offset: -1,
+        log_start_offset: partition.offsets().log_start_offset,
+        log_append_time_ms: if rules.log_append_time { now } else { -1 },
+        pending_sync: None,
+        pending_replica: Some(rx),
+        leader: None,
+    }
+}
+
+/// The Kafka error code and message for a refused replicated append.
+fn append_error(e: &AppendError) -> (i16, String) {
+    let code = match e {
+        AppendError::NotLeader { .. } | AppendError::UnknownGroup | AppendError::Stopped => codes::NOT_LEADER_OR_FOLLOWER,
+        AppendError::Replica(ReplicaError::Refused(inner)) => match inner.downcast_ref::<EngineError>() {
+            Some(engine) => codes::for_engine_error(engine),
+            None => codes::UNKNOWN_SERVER_ERROR,
+        },
+        AppendError::Replica(ReplicaError::Storage(_)) => codes::KAFKA_STORAGE_ERROR,
+        AppendError::TooManyPending(_) => codes::NOT_ENOUGH_REPLICAS,
+    };
+    (code, e.to_string())
+}
+
+/// KIP-951: who leads instead, when the group named one.
+fn not_leader_endpoint(cluster: Option<&ferry_cluster::Cluster>, e: &AppendError) -> Option<LeaderEndpoint> {
+    match e {
+        AppendError::NotLeader { leader_id, term } if *leader_id != 0 => crate::cluster::endpoint(cluster?, *leader_id, *term as i32),
+        _ => None,
+    }
 }

@@ -1,0 +1,171 @@
+//! A partition as a Raft replica sees it: the leader checks and stamps a
+//! batch before proposing it; every replica appends the entries' batches
+//! verbatim, truncates an uncommitted suffix a new leader replaced, and
+//! keeps the producer state in step with its log.
+
+use std::sync::atomic::Ordering;
+
+use ferry_log::batch::{set_base_offset, set_leader_epoch, BatchHeader};
+use ferry_log::{read_slice, ReadPlan};
+
+use super::{Inner, Partition, PartitionLog, NOT_REPLICATED};
+use crate::engine::MAX_PRODUCERS_PER_PARTITION;
+use crate::error::{EngineError, EngineResult};
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
+
+/// What the leader learned of a batch before proposing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaPrepared {
+    Append,
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+fn disk(inner: &mut Inner) -> EngineResult<&mut ferry_log::DiskLog> {
+    match &mut inner.log {
+        PartitionLog::Disk(l) => Ok(l),
+        PartitionLog::Memory(_) => Err(EngineError::ReplicatedUnsupported("memory topics are not replicated".into())),
+    }
+}
+
+impl Partition {
+    pub fn is_replicated(&self) -> bool {
+        self.replica_high_watermark.load(Ordering::Acquire) != NOT_REPLICATED
+    }
+
+    pub(super) fn refuse_if_replicated(&self, what: &str) -> EngineResult<()> {
+        if self.is_replicated() {
+            return Err(EngineError::ReplicatedUnsupported(what.to_string()));
+        }
+        Ok(())
+    }
+
+    /// From now on this partition's log is a Raft log: local appends are
+    /// refused and readers see only what the group committed.
+    pub fn start_replication(&self) -> EngineResult<()> {
+        if matches!(self.inner.lock().log, PartitionLog::Memory(_)) {
+            return Err(EngineError::ReplicatedUnsupported("memory topics are not replicated".into()));
+        }
+        let _ = self.replica_high_watermark.compare_exchange(NOT_REPLICATED, 0, Ordering::AcqRel, Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Every batch from the log start: (base offset, last offset, leader epoch).
+    pub fn replica_batches(&self, visit: &mut dyn FnMut(i64, i64, i32)) -> EngineResult<()> {
+        let mut inner = self.inner.lock();
+        let log = disk(&mut inner)?;
+        let start = log.log_start_offset();
+        log.for_each_batch(start, &mut |h, bytes| {
+            visit(h.base_offset, h.last_offset(), ferry_log::batch::leader_epoch(bytes).unwrap_or(0));
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Leader: checks a producer's batch against the producer state, gives
+    /// it its offsets and Raft term, and counts it there.
+    pub fn replica_prepare(&self, batch: &mut [u8], base_offset: i64, leader_epoch: i32, now_ms: i64) -> EngineResult<ReplicaPrepared> {
+        let mut header = BatchHeader::parse(batch).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+        let mut inner = self.inner.lock();
+        if header.producer_id >= 0 {
+            if let SequenceCheck::Duplicate { base_offset, last_offset } = inner.producers.check(&header)? {
+                return Ok(ReplicaPrepared::Duplicate { base_offset, last_offset });
+            }
+        }
+        set_base_offset(batch, base_offset);
+        set_leader_epoch(batch, leader_epoch);
+        header.base_offset = base_offset;
+        inner.producers.record_batch(&header, now_ms);
+        inner.recorded_through = header.last_offset() + 1;
+        drop(inner);
+        if let Some(m) = &self.metrics {
+            m.records_in.inc_by(header.record_count as u64);
+            m.bytes_in.inc_by(batch.len() as u64);
+        }
+        Ok(ReplicaPrepared::Append)
+    }
+
+    /// Appends entries' batches as they are and brings the producer state
+    /// up to date with the ones it has not counted yet.
+    pub fn replica_append(&self, payload: &[u8], now_ms: i64) -> EngineResult<()> {
+        let mut batches = Vec::new();
+        let mut rest = payload;
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+            let len = header.total_len();
+            let bytes = rest.get(..len).ok_or_else(|| EngineError::CorruptMessage("entry batch cut short".into()))?;
+            ferry_log::batch::check_crc(bytes, &header).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+            batches.push((header, bytes));
+            rest = &rest[len..];
+        }
+        let headers: Vec<BatchHeader> = batches.iter().map(|(h, _)| *h).collect();
+        let mut inner = self.inner.lock();
+        disk(&mut inner)?.append_verbatim(payload, &headers, now_ms)?;
+        for (h, bytes) in &batches {
+            if h.base_offset >= inner.recorded_through {
+                inner.producers.replay(h, bytes, now_ms);
+                inner.recorded_through = h.last_offset() + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fsyncs what was appended; the fsync itself runs outside the lock.
+    pub fn replica_sync(&self) -> EngineResult<()> {
+        let job = disk(&mut self.inner.lock())?.sync_job();
+        let Some(job) = job else { return Ok(()) };
+        let result = super::run_timed(&job, self.metrics.as_ref().map(|m| &m.fsync_duration));
+        let durable = {
+            let mut inner = self.inner.lock();
+            let log = disk(&mut inner)?;
+            log.finish_sync(&job, &result);
+            log.durable_offset()
+        };
+        self.durable_tx.send_replace(durable);
+        result.map_err(|e| EngineError::Storage(format!("fsync failed: {e}")))
+    }
+
+    /// Removes the batches at and after `offset` (never committed) and
+    /// rebuilds the producer state from what stays.
+    pub fn replica_truncate(&self, offset: i64, now_ms: i64) -> EngineResult<()> {
+        let committed = self.replica_high_watermark.load(Ordering::Acquire);
+        assert!(offset >= committed, "truncating below the high watermark ({offset} < {committed})");
+        let mut inner = self.inner.lock();
+        disk(&mut inner)?.truncate_to(offset)?;
+        Self::rebuild_producers(&mut inner, now_ms)
+    }
+
+    /// A prepared batch was not proposed: count only what the log holds.
+    pub fn replica_discard_prepared(&self, now_ms: i64) -> EngineResult<()> {
+        Self::rebuild_producers(&mut self.inner.lock(), now_ms)
+    }
+
+    fn rebuild_producers(inner: &mut Inner, now_ms: i64) -> EngineResult<()> {
+        let mut producers = ProducerStateTable::new(MAX_PRODUCERS_PER_PARTITION);
+        let log = disk(inner)?;
+        log.for_each_batch(log.log_start_offset(), &mut |h, bytes| {
+            producers.replay(h, bytes, now_ms);
+            true
+        })?;
+        inner.recorded_through = log.next_offset();
+        inner.producers = producers;
+        Ok(())
+    }
+
+    /// Whole batches from `from_offset` (at least one), about `max_bytes`.
+    pub fn replica_read(&self, from_offset: i64, max_bytes: usize) -> EngineResult<Vec<u8>> {
+        let plan = disk(&mut self.inner.lock())?.read_plan(from_offset)?;
+        match plan {
+            None => Ok(Vec::new()),
+            Some(ReadPlan::Ready(b)) => Ok(b.to_vec()),
+            Some(ReadPlan::Disk(slice)) => {
+                let bytes = read_slice(&slice, max_bytes, i64::MAX, true).map_err(|e| EngineError::Storage(format!("read failed: {e}")))?;
+                Ok(bytes.to_vec())
+            }
+        }
+    }
+
+    /// The group committed everything below `high_watermark`.
+    pub fn replica_commit(&self, high_watermark: i64) {
+        self.replica_high_watermark.fetch_max(high_watermark, Ordering::AcqRel);
+    }
+}

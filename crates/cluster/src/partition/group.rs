@@ -1,0 +1,346 @@
+//! One partition's Raft group on this broker: proposals (the leader gives
+//! each batch its offsets before proposing it), persistence of Ready
+//! entries into the partition's log, and the answers acks=1 and acks=all
+//! wait for.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_log::batch::{leader_change_batch, BatchHeader};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use raft::{GetEntriesContext, RawNode, StateRole};
+
+use super::hard_state::HardStateFile;
+use super::index::EntryIndex;
+use super::storage::ReplicaStorage;
+use super::{AppendError, AppendReply, GroupStatus, Placed, Prepared, ReplicaError, ReplicaLog};
+use crate::error::ClusterError;
+
+/// Appends waiting for one partition, at most.
+pub const MAX_WAITING_APPENDS: usize = 10_000;
+
+pub struct GroupSpec {
+    pub group: u64,
+    /// The partition's replicas: the group's voters.
+    pub voters: Vec<u64>,
+    /// Where the group's hard state is kept.
+    pub state_path: PathBuf,
+    pub log: Arc<dyn ReplicaLog>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    /// acks=1: the leader's own write.
+    Written,
+    /// acks=all: committed (on a majority, fsynced).
+    Committed,
+}
+
+struct Waiter {
+    placed: Placed,
+    /// The leader's term when it took the append; if the term changes, the
+    /// entry at these offsets may be another one.
+    term: u64,
+    wait: WaitFor,
+    reply: AppendReply,
+}
+
+pub struct PartitionGroup {
+    pub id: u64,
+    pub(crate) raw: RawNode<ReplicaStorage>,
+    hard_state_file: HardStateFile,
+    waiters: Vec<Waiter>,
+    /// Index and next offset after this round's last proposal.
+    proposed_tail: Option<(u64, i64)>,
+    outbox: Vec<Message>,
+    high_watermark: i64,
+    /// The term this broker last told the metadata group it leads in.
+    pub reported_term: u64,
+    pub report_in_flight: bool,
+}
+
+fn replica_error(e: ReplicaError) -> ClusterError {
+    ClusterError::Storage(e.to_string())
+}
+
+/// Offsets an entry takes: its batch's records, or one for an empty entry.
+fn entry_offsets(e: &Entry) -> i64 {
+    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+        return 1;
+    }
+    BatchHeader::parse(&e.data).map(|h| h.last_offset_delta as i64 + 1).unwrap_or(1)
+}
+
+impl PartitionGroup {
+    pub fn open(spec: GroupSpec, options: &crate::node::NodeOptions, logger: &slog::Logger) -> Result<PartitionGroup, ClusterError> {
+        let hard_state_file = HardStateFile::new(spec.state_path.clone());
+        let mut hard_state = hard_state_file.load().map_err(ClusterError::Storage)?;
+        let mut index = EntryIndex::default();
+        let mut bad = None;
+        spec.log
+            .batches(&mut |b| {
+                if b.leader_epoch < 1 && bad.is_none() {
+                    bad = Some(b.base_offset);
+                }
+                if bad.is_none() {
+                    index.push(b.leader_epoch as u64, b.last_offset + 1);
+                }
+            })
+            .map_err(replica_error)?;
+        if let Some(offset) = bad {
+            return Err(ClusterError::Storage(format!("partition log of group {} holds a batch at offset {offset} written without replication", spec.group)));
+        }
+        hard_state.commit = hard_state.commit.min(index.last_index());
+        let applied = hard_state.commit;
+        let high_watermark = index.end_offset(applied);
+        spec.log.commit(high_watermark);
+        let conf_state = ConfState::from((spec.voters.clone(), vec![]));
+        let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
+        let config = raft::Config {
+            id: options.node_id,
+            election_tick: options.election_ticks,
+            heartbeat_tick: options.heartbeat_ticks,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            applied,
+            min_election_tick: options.fixed_election_timeout.unwrap_or(0),
+            max_election_tick: options.fixed_election_timeout.map(|t| t + 1).unwrap_or(0),
+            ..Default::default()
+        };
+        let logger = logger.new(slog::o!("group" => spec.group));
+        let raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(PartitionGroup {
+            id: spec.group,
+            raw,
+            hard_state_file,
+            waiters: Vec::new(),
+            proposed_tail: None,
+            outbox: Vec::new(),
+            high_watermark,
+            reported_term: 0,
+            report_in_flight: false,
+        })
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let raft = &self.raw.raft;
+        GroupStatus { leader_id: raft.leader_id, term: raft.term, is_leader: raft.state == StateRole::Leader, high_watermark: self.high_watermark }
+    }
+
+    pub fn take_outbox(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn not_leader(&self) -> AppendError {
+        AppendError::NotLeader { leader_id: self.raw.raft.leader_id, term: self.raw.raft.term }
+    }
+
+    /// Index and next offset of the last entry in the Raft log, written or
+    /// not: where the next proposal lands.
+    fn tail(&self) -> (u64, i64) {
+        let raft_log = &self.raw.raft.raft_log;
+        let last = raft_log.last_index();
+        if let Some(t) = self.proposed_tail.filter(|t| t.0 == last) {
+            return t;
+        }
+        let stored = &self.raw.store().index;
+        let mut index = stored.last_index().min(raft_log.unstable.offset.saturating_sub(1));
+        let mut next = stored.end_offset(index);
+        if index < last {
+            let unstable = raft_log.entries(index + 1, None, GetEntriesContext::empty(false)).unwrap_or_default();
+            for e in unstable {
+                index = e.index;
+                next += entry_offsets(&e);
+            }
+        }
+        (index, next)
+    }
+
+    /// Takes one batch from a producer: checked and given its offsets here,
+    /// proposed, and answered per `acks` (0: at once, 1: once written here,
+    /// -1: once committed).
+    pub fn append(&mut self, mut batch: Vec<u8>, acks: i16, reply: AppendReply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.waiters.len() >= MAX_WAITING_APPENDS {
+            let _ = reply.send(Err(AppendError::TooManyPending(MAX_WAITING_APPENDS)));
+            return;
+        }
+        let term = self.raw.raft.term;
+        let (index, base_offset) = self.tail();
+        let placed = match self.raw.store().log.prepare(&mut batch, base_offset, term as i32) {
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            Ok(Prepared::Duplicate { base_offset, last_offset }) => {
+                let placed = Placed { base_offset, last_offset };
+                if acks == 0 || self.high_watermark > last_offset {
+                    let _ = reply.send(Ok(placed));
+                } else {
+                    self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed, reply });
+                }
+                return;
+            }
+            Ok(Prepared::Append) => {
+                let count = BatchHeader::parse(&batch).map(|h| h.last_offset_delta as i64 + 1).unwrap_or(1);
+                Placed { base_offset, last_offset: base_offset + count - 1 }
+            }
+        };
+        if let Err(e) = self.raw.propose(Vec::new(), batch) {
+            if let Err(e) = self.raw.store().log.discard_prepared() {
+                tracing::error!(group = self.id, error = %e, "cannot forget a batch that was not proposed");
+            }
+            tracing::debug!(group = self.id, error = %e, "proposal dropped");
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        debug_assert_eq!(self.raw.raft.raft_log.last_index(), index + 1);
+        self.proposed_tail = Some((index + 1, placed.last_offset + 1));
+        match acks {
+            0 => {
+                let _ = reply.send(Ok(placed));
+            }
+            1 => self.waiters.push(Waiter { placed, term, wait: WaitFor::Written, reply }),
+            _ => self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed, reply }),
+        }
+    }
+
+    /// Handles one `Ready`: entries written to the partition's log and
+    /// fsynced, the hard state saved, messages to the outbox, the commit
+    /// index turned into the high watermark.
+    pub fn handle_ready(&mut self) -> Result<(), ClusterError> {
+        if !self.raw.has_ready() {
+            self.settle_waiters();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        self.outbox.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            return Err(ClusterError::Storage(format!("group {}: received a snapshot; partition snapshots are not supported yet", self.id)));
+        }
+        let committed = ready.take_committed_entries();
+        self.apply(&committed);
+        let entries = ready.take_entries();
+        if !entries.is_empty() {
+            self.write_entries(&entries)?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.save_hard_state(hs.clone())?;
+        }
+        if ready.must_sync() {
+            self.raw.store().log.sync().map_err(replica_error)?;
+        }
+        self.proposed_tail = None;
+        self.outbox.extend(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().hard_state.commit = commit;
+        }
+        self.outbox.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(&committed);
+        self.raw.advance_apply();
+        self.settle_waiters();
+        Ok(())
+    }
+
+    fn save_hard_state(&mut self, hs: raft::eraftpb::HardState) -> Result<(), ClusterError> {
+        let before = &self.raw.store().hard_state;
+        // The commit index may lag on disk (Raft learns it again); a term or
+        // vote must be durable before any message that depends on it leaves.
+        let must_save = hs.term != before.term || hs.vote != before.vote;
+        self.raw.mut_store().hard_state = hs.clone();
+        if must_save {
+            self.hard_state_file.save(&hs).map_err(ClusterError::Storage)?;
+        }
+        Ok(())
+    }
+
+    /// Writes Ready entries into the log; entries replacing ones this replica
+    /// holds (a new leader's log wins) truncate it first.
+    fn write_entries(&mut self, entries: &[Entry]) -> Result<(), ClusterError> {
+        let first = entries[0].index;
+        let store = self.raw.mut_store();
+        if first <= store.index.last_index() {
+            let offset = store.index.base_offset(first);
+            assert!(offset >= self.high_watermark, "group {}: a committed entry at offset {offset} would be replaced", self.id);
+            store.log.truncate(offset).map_err(replica_error)?;
+            store.index.truncate(first - 1);
+        }
+        assert_eq!(first, store.index.last_index() + 1, "group {}: entries must continue the log", self.id);
+        let mut payload = Vec::new();
+        let mut next = store.index.end_offset(first - 1);
+        let mut ends = Vec::with_capacity(entries.len());
+        for e in entries {
+            let start = payload.len();
+            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+                payload.extend_from_slice(&leader_change_batch(next, e.term as i32));
+            } else {
+                payload.extend_from_slice(&e.data);
+            }
+            let header = BatchHeader::parse(&payload[start..]).map_err(|err| ClusterError::Storage(format!("entry {}: {err}", e.index)))?;
+            if header.base_offset != next {
+                return Err(ClusterError::Storage(format!("entry {} starts at offset {} but the log continues at {next}", e.index, header.base_offset)));
+            }
+            next = header.last_offset() + 1;
+            ends.push((e.term, next));
+        }
+        store.log.append(&payload).map_err(replica_error)?;
+        for (term, end) in ends {
+            store.index.push(term, end);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, committed: &[Entry]) {
+        let Some(last) = committed.last() else { return };
+        let hw = self.raw.store().index.end_offset(last.index);
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.raw.store().log.commit(hw);
+        }
+    }
+
+    /// Answers the waiters whose promise now holds, and fails those whose
+    /// leader term has passed: their entries may have been replaced.
+    fn settle_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let raft = &self.raw.raft;
+        let leading_term = (raft.state == StateRole::Leader).then_some(raft.term);
+        let written = self.raw.store().index.end_offset(self.raw.store().index.last_index());
+        let hw = self.high_watermark;
+        let (leader_id, term_now) = (raft.leader_id, raft.term);
+        let mut keep = Vec::with_capacity(self.waiters.len());
+        for w in self.waiters.drain(..) {
+            let end = w.placed.last_offset + 1;
+            if leading_term != Some(w.term) {
+                let _ = w.reply.send(Err(AppendError::NotLeader { leader_id, term: term_now }));
+            } else if (w.wait == WaitFor::Written && written >= end) || hw >= end {
+                let _ = w.reply.send(Ok(w.placed));
+            } else if w.reply.is_closed() {
+                // The producer stopped waiting (timeout); nothing to answer.
+            } else {
+                keep.push(w);
+            }
+        }
+        self.waiters = keep;
+    }
+
+    /// Fails every waiter (the group is closing or the broker stopping).
+    pub fn fail_waiters(&mut self, error: impl Fn() -> AppendError) {
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(Err(error()));
+        }
+    }
+
+    pub fn remove_state(&self) {
+        self.hard_state_file.remove();
+    }
+}
