@@ -127,10 +127,14 @@ impl SaslExchange {
     pub fn step(&mut self, token: &[u8]) -> Result<Step, AuthError> {
         let mechanism = self.mechanism;
         let mut out = Vec::new();
-        let state = match self.session.step(Some(token), &mut out) {
-            Ok(state) => state,
-            Err(SessionError::ValidationError(e)) => return Err(AuthError::Malformed { mechanism, reason: e.to_string() }),
-            Err(e) => return Err(AuthError::Malformed { mechanism, reason: e.to_string() }),
+        // rsasl 2.3's SCRAM parser slices attributes without checking their
+        // length, so a short one panics: contained here, like the request
+        // decoder's panics, and the connection is closed.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.session.step(Some(token), &mut out)));
+        let state = match stepped {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => return Err(AuthError::Malformed { mechanism, reason: e.to_string() }),
+            Err(_) => return Err(AuthError::Malformed { mechanism, reason: "the SASL parser panicked".into() }),
         };
         if state.is_running() {
             return Ok(Step::Continue(out));

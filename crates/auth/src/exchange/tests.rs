@@ -83,6 +83,9 @@ fn only_enabled_mechanisms_start_and_garbage_is_malformed() {
     assert!(matches!(auth.start("GSSAPI"), Err(AuthError::Unsupported(_))));
     let mut ex = auth.start("SCRAM-SHA-512").expect("starts");
     assert!(matches!(ex.step(b"\xff\x00garbage"), Err(AuthError::Malformed { .. })));
+    // A one-byte attribute makes rsasl's parser slice past its end.
+    let mut ex = auth.start("SCRAM-SHA-512").expect("starts");
+    assert!(matches!(ex.step(b"n,,n"), Err(AuthError::Malformed { .. })));
 }
 
 #[test]
