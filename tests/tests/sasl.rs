@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ferry_auth::credential::salted;
 use ferry_auth::ScramMechanism;
 use ferry_tests::certs::{self, Signed};
-use ferry_tests::kafka::produce_all;
+use ferry_tests::kafka::{metadata_port, produce_all, read_all};
 use ferry_tests::raw::frame;
 use ferry_tests::{closed_by_peer, ferry_bin, free_port, read_frame, Ferry};
 use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
@@ -24,9 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const MECHANISMS: &str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512";
 
@@ -75,29 +73,6 @@ fn client(port: u16, ca: Option<&Path>, mechanism: &str, user: &str, password: &
         c.set("ssl.ca.location", ca.to_string_lossy());
     }
     c
-}
-
-/// The port Metadata names, or the client's error.
-fn metadata_port(config: &ClientConfig) -> Result<i32, String> {
-    let c: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(None, Duration::from_secs(4)).map_err(|e| e.to_string())?;
-    md.brokers().first().map(|b| b.port()).ok_or_else(|| "no broker in metadata".to_string())
-}
-
-fn read_all(config: &ClientConfig, topic: &str, want: usize) -> Vec<String> {
-    let c: BaseConsumer = config.clone().set("group.id", "sasl-reader").set("enable.auto.commit", "false").create().expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while out.len() < want && std::time::Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume over SASL");
-            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    out
 }
 
 #[tokio::test]

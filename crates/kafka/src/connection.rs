@@ -256,7 +256,7 @@ pub async fn serve_connection<S>(
                 }
                 let (header, body) = match gate.as_mut().filter(|g| !g.is_done()) {
                     Some(g) => match g.screen(header, body).await {
-                        Screened::Pass(header, body) => (header, body),
+                        Screened::Pass(header, body) => (header, *body),
                         other => {
                             if !answer_sasl(other, peer, &mut identity, &tx).await {
                                 break;

@@ -49,7 +49,7 @@ enum State {
 /// What the connection does with a frame while the client authenticates.
 pub enum Screened {
     /// Not a SASL request, and allowed now: handle it as usual.
-    Pass(RequestHeader, RequestKind),
+    Pass(RequestHeader, Box<RequestKind>),
     /// Send this; go on reading.
     Answer(Reply),
     /// Authenticated as this principal; send the answer.
@@ -93,7 +93,7 @@ impl SaslGate {
     pub async fn screen(&mut self, header: RequestHeader, body: RequestKind) -> Screened {
         let api = ApiKey::try_from(header.request_api_key).ok();
         match (&self.state, body) {
-            (State::Handshake, RequestKind::ApiVersions(r)) => Screened::Pass(header, RequestKind::ApiVersions(r)),
+            (State::Handshake, RequestKind::ApiVersions(r)) => Screened::Pass(header, Box::new(RequestKind::ApiVersions(r))),
             (State::Handshake, RequestKind::SaslHandshake(r)) => self.handshake(&header, r.mechanism.as_str()),
             (State::Authenticate(_), RequestKind::SaslAuthenticate(r)) => self.authenticate(&header, r.auth_bytes).await,
             _ => Screened::Refuse(None, format!("{api:?} is not expected at this point of SASL authentication")),
