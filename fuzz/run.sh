@@ -16,7 +16,7 @@ set -euo pipefail
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-read -r -a TARGETS <<<"${FUZZ_TARGETS:-request_decode batch_validate log_recovery cluster_decode}"
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-request_decode batch_validate log_recovery cluster_decode sasl_handshake}"
 read -r -a EXTRA_ARGS <<<"${FUZZ_ARGS:-}"
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

@@ -34,6 +34,11 @@
 #                       over the broker's SSL listener; certificates made with
 #                       openssl; the Python client also presents a client
 #                       certificate; Java reads the CA as a PEM truststore)
+#           sasl:       java-sasl confluent-kafka-sasl (a user made online
+#                       with Kafka's kafka-configs.sh --entity-type users
+#                       --add-config 'SCRAM-SHA-512=[password=...]'; each
+#                       client is refused with a wrong password, then does
+#                       the round trip with SCRAM-SHA-512 over SASL_SSL)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;
@@ -75,7 +80,8 @@ PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
 ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
 TOOL_CLIENTS=(java-tools)
 SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl java-ssl)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}")
+SASL_CLIENTS=(java-sasl confluent-kafka-sasl)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}" "${SASL_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -108,6 +114,7 @@ expand() { # name/alias -> canonical client names
     admin) echo "${ADMIN_CLIENTS[@]}" ;;
     tools) echo "${TOOL_CLIENTS[@]}" ;;
     ssl | tls) echo "${SSL_CLIENTS[@]}" ;;
+    sasl) echo "${SASL_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -119,7 +126,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools ssl kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools ssl sasl kill java-group python-group)"
       ;;
   esac
 }
@@ -207,6 +214,11 @@ client_cmd() { # sets CMD
     confluent-kafka-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS ssl.certificate.location=$TLS/client.pem ssl.key.location=$TLS/client.key" "$py" "$HERE/python/test_confluent_kafka.py") ;;
     kcat-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="$SSL_PROPS" bash "$HERE/kcat/test_kcat.sh") ;;
     java-ssl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SSL_PORT" FERRY_CLIENT_PROPS="security.protocol=SSL ssl.truststore.type=PEM ssl.truststore.location=$TLS/ca.pem" java -jar "$jar") ;;
+    java-sasl) CMD=(env FERRY_SASL_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_SASL_USER="$SASL_USER" FERRY_SASL_PASSWORD="$SASL_PASSWORD"
+      FERRY_SASL_CA="$TLS/ca.pem" FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_JAVA_PROPS"
+      bash -c 'java -cp "$1" dev.ferry.compat.KafkaSaslCompat && java -jar "$1"' _ "$jar") ;;
+    confluent-kafka-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_PROPS"
+      bash -c '"$1" "$2/python/test_sasl_refused.py" && "$1" "$2/python/test_confluent_kafka.py"' _ "$py" "$HERE") ;;
     kafka-python) CMD=("$py" "$HERE/python/test_kafka_python.py") ;;
     kcat) CMD=(bash "$HERE/kcat/test_kcat.sh") ;;
     go) CMD=("$HERE/go/franz-go-compat") ;;
@@ -282,6 +294,34 @@ for c in "${CLIENTS[@]}"; do
   fi
 done
 
+# With a SASL client selected the broker also gets a SASL_SSL listener, and
+# a SCRAM-SHA-512 user made online by Kafka's kafka-configs.sh (ConfigCommand,
+# from the Java check's jar) once the broker is up.
+SASL_PORT=""
+SASL_USER="compat-user"
+SASL_PASSWORD="compat-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+SASL_PROPS="security.protocol=SASL_SSL ssl.ca.location=$TLS/ca.pem sasl.mechanism=SCRAM-SHA-512 sasl.username=$SASL_USER sasl.password=$SASL_PASSWORD"
+# One word per property (FERRY_CLIENT_PROPS is split on spaces): the JAAS line has none.
+SASL_JAVA_PROPS="security.protocol=SASL_SSL ssl.truststore.type=PEM ssl.truststore.location=$TLS/ca.pem sasl.mechanism=SCRAM-SHA-512 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule\u0020required\u0020username=\"$SASL_USER\"\u0020password=\"$SASL_PASSWORD\";"
+for c in "${CLIENTS[@]}"; do
+  if [[ " ${SASL_CLIENTS[*]} " == *" $c "* && -z "$SASL_PORT" ]]; then
+    if [[ -z "$SSL_PORT" ]]; then
+      need openssl "openssl makes the test certificates"
+      make_test_certs "$TLS" || die "cannot make test certificates with openssl"
+      BROKER_FLAGS+=(--ssl-certificate-location "$TLS/server.pem" --ssl-key-location "$TLS/server.key")
+    fi
+    SASL_PORT="$(free_port)"
+    BROKER_FLAGS+=(--sasl-enabled-mechanisms SCRAM-SHA-512)
+  fi
+done
+
+# kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[...]' --entity-type users, as its
+# wrapper runs it (the class is in kafka-tools, in the Java check's jar).
+create_sasl_user() {
+  java -cp "$HERE/java/target/ferry-compat-java.jar" org.apache.kafka.tools.ConfigCommand --bootstrap-server "127.0.0.1:$PORT" \
+    --alter --add-config "SCRAM-SHA-512=[iterations=8192,password=$SASL_PASSWORD]" --entity-type users --entity-name "$SASL_USER"
+}
+
 # A fresh port; the restarts after kills (lib.sh) keep it.
 start_compat_broker() {
   if ((COMPAT_BROKERS > 1)); then
@@ -291,6 +331,7 @@ start_compat_broker() {
   PORT="$(free_port)"
   LISTEN="127.0.0.1:$PORT"
   [[ -z "$SSL_PORT" ]] || LISTEN="PLAINTEXT://127.0.0.1:$PORT,SSL://127.0.0.1:$SSL_PORT"
+  [[ -z "$SASL_PORT" ]] || LISTEN="${LISTEN/#127.0.0.1:/PLAINTEXT://127.0.0.1:},SASL_SSL://127.0.0.1:$SASL_PORT"
   start_broker || return 1
   export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
   say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"
@@ -367,9 +408,12 @@ for c in "${ALL_CLIENTS[@]}"; do
   if [[ -n "${WANT[$c]:-}" && -n "${SKIP[$c]:-}" ]]; then say "SKIP $c (FERRY_COMPAT_SKIP)"; fi
 done
 
-# Installs first (so that broker start-up time is not mixed with them).
-for c in "${CLIENTS[@]}"; do
-  g="$(group_of "$c")"
+# Installs first (so that broker start-up time is not mixed with them). The
+# SASL checks need the Java jar for kafka-configs.sh whichever client runs.
+SETUP_GROUPS=()
+for c in "${CLIENTS[@]}"; do SETUP_GROUPS+=("$(group_of "$c")"); done
+[[ -z "$SASL_PORT" ]] || SETUP_GROUPS+=(java)
+for g in "${SETUP_GROUPS[@]}"; do
   [[ -z "${SETUP_DONE[$g]:-}" ]] || continue
   SETUP_DONE[$g]=1
   t=$SECONDS
@@ -388,6 +432,14 @@ for c in "${CLIENTS[@]}"; do
 done
 
 start_compat_broker || true
+if [[ -n "$SASL_PORT" ]] && ((BROKER_UP)); then
+  if create_sasl_user >"$LOGS/sasl-user.log" 2>&1; then
+    say "compat: user $SASL_USER made with kafka-configs.sh (ConfigCommand): $(tail -n 1 "$LOGS/sasl-user.log")"
+  else
+    say "compat: kafka-configs.sh could not make the SASL user:"
+    tail -n 20 "$LOGS/sasl-user.log" | sed 's/^/    /'
+  fi
+fi
 
 for c in "${CLIENTS[@]}"; do
   g="$(group_of "$c")"

@@ -358,4 +358,30 @@ pub mod kafka {
         }
         out
     }
+
+    /// The port of the broker Metadata names, or the client's error (a
+    /// refused TLS handshake or SASL login shows here).
+    pub fn metadata_port(config: &ClientConfig) -> Result<i32, String> {
+        let c: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let md = c.fetch_metadata(None, Duration::from_secs(4)).map_err(|e| e.to_string())?;
+        md.brokers().first().map(|b| b.port()).ok_or_else(|| "no broker in metadata".to_string())
+    }
+
+    /// Reads partition 0 of `topic` from the beginning with `config` until
+    /// `want` values came or 20 s passed.
+    pub fn read_all(config: &ClientConfig, topic: &str, want: usize) -> Vec<String> {
+        let c: BaseConsumer = config.clone().set("group.id", "ferry-tests-reader").set("enable.auto.commit", "false").create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.len() < want && Instant::now() < deadline {
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m.expect("consume");
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            }
+        }
+        out
+    }
 }

@@ -7,12 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_tests::certs::{self, Ca, Signed};
-use ferry_tests::kafka::produce_all;
+use ferry_tests::kafka::{metadata_port, produce_all, read_all};
 use ferry_tests::{free_port, Ferry};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// A broker with `PLAINTEXT://127.0.0.1:<port>,SSL://127.0.0.1:<ssl_port>`.
 fn start(ssl_port: u16, server: &Signed, extra: &[&str]) -> Ferry {
@@ -37,29 +35,6 @@ fn ssl_client(port: u16, ca: &Path, client: Option<&Signed>) -> ClientConfig {
         c.set("ssl.certificate.location", s.cert.to_string_lossy()).set("ssl.key.location", s.key.to_string_lossy());
     }
     c
-}
-
-/// The port of the broker Metadata names, or the error.
-fn metadata_port(config: &ClientConfig) -> Result<i32, String> {
-    let c: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(None, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    md.brokers().first().map(|b| b.port()).ok_or_else(|| "no broker in metadata".to_string())
-}
-
-fn read_all(config: &ClientConfig, topic: &str, want: usize) -> Vec<String> {
-    let c: BaseConsumer = config.clone().set("group.id", "tls-reader").set("enable.auto.commit", "false").create().expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while out.len() < want && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume over SSL");
-            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use ferry_auth::mechanism::parse_mechanisms;
+use ferry_auth::SaslMechanism;
 use ferry_kafka::listener::{plan_listeners, ListenerPlan};
 use ferry_kafka::tls::{ClientAuth, TlsFiles};
 use serde::Deserialize;
@@ -40,6 +42,15 @@ pub struct ServeArgs {
     /// Client certificates: none, requested or required (Kafka: ssl.client.auth) [default: none].
     #[arg(long, env = "FERRY_SSL_CLIENT_AUTH")]
     pub ssl_client_auth: Option<String>,
+    /// SASL mechanisms of SASL listeners, comma-separated: PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512 (Kafka: sasl.enabled.mechanisms). Users: `ferry user add`
+    /// or kafka-configs.sh --entity-type users [default: SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, env = "FERRY_SASL_ENABLED_MECHANISMS")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// Answer a failed SASL authentication (and close) after this long
+    /// (Kafka: connection.failed.authentication.delay.ms) [default: 100].
+    #[arg(long, env = "FERRY_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
+    pub connection_failed_authentication_delay_ms: Option<u64>,
     /// Directory for topics and logs (Kafka: log.dirs) [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -123,6 +134,8 @@ struct FileConfig {
     ssl_key_location: Option<PathBuf>,
     ssl_ca_location: Option<PathBuf>,
     ssl_client_auth: Option<String>,
+    sasl_enabled_mechanisms: Option<String>,
+    connection_failed_authentication_delay_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     node_id: Option<i32>,
     auto_create_topics_enable: Option<bool>,
@@ -165,6 +178,9 @@ pub struct Settings {
     pub advertised_port: i32,
     /// Set when a listener uses TLS.
     pub tls: Option<TlsFiles>,
+    /// The mechanisms SASL listeners offer.
+    pub sasl_enabled_mechanisms: Vec<SaslMechanism>,
+    pub connection_failed_authentication_delay_ms: u64,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub auto_create_topics_enable: bool,
@@ -203,6 +219,9 @@ impl ServeArgs {
         let http_listen = ferry_http::HttpListen::parse(self.http_listen.as_deref().or(file.http_listen.as_deref()))?;
         let listeners = resolve_listeners(&self, &file)?;
         let tls = resolve_tls(&self, &file, &listeners)?;
+        let sasl_enabled_mechanisms = resolve_sasl(&self, &file)?;
+        let connection_failed_authentication_delay_ms =
+            self.connection_failed_authentication_delay_ms.or(file.connection_failed_authentication_delay_ms).unwrap_or(100);
         let (host, port) = (listeners[0].advertised_host.clone(), listeners[0].advertised_port);
         let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
         if num_partitions < 1 {
@@ -244,6 +263,8 @@ impl ServeArgs {
             http_listen,
             listeners,
             tls,
+            sasl_enabled_mechanisms,
+            connection_failed_authentication_delay_ms,
             advertised_host: host,
             advertised_port: port as i32,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
@@ -266,15 +287,21 @@ impl ServeArgs {
     }
 }
 
-/// `--listen` and `--advertised-listener`; SASL listeners are refused until SASL lands.
+/// `--listen` and `--advertised-listener`.
 fn resolve_listeners(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<ListenerPlan>> {
     let listen = args.listen.as_deref().or(file.listen.as_deref()).unwrap_or("127.0.0.1:9092");
     let advertised = args.advertised_listener.as_deref().or(file.advertised_listener.as_deref());
-    let plans = plan_listeners(listen, advertised).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
-    if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
-        bail!("listener {}://{}: SASL is not supported yet (use PLAINTEXT or SSL)", p.protocol, p.bind);
+    plan_listeners(listen, advertised).map_err(|e| anyhow::anyhow!("listen: {e}"))
+}
+
+/// `sasl_enabled_mechanisms`: known names, at least one.
+fn resolve_sasl(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<SaslMechanism>> {
+    let list = args.sasl_enabled_mechanisms.as_deref().or(file.sasl_enabled_mechanisms.as_deref()).unwrap_or("SCRAM-SHA-256,SCRAM-SHA-512");
+    let mechanisms = parse_mechanisms(list).map_err(|e| anyhow::anyhow!("sasl_enabled_mechanisms: {e}"))?;
+    if mechanisms.is_empty() {
+        bail!("sasl_enabled_mechanisms: name at least one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512");
     }
-    Ok(plans)
+    Ok(mechanisms)
 }
 
 /// The `ssl_*` settings, required as soon as a listener uses TLS.
@@ -366,14 +393,19 @@ mod tests {
     }
 
     #[test]
-    fn listeners_default_to_one_plaintext_and_sasl_is_refused() {
+    fn listeners_default_to_one_plaintext_and_sasl_is_configured() {
         let s = ServeArgs::default().resolve().expect("defaults resolve");
         assert_eq!(s.listeners.len(), 1);
         assert_eq!((s.advertised_host.as_str(), s.advertised_port), ("127.0.0.1", 9092));
         assert!(s.tls.is_none());
-        let sasl = ServeArgs { listen: Some("PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093".into()), ..ServeArgs::default() };
-        let err = sasl.resolve().expect_err("refused").to_string();
-        assert!(err.contains("SASL is not supported yet"), "{err}");
+        let sasl = ServeArgs { listen: Some("PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9093".into()), ..ServeArgs::default() };
+        let s = sasl.resolve().expect("SASL_PLAINTEXT needs no files");
+        assert_eq!(s.sasl_enabled_mechanisms.len(), 2, "SCRAM-SHA-256,SCRAM-SHA-512 by default");
+        assert_eq!(s.connection_failed_authentication_delay_ms, 100);
+        let file: FileConfig = toml::from_str("sasl_enabled_mechanisms = \"PLAIN\"").expect("toml");
+        assert_eq!(resolve_sasl(&ServeArgs::default(), &file).expect("valid"), vec![SaslMechanism::Plain]);
+        let bad = ServeArgs { sasl_enabled_mechanisms: Some("GSSAPI".into()), ..ServeArgs::default() };
+        assert!(bad.resolve().expect_err("unknown").to_string().contains("GSSAPI"));
         let ssl = ServeArgs { listen: Some("SSL://127.0.0.1:9093".into()), ..ServeArgs::default() };
         assert!(ssl.resolve().expect_err("needs files").to_string().contains("ssl_certificate_location"));
         let file: FileConfig = toml::from_str("listen = \"SSL://127.0.0.1:9093\"\nssl_certificate_location = \"c.pem\"\nssl_key_location = \"k.pem\"\nssl_client_auth = \"required\"").expect("toml");

@@ -36,6 +36,9 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Transactions: list, describe (state, age, partitions, LSO held back), abort hanging ones.
     Txn(cli::txn::TxnArgs),
+    /// SCRAM users of a stopped broker's data directory: add, list, delete
+    /// (online: kafka-configs.sh --entity-type users).
+    User(cli::user::UserArgs),
     /// Prove the delivery semantics: run each under faults (broker SIGKILL/SIGSTOP) and count
     /// what was lost, duplicated or read uncommitted.
     Verify(cli::verify::VerifyArgs),
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
         Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),
+        Command::User(args) => cli::user::run(args),
         Command::Verify(args) => match cli::verify::run(args) {
             Ok(cli::verify::Verdict::Held) => Ok(()),
             Ok(cli::verify::Verdict::Broken) => {

@@ -10,6 +10,8 @@ use ferry_broker::txn::TxnConfig;
 use ferry_broker::{Engine, EngineConfig};
 use ferry_cluster::{Cluster, ClusterConfig};
 use ferry_http::HttpListen;
+use ferry_auth::{Authenticator, UserStore};
+use ferry_kafka::sasl::SaslConfig;
 use ferry_kafka::tls::TlsState;
 use ferry_kafka::{serve_listeners, Context, Listener, ServerConfig, Transport};
 use ferry_log::storage::{FaultPlan, FaultyStorage, FsStorage, Storage};
@@ -83,11 +85,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(files) => Some(TlsState::new(files.clone()).context("cannot load the TLS certificates")?),
         None => None,
     };
-    let listeners = bind_listeners(&settings, tls.as_ref()).await?;
+    // Opened on every broker (it holds the store's lock, and AdminClients
+    // manage users whatever the listeners); per broker, not replicated yet.
+    let users = Arc::new(UserStore::open(&settings.data_dir).context("cannot open the user store")?);
+    let authenticator = Authenticator::new(users.clone(), settings.sasl_enabled_mechanisms.clone())?;
+    let sasl = SaslConfig {
+        authenticator: Arc::new(authenticator),
+        failed_authentication_delay: Duration::from_millis(settings.connection_failed_authentication_delay_ms),
+    };
+    let listeners = bind_listeners(&settings, tls.as_ref(), &sasl).await?;
     let server_config = listeners[0].config.clone();
     // Before "ready": an explicit --http-listen that is taken stops the start.
     let http_listener = ferry_http::bind(settings.http_listen).await?;
-    let name = |l: &Listener| l.transport.protocol_name();
+    let name = |l: &Listener| l.protocol_name();
     let listening: Vec<String> =
         listeners.iter().map(|l| format!("{}://{}", name(l), l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default())).collect();
     let advertised: Vec<String> = listeners.iter().map(|l| format!("{}://{}:{}", name(l), l.config.advertised_host, l.config.advertised_port)).collect();
@@ -149,6 +159,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let mut ctx = Context::new(engine.clone(), server_config);
     ctx.cluster = cluster.clone();
+    ctx.users = Some(users);
     let server = tokio::spawn(serve_listeners(listeners, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");
@@ -179,7 +190,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// Binds every listener, each with the front-end settings and its own
 /// advertised address.
-async fn bind_listeners(settings: &Settings, tls: Option<&Arc<TlsState>>) -> anyhow::Result<Vec<Listener>> {
+async fn bind_listeners(settings: &Settings, tls: Option<&Arc<TlsState>>, sasl: &SaslConfig) -> anyhow::Result<Vec<Listener>> {
     let mut listeners = Vec::new();
     for plan in &settings.listeners {
         let transport = match (plan.protocol.uses_tls(), tls) {
@@ -198,7 +209,8 @@ async fn bind_listeners(settings: &Settings, tls: Option<&Arc<TlsState>>) -> any
         let socket = TcpListener::bind(plan.bind)
             .await
             .with_context(|| format!("cannot listen on {}://{}", plan.protocol, plan.bind))?;
-        listeners.push(Listener { socket, transport, config: Arc::new(config) });
+        let sasl = plan.protocol.uses_sasl().then(|| sasl.clone());
+        listeners.push(Listener { socket, transport, sasl, config: Arc::new(config) });
     }
     Ok(listeners)
 }

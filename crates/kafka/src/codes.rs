@@ -40,6 +40,12 @@ pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
 pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 pub const PRODUCER_FENCED: i16 = 90;
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const DUPLICATE_RESOURCE: i16 = 92;
+pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 
 /// The Kafka error code for an engine error.
 pub fn for_engine_error(e: &EngineError) -> i16 {

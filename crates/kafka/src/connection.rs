@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{decode_request, Decoded};
 use crate::handlers::{self, Dispatched, Reply};
+use crate::sasl::{SaslConfig, SaslGate, Screened};
 use crate::server::Context;
 
 /// An answer in the making, queued in request order.
@@ -136,14 +137,37 @@ fn queue(dispatched: Dispatched, effects_pending: &mut Option<oneshot::Receiver<
     }
 }
 
-/// Serves one connection, plaintext or TLS alike. `principal` is who the
-/// client proved to be (`User:ANONYMOUS` without a client certificate),
-/// kept for authorization.
-pub async fn serve_connection<S>(stream: S, peer: SocketAddr, principal: String, ctx: Context, mut shutdown: watch::Receiver<bool>)
-where
+/// Who the client proved to be, kept for authorization: its certificate's
+/// principal (`User:ANONYMOUS` without one) and its SASL login, if any.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tls: String,
+    pub sasl: Option<String>,
+}
+
+impl Identity {
+    /// The principal ACLs see: the SASL login on a SASL listener (as in
+    /// Kafka, where SASL_SSL's principal is the SASL one), else the certificate's.
+    pub fn principal(&self) -> &str {
+        self.sasl.as_deref().unwrap_or(&self.tls)
+    }
+}
+
+/// Serves one connection, plaintext or TLS alike. `principal` is the TLS
+/// principal; with `sasl` set, the client must authenticate first.
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    principal: String,
+    sasl: Option<SaslConfig>,
+    ctx: Context,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     debug!(%peer, %principal, "connection opened");
+    let mut identity = Identity { tls: principal, sasl: None };
+    let mut gate = sasl.map(SaslGate::new);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests_per_connection);
     let writer = tokio::spawn(async move {
@@ -183,12 +207,18 @@ where
     // Between AddOffsetsToTxn and EndTxn on this connection (see `idle_limit`).
     let mut offsets_added = false;
     loop {
-        let idle_limit = idle_limit(offsets_added, idle);
+        let mut idle_limit = idle_limit(offsets_added, idle);
+        let mut max_frame = ctx.config.socket_request_max_bytes;
+        if let Some(g) = &gate {
+            idle_limit = g.read_limit(idle_limit);
+            max_frame = g.max_frame(max_frame);
+        }
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
-            r = tokio::time::timeout(idle_limit, read_frame(&mut rd, ctx.config.socket_request_max_bytes)) => match r {
+            r = tokio::time::timeout(idle_limit, read_frame(&mut rd, max_frame)) => match r {
                 Err(_) => {
-                    info!(%peer, idle_ms = idle_limit.as_millis() as u64, offsets_added, "closing idle connection");
+                    let authenticating = gate.as_ref().is_some_and(|g| !g.is_done());
+                    info!(%peer, idle_ms = idle_limit.as_millis() as u64, offsets_added, authenticating, "closing idle connection");
                     break;
                 }
                 Ok(Ok(FrameRead::Frame(f))) => f,
@@ -211,12 +241,31 @@ where
                 _ = done => {}
             }
         }
+        if let Some(g) = gate.as_mut().filter(|g| g.expects_raw_token()) {
+            let screened = g.raw_token(frame).await;
+            if !answer_sasl(screened, peer, &mut identity, &tx).await {
+                break;
+            }
+            continue;
+        }
         let pending = match decode_request(frame) {
             Ok(Decoded::Request(header, body)) => {
                 let api = ApiKey::try_from(header.request_api_key);
                 if let (Some(m), Ok(api)) = (&ctx.metrics, api) {
                     m.count_request(api);
                 }
+                let (header, body) = match gate.as_mut().filter(|g| !g.is_done()) {
+                    Some(g) => match g.screen(header, body).await {
+                        Screened::Pass(header, body) => (header, *body),
+                        other => {
+                            if !answer_sasl(other, peer, &mut identity, &tx).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    },
+                    None => (header, body),
+                };
                 match api {
                     Ok(ApiKey::AddOffsetsToTxn) => offsets_added = true,
                     Ok(ApiKey::EndTxn) => offsets_added = false,
@@ -225,6 +274,10 @@ where
                 queue(handlers::dispatch(&ctx, peer, header, body).await, &mut effects_pending)
             }
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
+                if api != ApiKey::ApiVersions && gate.as_ref().is_some_and(|g| !g.is_done()) {
+                    warn!(%peer, api = ?api, version = prefix.api_version, "closing connection: unsupported version before SASL authentication");
+                    break;
+                }
                 if api != ApiKey::ApiVersions {
                     warn!(%peer, api = ?api, version = prefix.api_version, "unsupported API version");
                 }
@@ -241,5 +294,29 @@ where
     }
     drop(tx);
     let _ = writer.await;
-    debug!(%peer, "connection closed");
+    debug!(%peer, principal = identity.principal(), "connection closed");
+}
+
+/// Queues a SASL answer; records the login. False when the connection must close.
+async fn answer_sasl(screened: Screened, peer: SocketAddr, identity: &mut Identity, tx: &mpsc::Sender<Pending>) -> bool {
+    let (reply, keep_open) = match screened {
+        Screened::Answer(reply) => (Some(reply), true),
+        Screened::Authenticated(reply, principal) => {
+            info!(%peer, %principal, tls_principal = %identity.tls, "SASL authenticated");
+            identity.sasl = Some(principal);
+            (Some(reply), true)
+        }
+        Screened::Refuse(reply, reason) => {
+            info!(%peer, %reason, "closing connection: SASL authentication refused");
+            (reply, false)
+        }
+        // Only `screen` passes requests on; the caller handles those.
+        Screened::Pass(..) => (None, true),
+    };
+    if let Some(reply) = reply {
+        if tx.send(Pending::Ready(reply)).await.is_err() {
+            return false;
+        }
+    }
+    keep_open
 }

@@ -13,6 +13,7 @@ mod error_codes;
 mod handlers;
 pub mod listener;
 pub mod metrics;
+pub mod sasl;
 mod server;
 pub mod tls;
 pub mod versions;

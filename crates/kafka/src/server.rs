@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::connection::serve_connection;
 use crate::metrics::WireMetrics;
+use crate::sasl::SaslConfig;
 use crate::tls::{TlsState, ANONYMOUS};
 
 /// Front-end settings, named after Kafka's broker configs.
@@ -63,13 +64,16 @@ pub struct Context {
     /// Request, connection and produce-latency metrics; None when the
     /// engine counts nothing.
     pub metrics: Option<Arc<WireMetrics>>,
+    /// SCRAM users, for Alter/DescribeUserScramCredentials; None when the
+    /// broker keeps no user store.
+    pub users: Option<Arc<ferry_auth::UserStore>>,
 }
 
 impl Context {
     /// Counts into the engine's metrics, if it has any.
     pub fn new(engine: Arc<Engine>, config: Arc<ServerConfig>) -> Context {
         let metrics = engine.config.metrics.clone().map(|m| Arc::new(WireMetrics::new(m)));
-        Context { engine, config, metrics, cluster: None }
+        Context { engine, config, metrics, cluster: None, users: None }
     }
 }
 
@@ -97,13 +101,27 @@ impl Transport {
 pub struct Listener {
     pub socket: TcpListener,
     pub transport: Transport,
+    /// Set on SASL_PLAINTEXT and SASL_SSL listeners: clients authenticate first.
+    pub sasl: Option<SaslConfig>,
     pub config: Arc<ServerConfig>,
+}
+
+impl Listener {
+    /// Kafka's security protocol name of this listener.
+    pub fn protocol_name(&self) -> &'static str {
+        match (&self.transport, &self.sasl) {
+            (Transport::Plaintext, None) => "PLAINTEXT",
+            (Transport::Tls(_), None) => "SSL",
+            (Transport::Plaintext, Some(_)) => "SASL_PLAINTEXT",
+            (Transport::Tls(_), Some(_)) => "SASL_SSL",
+        }
+    }
 }
 
 /// Serves one plaintext listener with `ctx`'s settings (see [`serve_listeners`]).
 pub async fn serve(listener: TcpListener, ctx: Context, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let config = ctx.config.clone();
-    serve_listeners(vec![Listener { socket: listener, transport: Transport::Plaintext, config }], ctx, shutdown).await
+    serve_listeners(vec![Listener { socket: listener, transport: Transport::Plaintext, sasl: None, config }], ctx, shutdown).await
 }
 
 /// Serves every listener (one accept loop each, `max.connections` shared)
@@ -130,7 +148,7 @@ pub async fn serve_listeners(listeners: Vec<Listener>, ctx: Context, shutdown: w
 }
 
 async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
-    let protocol = listener.transport.protocol_name();
+    let protocol = listener.protocol_name();
     let local = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(listen = %local, protocol, "accepting Kafka connections");
     loop {
@@ -155,9 +173,10 @@ async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mu
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
                 let transport = listener.transport.clone();
+                let sasl = listener.sasl.clone();
                 tokio::spawn(async move {
                     let _open = ctx.metrics.as_ref().map(|m| m.connection_opened());
-                    open_connection(stream, peer, transport, ctx, shutdown).await;
+                    open_connection(stream, peer, transport, sasl, ctx, shutdown).await;
                     drop(permit);
                 });
             }
@@ -165,12 +184,20 @@ async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mu
     }
 }
 
-/// Runs the TLS handshake if the listener has one, then serves the connection.
-async fn open_connection(stream: TcpStream, peer: SocketAddr, transport: Transport, ctx: Context, shutdown: watch::Receiver<bool>) {
+/// Runs the TLS handshake if the listener has one, then serves the connection
+/// (which authenticates the client first on a SASL listener).
+async fn open_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    sasl: Option<SaslConfig>,
+    ctx: Context,
+    shutdown: watch::Receiver<bool>,
+) {
     match transport {
-        Transport::Plaintext => serve_connection(stream, peer, ANONYMOUS.to_string(), ctx, shutdown).await,
+        Transport::Plaintext => serve_connection(stream, peer, ANONYMOUS.to_string(), sasl, ctx, shutdown).await,
         Transport::Tls(tls) => match tls.accept(stream).await {
-            Ok((stream, principal)) => serve_connection(stream, peer, principal, ctx, shutdown).await,
+            Ok((stream, principal)) => serve_connection(stream, peer, principal, sasl, ctx, shutdown).await,
             Err(e) => warn!(%peer, error = %e, "closing connection"),
         },
     }

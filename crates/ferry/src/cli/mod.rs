@@ -9,6 +9,7 @@ mod output;
 mod progress;
 pub mod records;
 pub mod txn;
+pub mod user;
 pub mod verify;
 mod wire;
 

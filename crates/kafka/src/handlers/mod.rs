@@ -12,6 +12,7 @@ mod metadata;
 mod produce;
 mod quorum;
 mod txn;
+mod users;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -167,6 +168,17 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
                 encode(&ctx.metrics, ApiKey::DeleteRecords, version, cid, resp.into())
             }));
         }
+        RequestKind::AlterUserScramCredentials(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = users::alter(&ctx, r).await;
+                encode(&ctx.metrics, ApiKey::AlterUserScramCredentials, version, cid, resp.into())
+            }));
+        }
+        RequestKind::DescribeUserScramCredentials(r) => (ApiKey::DescribeUserScramCredentials, users::describe(ctx, r).into()),
+        // Authenticated already, or a listener without SASL (sasl.rs screens the others).
+        RequestKind::SaslHandshake(_) => (ApiKey::SaslHandshake, crate::sasl::illegal_state(ApiKey::SaslHandshake)),
+        RequestKind::SaslAuthenticate(_) => (ApiKey::SaslAuthenticate, crate::sasl::illegal_state(ApiKey::SaslAuthenticate)),
         RequestKind::DescribeLogDirs(r) => (ApiKey::DescribeLogDirs, log_dirs::describe_log_dirs(ctx, r).into()),
         RequestKind::DescribeTransactions(r) => (ApiKey::DescribeTransactions, txn::describe_transactions(ctx, r).await.into()),
         RequestKind::ListTransactions(r) => (ApiKey::ListTransactions, txn::list_transactions(ctx, r).await.into()),

@@ -108,13 +108,16 @@ public final class KafkaClientsCompat {
         }
     }
 
-    /** FERRY_CLIENT_PROPS, added last so they override the defaults above them. */
+    /**
+     * FERRY_CLIENT_PROPS, added last so they override the defaults above them. Each word is one
+     * line of a .properties file, so a value with spaces (a JAAS line) writes them as \\u0020.
+     */
     static void addClientProps(Properties p) {
-        for (String kv : System.getenv().getOrDefault("FERRY_CLIENT_PROPS", "").trim().split("\\s+")) {
-            int eq = kv.indexOf('=');
-            if (eq > 0) {
-                p.put(kv.substring(0, eq), kv.substring(eq + 1));
-            }
+        String lines = System.getenv().getOrDefault("FERRY_CLIENT_PROPS", "").trim().replaceAll("\\s+", "\n");
+        try {
+            p.load(new java.io.StringReader(lines));
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
         }
     }
 
