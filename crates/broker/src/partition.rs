@@ -90,6 +90,9 @@ pub struct Partition {
     /// On a cluster: the commit index's offset (the high watermark), set by
     /// the partition's Raft group; `NOT_REPLICATED` otherwise.
     replica_high_watermark: AtomicI64,
+    /// On a cluster: the log start a committed DeleteRecords set (the
+    /// segments below it stay for Raft until snapshots exist).
+    replica_log_start: AtomicI64,
 }
 
 impl Partition {
@@ -108,6 +111,7 @@ impl Partition {
             durable_tx,
             metrics,
             replica_high_watermark: AtomicI64::new(NOT_REPLICATED),
+            replica_log_start: AtomicI64::new(0),
         }
     }
 
@@ -119,7 +123,7 @@ impl Partition {
         };
         let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
         PartitionOffsets {
-            log_start_offset: inner.log.log_start_offset(),
+            log_start_offset: inner.log.log_start_offset().max(self.replica_log_start.load(Ordering::Acquire)),
             high_watermark: hw,
             last_stable_offset: lso,
             log_end_offset: inner.log.next_offset(),

@@ -32,6 +32,8 @@ pub enum Input {
     CloseGroup { group: u64 },
     /// A producer's batch for a partition this broker may lead.
     Append { group: u64, batch: Vec<u8>, acks: i16, reply: AppendReply },
+    /// DeleteRecords for a partition this broker may lead.
+    DeleteRecords { group: u64, offset: i64, reply: AppendReply },
     /// What DescribeQuorum shows, as this broker knows it.
     Describe { reply: oneshot::Sender<QuorumInfo> },
     Stop,
@@ -196,6 +198,12 @@ impl Driver {
             }
             Input::Append { group, batch, acks, reply } => match self.groups.get_mut(&group) {
                 Some(g) => g.append(batch, acks, reply),
+                None => {
+                    let _ = reply.send(Err(AppendError::UnknownGroup));
+                }
+            },
+            Input::DeleteRecords { group, offset, reply } => match self.groups.get_mut(&group) {
+                Some(g) => g.delete_records(offset, reply),
                 None => {
                     let _ = reply.send(Err(AppendError::UnknownGroup));
                 }

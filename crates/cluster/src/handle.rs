@@ -156,17 +156,28 @@ impl Cluster {
     /// `acks` is kept: 0 proposed, 1 written on the leader, -1 committed.
     pub fn append(&self, group: u64, batch: Vec<u8>, acks: i16) -> oneshot::Receiver<Result<Placed, AppendError>> {
         let (reply, rx) = oneshot::channel();
-        match self.inputs.try_send(Input::Append { group, batch, acks, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Input::Append { reply, .. })) => {
-                let _ = reply.send(Err(AppendError::TooManyPending(INPUT_QUEUE)));
-            }
-            Err(TrySendError::Disconnected(Input::Append { reply, .. })) => {
-                let _ = reply.send(Err(AppendError::Stopped));
-            }
-            Err(_) => unreachable!("an Append comes back as sent"),
-        }
+        self.send_or_fail(Input::Append { group, batch, acks, reply });
         rx
+    }
+
+    /// DeleteRecords on a replicated partition: the new log start, once
+    /// committed (as `Placed::base_offset`).
+    pub fn delete_records(&self, group: u64, offset: i64) -> oneshot::Receiver<Result<Placed, AppendError>> {
+        let (reply, rx) = oneshot::channel();
+        self.send_or_fail(Input::DeleteRecords { group, offset, reply });
+        rx
+    }
+
+    /// Queues an input carrying a reply; a full or closed queue answers it.
+    fn send_or_fail(&self, input: Input) {
+        let (error, input) = match self.inputs.try_send(input) {
+            Ok(()) => return,
+            Err(TrySendError::Full(i)) => (AppendError::TooManyPending(INPUT_QUEUE), i),
+            Err(TrySendError::Disconnected(i)) => (AppendError::Stopped, i),
+        };
+        if let Input::Append { reply, .. } | Input::DeleteRecords { reply, .. } = input {
+            let _ = reply.send(Err(error));
+        }
     }
 
     /// A partition group as this broker last saw it; None when it runs no

@@ -195,4 +195,8 @@ impl ReplicaLog for ReplicaAdapter {
         self.partition.replica_commit(high_watermark);
         self.engine.notify_data_arrived();
     }
+
+    fn set_log_start(&self, offset: i64) {
+        self.partition.replica_set_log_start(offset);
+    }
 }

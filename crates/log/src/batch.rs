@@ -361,21 +361,6 @@ pub fn leader_epoch(bytes: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?))
 }
 
-/// Kafka's control record type for a leader change (KRaft writes it when a
-/// leader is elected); clients skip control batches they do not act on.
-pub const CONTROL_LEADER_CHANGE: i16 = 2;
-
-/// The control batch a new partition leader's first (empty) Raft entry
-/// becomes, so that every entry is one batch and offsets stay dense. It has
-/// no producer and no timestamps, and is the same bytes on every replica.
-pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Vec<u8> {
-    let value = 0i16.to_be_bytes();
-    let mut b = one_control_record_batch(-1, -1, CONTROL_LEADER_CHANGE, &value, -1, ATTR_CONTROL);
-    set_base_offset(&mut b, base_offset);
-    set_leader_epoch(&mut b, leader_epoch);
-    b
-}
-
 /// Builds a transaction marker: a control batch with one record whose key
 /// is (version 0, type 0 abort / 1 commit) and value (version 0,
 /// coordinator epoch). The base offset is filled in at append.
@@ -437,16 +422,5 @@ mod control_tests {
             assert_eq!((h.producer_id, h.producer_epoch), (7, 3));
             assert_eq!(control_type(&b), Some(if commit { ControlType::Commit } else { ControlType::Abort }));
         }
-    }
-
-    #[test]
-    fn leader_change_batch_is_a_valid_control_batch() {
-        let b = leader_change_batch(42, 7);
-        let h = validate_batch(&b).unwrap();
-        assert!(h.is_control() && !h.is_transactional());
-        assert_eq!((h.base_offset, h.record_count, h.producer_id), (42, 1, -1));
-        assert_eq!(leader_epoch(&b), Some(7));
-        assert_eq!(control_type(&b), Some(ControlType::Other(CONTROL_LEADER_CHANGE)));
-        assert_eq!(b, leader_change_batch(42, 7), "the same bytes on every replica");
     }
 }

@@ -56,7 +56,7 @@ impl DiskLog {
 mod tests {
     use std::sync::Arc;
 
-    use crate::batch::{leader_change_batch, tests::make_batch, BatchHeader};
+    use crate::batch::{tests::make_batch, BatchHeader};
     use crate::storage::FsStorage;
     use crate::{DiskLog, LogConfig, LogError};
 
@@ -68,8 +68,8 @@ mod tests {
     fn verbatim_appends_keep_offsets_and_refuse_gaps() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = DiskLog::open(dir.path(), Arc::new(FsStorage), LogConfig::default()).unwrap();
-        let blank = leader_change_batch(0, 1);
-        log.append_verbatim(&blank, &[header(&blank)], 0).unwrap();
+        let first = make_batch(0, &[b"z"]);
+        log.append_verbatim(&first, &[header(&first)], 0).unwrap();
         let data = make_batch(1, &[b"a", b"b"]);
         let info = log.append_verbatim(&data, &[header(&data)], 0).unwrap();
         assert_eq!((info.base_offset, info.last_offset), (1, 2));

@@ -164,6 +164,11 @@ impl Partition {
         }
     }
 
+    /// A committed DeleteRecords: readers see nothing below `offset`.
+    pub fn replica_set_log_start(&self, offset: i64) {
+        self.replica_log_start.fetch_max(offset, Ordering::AcqRel);
+    }
+
     /// The group committed everything below `high_watermark`.
     pub fn replica_commit(&self, high_watermark: i64) {
         self.replica_high_watermark.fetch_max(high_watermark, Ordering::AcqRel);

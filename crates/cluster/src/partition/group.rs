@@ -6,13 +6,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_log::batch::{leader_change_batch, BatchHeader};
+use ferry_log::batch::BatchHeader;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message};
 use raft::{GetEntriesContext, RawNode, StateRole};
 
 use super::hard_state::HardStateFile;
 use super::index::EntryIndex;
-use super::storage::ReplicaStorage;
+use super::marks::{Mark, MarkFile, MarkKind};
+use super::storage::{ReplicaStorage, LOG_START_CONTEXT};
 use super::{AppendError, AppendReply, GroupStatus, Placed, Prepared, ReplicaError, ReplicaLog};
 use crate::error::ClusterError;
 
@@ -23,32 +24,51 @@ pub struct GroupSpec {
     pub group: u64,
     /// The partition's replicas: the group's voters.
     pub voters: Vec<u64>,
-    /// Where the group's hard state is kept.
+    /// Where the group's hard state is kept; its marks file sits beside it.
     pub state_path: PathBuf,
     pub log: Arc<dyn ReplicaLog>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitFor {
-    /// acks=1: the leader's own write.
-    Written,
-    /// acks=all: committed (on a majority, fsynced).
-    Committed,
+    /// acks=1: the leader's own write of entry `index`.
+    Written(u64),
+    /// acks=all: entry `index` committed (on a majority, fsynced) and applied.
+    Committed(u64),
+    /// A retried batch already in the log: the high watermark past it.
+    HighWatermark(i64),
 }
 
 struct Waiter {
     placed: Placed,
     /// The leader's term when it took the append; if the term changes, the
-    /// entry at these offsets may be another one.
+    /// entry at that index may be another one.
     term: u64,
     wait: WaitFor,
     reply: AppendReply,
+}
+
+/// Whether an entry takes no offset (see `marks.rs`).
+fn is_mark(e: &Entry) -> bool {
+    e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() || e.context.as_ref() == LOG_START_CONTEXT
+}
+
+fn mark_kind(e: &Entry) -> MarkKind {
+    match e.data.as_ref().try_into() {
+        Ok(bytes) if e.context.as_ref() == LOG_START_CONTEXT => MarkKind::LogStart(i64::from_be_bytes(bytes)),
+        _ => MarkKind::LeaderChange,
+    }
 }
 
 pub struct PartitionGroup {
     pub id: u64,
     pub(crate) raw: RawNode<ReplicaStorage>,
     hard_state_file: HardStateFile,
+    mark_file: MarkFile,
+    /// The last entry applied (its offsets are below the high watermark).
+    applied_index: u64,
+    /// The log start the last applied DeleteRecords set.
+    log_start: i64,
     waiters: Vec<Waiter>,
     /// Index and next offset after this round's last proposal.
     proposed_tail: Option<(u64, i64)>,
@@ -63,37 +83,67 @@ fn replica_error(e: ReplicaError) -> ClusterError {
     ClusterError::Storage(e.to_string())
 }
 
-/// Offsets an entry takes: its batch's records, or one for an empty entry.
+/// Offsets an entry takes: its batch's records, none for a mark.
 fn entry_offsets(e: &Entry) -> i64 {
-    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-        return 1;
+    if is_mark(e) {
+        return 0;
     }
     BatchHeader::parse(&e.data).map(|h| h.last_offset_delta as i64 + 1).unwrap_or(1)
+}
+
+/// The entry index from the partition's batches and the marks between
+/// them. A mark past the end (written, but the batches before it were
+/// lost in a crash) is dropped; the file is rewritten without it.
+fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Result<EntryIndex, ClusterError> {
+    let mut marks = mark_file.load().map_err(ClusterError::Storage)?.into_iter().peekable();
+    let mut index = EntryIndex::default();
+    let mut bad = None;
+    log.batches(&mut |b| {
+        while let Some(m) = marks.next_if(|m| m.index == index.last_index() + 1) {
+            index.push_mark(m.term, m.kind);
+        }
+        if bad.is_none() && (b.leader_epoch < 1 || marks.peek().is_some_and(|m| m.index <= index.last_index())) {
+            bad = Some(b.base_offset);
+        }
+        if bad.is_none() {
+            index.push(b.leader_epoch as u64, b.last_offset + 1);
+        }
+    })
+    .map_err(replica_error)?;
+    if let Some(offset) = bad {
+        return Err(ClusterError::Storage(format!("group {group}: the batch at offset {offset} does not fit the group's Raft log")));
+    }
+    while let Some(m) = marks.next_if(|m| m.index == index.last_index() + 1) {
+        index.push_mark(m.term, m.kind);
+    }
+    if marks.peek().is_some() {
+        tracing::warn!(group, "dropping marks written after the last batch that survived a crash");
+        mark_file.rewrite(index.marks()).map_err(ClusterError::Storage)?;
+    }
+    Ok(index)
 }
 
 impl PartitionGroup {
     pub fn open(spec: GroupSpec, options: &crate::node::NodeOptions, logger: &slog::Logger) -> Result<PartitionGroup, ClusterError> {
         let hard_state_file = HardStateFile::new(spec.state_path.clone());
         let mut hard_state = hard_state_file.load().map_err(ClusterError::Storage)?;
-        let mut index = EntryIndex::default();
-        let mut bad = None;
-        spec.log
-            .batches(&mut |b| {
-                if b.leader_epoch < 1 && bad.is_none() {
-                    bad = Some(b.base_offset);
-                }
-                if bad.is_none() {
-                    index.push(b.leader_epoch as u64, b.last_offset + 1);
-                }
-            })
-            .map_err(replica_error)?;
-        if let Some(offset) = bad {
-            return Err(ClusterError::Storage(format!("partition log of group {} holds a batch at offset {offset} written without replication", spec.group)));
-        }
+        let mark_file = MarkFile::new(spec.state_path.with_extension("marks"));
+        let index = rebuild_index(spec.group, spec.log.as_ref(), &mark_file)?;
         hard_state.commit = hard_state.commit.min(index.last_index());
         let applied = hard_state.commit;
         let high_watermark = index.end_offset(applied);
         spec.log.commit(high_watermark);
+        let log_start = index
+            .marks()
+            .iter()
+            .filter(|m| m.index <= applied)
+            .filter_map(|m| match m.kind {
+                MarkKind::LogStart(offset) => Some(offset),
+                MarkKind::LeaderChange => None,
+            })
+            .max()
+            .unwrap_or(0);
+        spec.log.set_log_start(log_start);
         let conf_state = ConfState::from((spec.voters.clone(), vec![]));
         let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
         let config = raft::Config {
@@ -115,6 +165,9 @@ impl PartitionGroup {
             id: spec.group,
             raw,
             hard_state_file,
+            mark_file,
+            applied_index: applied,
+            log_start,
             waiters: Vec::new(),
             proposed_tail: None,
             outbox: Vec::new(),
@@ -182,7 +235,7 @@ impl PartitionGroup {
                 if acks == 0 || self.high_watermark > last_offset {
                     let _ = reply.send(Ok(placed));
                 } else {
-                    self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed, reply });
+                    self.waiters.push(Waiter { placed, term, wait: WaitFor::HighWatermark(last_offset + 1), reply });
                 }
                 return;
             }
@@ -205,9 +258,37 @@ impl PartitionGroup {
             0 => {
                 let _ = reply.send(Ok(placed));
             }
-            1 => self.waiters.push(Waiter { placed, term, wait: WaitFor::Written, reply }),
-            _ => self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed, reply }),
+            1 => self.waiters.push(Waiter { placed, term, wait: WaitFor::Written(index + 1), reply }),
+            _ => self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed(index + 1), reply }),
         }
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1: the high
+    /// watermark) on every replica, through the log; answers with the log
+    /// start once the move is committed.
+    pub fn delete_records(&mut self, offset: i64, reply: AppendReply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let target = if offset == -1 { self.high_watermark } else { offset };
+        if target < 0 || target > self.high_watermark {
+            let _ = reply.send(Err(AppendError::OffsetOutOfRange { offset, high_watermark: self.high_watermark }));
+            return;
+        }
+        if target <= self.log_start {
+            let _ = reply.send(Ok(Placed { base_offset: self.log_start, last_offset: self.log_start - 1 }));
+            return;
+        }
+        if let Err(e) = self.raw.propose(LOG_START_CONTEXT.to_vec(), target.to_be_bytes().to_vec()) {
+            tracing::debug!(group = self.id, error = %e, "DeleteRecords proposal dropped");
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        let term = self.raw.raft.term;
+        let placed = Placed { base_offset: target, last_offset: target - 1 };
+        self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed(index), reply });
     }
 
     /// Handles one `Ready`: entries written to the partition's log and
@@ -261,44 +342,69 @@ impl PartitionGroup {
         Ok(())
     }
 
-    /// Writes Ready entries into the log; entries replacing ones this replica
-    /// holds (a new leader's log wins) truncate it first.
+    /// Writes Ready entries: marks first (fsynced, so no batch after a mark
+    /// is ever on disk without it), then the batches. Entries replacing
+    /// ones this replica holds (a new leader's log wins) truncate it first.
     fn write_entries(&mut self, entries: &[Entry]) -> Result<(), ClusterError> {
         let first = entries[0].index;
         let store = self.raw.mut_store();
         if first <= store.index.last_index() {
             let offset = store.index.base_offset(first);
-            assert!(offset >= self.high_watermark, "group {}: a committed entry at offset {offset} would be replaced", self.id);
+            assert!(offset >= self.high_watermark && first > self.applied_index, "group {}: a committed entry would be replaced", self.id);
             store.log.truncate(offset).map_err(replica_error)?;
-            store.index.truncate(first - 1);
+            if store.index.truncate(first - 1) {
+                self.mark_file.rewrite(store.index.marks()).map_err(ClusterError::Storage)?;
+            }
         }
         assert_eq!(first, store.index.last_index() + 1, "group {}: entries must continue the log", self.id);
         let mut payload = Vec::new();
+        let mut marks = Vec::new();
+        let mut placed = Vec::with_capacity(entries.len());
         let mut next = store.index.end_offset(first - 1);
-        let mut ends = Vec::with_capacity(entries.len());
         for e in entries {
-            let start = payload.len();
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                payload.extend_from_slice(&leader_change_batch(next, e.term as i32));
-            } else {
-                payload.extend_from_slice(&e.data);
+            if is_mark(e) {
+                let mark = Mark { index: e.index, term: e.term, kind: mark_kind(e) };
+                marks.push(mark);
+                placed.push(Err(mark));
+                continue;
             }
-            let header = BatchHeader::parse(&payload[start..]).map_err(|err| ClusterError::Storage(format!("entry {}: {err}", e.index)))?;
+            let header = BatchHeader::parse(&e.data).map_err(|err| ClusterError::Storage(format!("entry {}: {err}", e.index)))?;
             if header.base_offset != next {
                 return Err(ClusterError::Storage(format!("entry {} starts at offset {} but the log continues at {next}", e.index, header.base_offset)));
             }
+            payload.extend_from_slice(&e.data);
             next = header.last_offset() + 1;
-            ends.push((e.term, next));
+            placed.push(Ok((e.term, next)));
         }
-        store.log.append(&payload).map_err(replica_error)?;
-        for (term, end) in ends {
-            store.index.push(term, end);
+        if !marks.is_empty() {
+            self.mark_file.append(&marks).map_err(ClusterError::Storage)?;
+        }
+        if !payload.is_empty() {
+            store.log.append(&payload).map_err(replica_error)?;
+        }
+        for p in placed {
+            match p {
+                Ok((term, end)) => store.index.push(term, end),
+                Err(mark) => {
+                    let pushed = store.index.push_mark(mark.term, mark.kind);
+                    debug_assert_eq!(pushed, mark);
+                }
+            }
         }
         Ok(())
     }
 
     fn apply(&mut self, committed: &[Entry]) {
         let Some(last) = committed.last() else { return };
+        self.applied_index = last.index;
+        for e in committed.iter().filter(|e| is_mark(e)) {
+            if let MarkKind::LogStart(offset) = mark_kind(e) {
+                if offset > self.log_start {
+                    self.log_start = offset;
+                    self.raw.store().log.set_log_start(offset);
+                }
+            }
+        }
         let hw = self.raw.store().index.end_offset(last.index);
         if hw > self.high_watermark {
             self.high_watermark = hw;
@@ -314,15 +420,19 @@ impl PartitionGroup {
         }
         let raft = &self.raw.raft;
         let leading_term = (raft.state == StateRole::Leader).then_some(raft.term);
-        let written = self.raw.store().index.end_offset(self.raw.store().index.last_index());
-        let hw = self.high_watermark;
+        let written = self.raw.store().index.last_index();
+        let (hw, applied) = (self.high_watermark, self.applied_index);
         let (leader_id, term_now) = (raft.leader_id, raft.term);
         let mut keep = Vec::with_capacity(self.waiters.len());
         for w in self.waiters.drain(..) {
-            let end = w.placed.last_offset + 1;
+            let done = match w.wait {
+                WaitFor::Written(index) => written >= index,
+                WaitFor::Committed(index) => applied >= index,
+                WaitFor::HighWatermark(offset) => hw >= offset,
+            };
             if leading_term != Some(w.term) {
                 let _ = w.reply.send(Err(AppendError::NotLeader { leader_id, term: term_now }));
-            } else if (w.wait == WaitFor::Written && written >= end) || hw >= end {
+            } else if done {
                 let _ = w.reply.send(Ok(w.placed));
             } else if w.reply.is_closed() {
                 // The producer stopped waiting (timeout); nothing to answer.
@@ -342,5 +452,6 @@ impl PartitionGroup {
 
     pub fn remove_state(&self) {
         self.hard_state_file.remove();
+        self.mark_file.remove();
     }
 }

@@ -1,6 +1,8 @@
-//! Entry index ↔ offsets: entry i (from 1) is the i-th batch of the
-//! partition's log. Kept in memory, rebuilt from the batch headers at open:
-//! 16 bytes per batch.
+//! Entry index ↔ offsets: the partition's batches in order, with the
+//! zero-width entries (see `marks.rs`) between them. Kept in memory,
+//! rebuilt from the batch headers and the marks at open: 16 bytes per batch.
+
+use super::marks::{Mark, MarkKind};
 
 #[derive(Debug, Clone, Copy)]
 struct EntryMeta {
@@ -14,6 +16,8 @@ pub struct EntryIndex {
     /// Where entry 1 starts.
     start_offset: i64,
     entries: Vec<EntryMeta>,
+    /// The zero-width entries, in index order.
+    marks: Vec<Mark>,
 }
 
 impl EntryIndex {
@@ -43,14 +47,36 @@ impl EntryIndex {
         }
     }
 
+    /// A batch's entry.
     pub fn push(&mut self, term: u64, end_offset: i64) {
-        assert!(end_offset > self.end_offset(self.last_index()), "entries must take offsets");
+        assert!(end_offset > self.end_offset(self.last_index()), "a batch takes offsets");
         self.entries.push(EntryMeta { term, end_offset });
     }
 
-    /// Keeps entries up to `last_index`.
-    pub fn truncate(&mut self, last_index: u64) {
+    /// A zero-width entry at the next index.
+    pub fn push_mark(&mut self, term: u64, kind: MarkKind) -> Mark {
+        let end_offset = self.end_offset(self.last_index());
+        self.entries.push(EntryMeta { term, end_offset });
+        let mark = Mark { index: self.last_index(), term, kind };
+        self.marks.push(mark);
+        mark
+    }
+
+    /// The zero-width entry at `index`, if it is one.
+    pub fn mark(&self, index: u64) -> Option<MarkKind> {
+        self.marks.binary_search_by_key(&index, |m| m.index).ok().map(|i| self.marks[i].kind)
+    }
+
+    pub fn marks(&self) -> &[Mark] {
+        &self.marks
+    }
+
+    /// Keeps entries up to `last_index`; true when marks were dropped.
+    pub fn truncate(&mut self, last_index: u64) -> bool {
         self.entries.truncate(last_index as usize);
+        let before = self.marks.len();
+        self.marks.retain(|m| m.index <= last_index);
+        self.marks.len() != before
     }
 }
 
@@ -68,7 +94,9 @@ mod tests {
         assert_eq!((x.base_offset(2), x.end_offset(2)), (1, 11));
         assert_eq!(x.base_offset(4), 12);
         assert_eq!((x.term(0), x.term(3), x.term(4)), (Some(0), Some(2), None));
-        x.truncate(1);
+        let m = x.push_mark(3, MarkKind::LeaderChange);
+        assert_eq!((m.index, x.base_offset(4), x.end_offset(4), x.mark(4), x.mark(3)), (4, 12, 12, Some(MarkKind::LeaderChange), None));
+        assert!(x.truncate(1));
         assert_eq!(x.base_offset(2), 1);
     }
 }

@@ -1,8 +1,9 @@
 //! Partition replication: one Raft group per partition, whose Raft log is
-//! the partition's own segments. Entry i is the partition's i-th record
-//! batch, its term is the batch's partition leader epoch, and the empty
-//! entry a new leader appends becomes a one-record control batch, so
-//! offsets stay dense and data is written once.
+//! the partition's own segments. Each entry that carries data is one record
+//! batch, its term the batch's partition leader epoch, so data is written
+//! once. The empty entry a new leader appends takes no offset (a topic's
+//! first record is at offset 0, as in Kafka): it is kept in a small marks
+//! file beside the group's hard state (`marks.rs`).
 //!
 //! The broker's partition implements [`ReplicaLog`]; this module drives
 //! raft-rs over it and never looks inside a batch beyond its header.
@@ -10,6 +11,7 @@
 mod group;
 mod hard_state;
 mod index;
+mod marks;
 mod storage;
 
 use std::error::Error;
@@ -38,6 +40,9 @@ pub trait ReplicaLog: Send + Sync {
     fn read(&self, from_offset: i64, max_bytes: usize) -> Result<Vec<u8>, ReplicaError>;
     /// Everything below `high_watermark` is committed.
     fn commit(&self, high_watermark: i64);
+    /// A committed DeleteRecords: readers see nothing below `offset`. The
+    /// segments stay (Raft may still need them) until snapshots exist.
+    fn set_log_start(&self, offset: i64);
 }
 
 /// One batch of the log as the entry index needs it.
@@ -78,6 +83,8 @@ pub enum AppendError {
     TooManyPending(usize),
     #[error("this broker holds no replica of the partition")]
     UnknownGroup,
+    #[error("offset {offset} is past the high watermark {high_watermark}")]
+    OffsetOutOfRange { offset: i64, high_watermark: i64 },
     #[error("the cluster layer has stopped")]
     Stopped,
 }

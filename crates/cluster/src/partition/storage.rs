@@ -9,6 +9,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::index::EntryIndex;
+use super::marks::MarkKind;
 use super::ReplicaLog;
 
 /// Entries read for one call at most, in bytes (raft-rs asks again for more).
@@ -21,12 +22,23 @@ pub struct ReplicaStorage {
     pub conf_state: ConfState,
 }
 
-/// Whether a stored batch is a leader's empty entry (see `leader_change_batch`).
-pub fn is_blank(header: &BatchHeader, bytes: &[u8]) -> bool {
-    header.is_control()
-        && header.producer_id < 0
-        && ferry_log::batch::control_type(bytes) == Some(ferry_log::batch::ControlType::Other(ferry_log::batch::CONTROL_LEADER_CHANGE))
+impl ReplicaStorage {
+    /// A zero-width entry as raft-rs knows it: empty for a leader change,
+    /// the new log start in `context` + `data` for DeleteRecords.
+    fn mark_entry(&self, index: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = self.index.term(index).expect("a mark is below the last index");
+        if let Some(MarkKind::LogStart(offset)) = self.index.mark(index) {
+            e.context = Bytes::from_static(LOG_START_CONTEXT);
+            e.data = Bytes::copy_from_slice(&offset.to_be_bytes());
+        }
+        e
+    }
 }
+
+/// The `context` of an entry that moves the log start (DeleteRecords).
+pub const LOG_START_CONTEXT: &[u8] = b"ferry-log-start";
 
 fn storage_error(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
@@ -47,10 +59,20 @@ impl raft::Storage for ReplicaStorage {
         let mut out = Vec::new();
         let mut next = low;
         while next < high {
+            if self.index.mark(next).is_some() {
+                out.push(self.mark_entry(next));
+                next += 1;
+                continue;
+            }
             let bytes = self.log.read(self.index.base_offset(next), budget).map_err(storage_error)?;
             let before = out.len();
             let mut rest = &bytes[..];
             while next < high && !rest.is_empty() {
+                if self.index.mark(next).is_some() {
+                    out.push(self.mark_entry(next));
+                    next += 1;
+                    continue;
+                }
                 let header = BatchHeader::parse(rest).map_err(storage_error)?;
                 let len = header.total_len();
                 let batch = rest.get(..len).ok_or_else(|| storage_error("a batch read back is cut short"))?;
@@ -60,9 +82,7 @@ impl raft::Storage for ReplicaStorage {
                 let mut e = Entry::default();
                 e.index = next;
                 e.term = self.index.term(next).expect("below last index");
-                if !is_blank(&header, batch) {
-                    e.data = Bytes::copy_from_slice(batch);
-                }
+                e.data = Bytes::copy_from_slice(batch);
                 out.push(e);
                 next += 1;
                 rest = &rest[len..];

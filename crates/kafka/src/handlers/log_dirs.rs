@@ -29,19 +29,37 @@ pub async fn delete_records(ctx: &Context, req: DeleteRecordsRequest) -> DeleteR
                 continue;
             }
             let result = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
-                None => Err(EngineError::UnknownTopicOrPartition(format!("{}-{}", t.name.as_str(), p.partition_index))),
+                None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(partition) if partition.is_replicated() => delete_replicated(ctx, &partition, p.offset, req.timeout_ms).await,
                 Some(partition) => tokio::task::spawn_blocking(move || partition.delete_records(p.offset))
                     .await
-                    .unwrap_or_else(|e| Err(EngineError::Storage(format!("delete records task failed: {e}")))),
+                    .unwrap_or_else(|e| Err(EngineError::Storage(format!("delete records task failed: {e}"))))
+                    .map_err(|e| codes::for_engine_error(&e)),
             };
             partitions.push(match result {
                 Ok(low_watermark) => base.with_low_watermark(low_watermark),
-                Err(e) => base.with_error_code(codes::for_engine_error(&e)),
+                Err(code) => base.with_error_code(code),
             });
         }
         topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
     }
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// DeleteRecords on a replicated partition: the move of the log start is
+/// an entry of the partition's Raft log, answered once committed, so every
+/// replica (and the next leader) has it.
+async fn delete_replicated(ctx: &Context, partition: &ferry_broker::Partition, offset: i64, timeout_ms: i32) -> Result<i64, i16> {
+    use ferry_cluster::partition::AppendError;
+    let cluster = ctx.cluster.as_ref().ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+    let (group, _) = cluster.state().partition(&partition.topic, partition.index).ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+    let rx = cluster.delete_records(group, offset);
+    match tokio::time::timeout(std::time::Duration::from_millis(timeout_ms.max(0) as u64), rx).await {
+        Ok(Ok(Ok(placed))) => Ok(placed.base_offset),
+        Ok(Ok(Err(AppendError::OffsetOutOfRange { .. }))) => Err(codes::OFFSET_OUT_OF_RANGE),
+        Ok(Ok(Err(_))) | Ok(Err(_)) => Err(codes::NOT_LEADER_OR_FOLLOWER),
+        Err(_) => Err(codes::REQUEST_TIMED_OUT),
+    }
 }
 
 /// One log directory, the data dir, with every disk partition asked for.

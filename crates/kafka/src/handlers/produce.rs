@@ -354,6 +354,7 @@ fn append_error(e: &AppendError) -> (i16, String) {
         },
         AppendError::Replica(ReplicaError::Storage(_)) => codes::KAFKA_STORAGE_ERROR,
         AppendError::TooManyPending(_) => codes::NOT_ENOUGH_REPLICAS,
+        AppendError::OffsetOutOfRange { .. } => codes::OFFSET_OUT_OF_RANGE,
     };
     (code, e.to_string())
 }
