@@ -1,8 +1,9 @@
 //! Partition replication on three real brokers: a topic with three replicas
 //! per partition keeps every acknowledged record, exactly once and at its
 //! acknowledged offset, while partition leaders are SIGKILLed again and
-//! again; the replicas hold the same bytes; and with two brokers of three
-//! down nothing is acknowledged until one returns.
+//! again; leadership returns to the preferred replicas; the replicas hold
+//! the same bytes; and with two brokers of three down nothing is
+//! acknowledged until one returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +99,10 @@ async fn acknowledged_records_survive_leader_kills() {
             assert_eq!(read.get(offset), Some(*v), "partition {partition} offset {offset}");
         }
     }
+
+    // Leadership goes back to each partition's preferred (first) replica,
+    // so the leaders stay spread over the brokers after restarts.
+    wait_until("leaders back on their preferred replicas", Duration::from_secs(30), || leaders(&all, "acked") == vec![1, 2, 3]);
 
     // Once every replica caught up, they hold the same bytes.
     for partition in 0..PARTITIONS {

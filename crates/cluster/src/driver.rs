@@ -23,6 +23,10 @@ use crate::transport::{Batch, Transport};
 use crate::wal::Wal;
 use crate::METADATA_GROUP;
 
+/// How often (in ticks) leaders check whether to hand leadership back to
+/// the preferred replica.
+const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
+
 pub enum Input {
     Raft { group: u64, msg: Message },
     Propose { command: Command, reply: Reply },
@@ -138,6 +142,11 @@ impl Driver {
                 next_tick = (next_tick + tick).max(now);
                 if ticks % 10 == 0 {
                     self.node.sweep_pending();
+                }
+                if ticks % PREFERRED_LEADER_CHECK_TICKS == 0 {
+                    for g in self.groups.values_mut() {
+                        g.rebalance_leadership();
+                    }
                 }
             }
             let persisted = self.node.handle_ready();

@@ -74,6 +74,9 @@ pub struct PartitionGroup {
     proposed_tail: Option<(u64, i64)>,
     outbox: Vec<Message>,
     high_watermark: i64,
+    /// The first replica of the placement: where leadership goes back to
+    /// when it is caught up, so leaders stay spread over the brokers.
+    preferred: u64,
     /// The term this broker last told the metadata group it leads in.
     pub reported_term: u64,
     pub report_in_flight: bool,
@@ -167,6 +170,7 @@ impl PartitionGroup {
             hard_state_file,
             mark_file,
             applied_index: applied,
+            preferred: spec.voters.first().copied().unwrap_or(0),
             log_start,
             waiters: Vec::new(),
             proposed_tail: None,
@@ -289,6 +293,23 @@ impl PartitionGroup {
         let term = self.raw.raft.term;
         let placed = Placed { base_offset: target, last_offset: target - 1 };
         self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed(index), reply });
+    }
+
+    /// Hands leadership to the preferred replica when this broker leads in
+    /// its place and the preferred one is up and has every entry (Kafka's
+    /// preferred leader election, `auto.leader.rebalance.enable`).
+    pub fn rebalance_leadership(&mut self) {
+        let raft = &self.raw.raft;
+        let me = raft.id;
+        if raft.state != StateRole::Leader || self.preferred == me || self.preferred == 0 || raft.lead_transferee.is_some() {
+            return;
+        }
+        let last = raft.raft_log.last_index();
+        let caught_up = raft.prs().get(self.preferred).is_some_and(|p| p.recent_active && p.matched >= last);
+        if caught_up {
+            tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
+            self.raw.transfer_leader(self.preferred);
+        }
     }
 
     /// Handles one `Ready`: entries written to the partition's log and
