@@ -325,7 +325,7 @@ fn resolve_acls(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<fe
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
-    if let Some(bad) = super_users.iter().find(|p| !p.split_once(':').is_some_and(|(kind, _)| !kind.is_empty())) {
+    if let Some(bad) = super_users.iter().find(|p| p.split_once(':').is_none_or(|(kind, _)| kind.is_empty())) {
         bail!("super_users: `{bad}` is not TYPE:NAME (e.g. User:admin)");
     }
     let allow_everyone_if_no_acl_found = args.allow_everyone_if_no_acl_found.or(file.allow_everyone_if_no_acl_found).unwrap_or(false);

@@ -34,7 +34,7 @@ pub fn produce(ctx: &Context, transactional: Option<&str>, name: &str) -> Option
 
 /// The whole answer to a request the principal may not make at all, or
 /// the request back to be handled. Per-resource checks happen later.
-pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, ResponseKind> {
+pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, Box<ResponseKind>> {
     if !super::enabled(ctx) {
         return Ok(body);
     }
@@ -69,7 +69,7 @@ pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, ResponseK
         _ => None,
     };
     match refused {
-        Some(answer) => Err(answer),
+        Some(answer) => Err(Box::new(answer)),
         None => Ok(body),
     }
 }

@@ -82,7 +82,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         Ok(body) => body,
         Err(refused) => {
             let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
-            return Dispatched::Ready(encode(&ctx.metrics, api, version, cid, refused));
+            return Dispatched::Ready(encode(&ctx.metrics, api, version, cid, *refused));
         }
     };
     let (api, response): (ApiKey, ResponseKind) = match body {
