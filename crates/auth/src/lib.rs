@@ -7,7 +7,9 @@
 //! - [`credential`]: a SCRAM credential and how it is derived and checked.
 //! - [`store`]: the user store, `<data-dir>/security/users.json`.
 //! - [`exchange`]: one connection's SASL exchange against the store.
+//! - [`acl`]: Kafka's ACLs, their store and the authorizer.
 
+pub mod acl;
 pub mod credential;
 pub mod exchange;
 pub mod mechanism;

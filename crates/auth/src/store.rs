@@ -267,7 +267,7 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
 }
 
 /// temp file (mode 0600) → fsync → rename → directory fsync.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
     let tmp = path.with_extension("json.tmp");
     let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io)?;

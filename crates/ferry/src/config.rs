@@ -51,6 +51,17 @@ pub struct ServeArgs {
     /// (Kafka: connection.failed.authentication.delay.ms) [default: 100].
     #[arg(long, env = "FERRY_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
     pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// Check every request against ACLs (Kafka: authorizer.class.name set);
+    /// ACLs are kept in DATA_DIR/security/acls.json [default: false].
+    #[arg(long, env = "FERRY_ACLS_ENABLE")]
+    pub acls_enable: Option<bool>,
+    /// Principals that pass every ACL check, `;`-separated, e.g.
+    /// "User:admin;User:ops" (Kafka: super.users).
+    #[arg(long, env = "FERRY_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// Allow a resource no ACL matches (Kafka: allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long, env = "FERRY_ALLOW_EVERYONE_IF_NO_ACL_FOUND", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Directory for topics and logs (Kafka: log.dirs) [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -136,6 +147,9 @@ struct FileConfig {
     ssl_client_auth: Option<String>,
     sasl_enabled_mechanisms: Option<String>,
     connection_failed_authentication_delay_ms: Option<u64>,
+    acls_enable: Option<bool>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
     data_dir: Option<PathBuf>,
     node_id: Option<i32>,
     auto_create_topics_enable: Option<bool>,
@@ -181,6 +195,8 @@ pub struct Settings {
     /// The mechanisms SASL listeners offer.
     pub sasl_enabled_mechanisms: Vec<SaslMechanism>,
     pub connection_failed_authentication_delay_ms: u64,
+    /// Set with `acls_enable`: the authorizer's settings.
+    pub acls: Option<ferry_auth::acl::AuthorizerConfig>,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub auto_create_topics_enable: bool,
@@ -222,6 +238,7 @@ impl ServeArgs {
         let sasl_enabled_mechanisms = resolve_sasl(&self, &file)?;
         let connection_failed_authentication_delay_ms =
             self.connection_failed_authentication_delay_ms.or(file.connection_failed_authentication_delay_ms).unwrap_or(100);
+        let acls = resolve_acls(&self, &file)?;
         let (host, port) = (listeners[0].advertised_host.clone(), listeners[0].advertised_port);
         let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
         if num_partitions < 1 {
@@ -265,6 +282,7 @@ impl ServeArgs {
             tls,
             sasl_enabled_mechanisms,
             connection_failed_authentication_delay_ms,
+            acls,
             advertised_host: host,
             advertised_port: port as i32,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
@@ -292,6 +310,29 @@ fn resolve_listeners(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<
     let listen = args.listen.as_deref().or(file.listen.as_deref()).unwrap_or("127.0.0.1:9092");
     let advertised = args.advertised_listener.as_deref().or(file.advertised_listener.as_deref());
     plan_listeners(listen, advertised).map_err(|e| anyhow::anyhow!("listen: {e}"))
+}
+
+/// `acls_enable`, `super_users` (`;`-separated principals, as Kafka's
+/// `super.users`) and `allow_everyone_if_no_acl_found`.
+fn resolve_acls(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<ferry_auth::acl::AuthorizerConfig>> {
+    let super_users: Vec<String> = args
+        .super_users
+        .as_deref()
+        .or(file.super_users.as_deref())
+        .unwrap_or("")
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = super_users.iter().find(|p| p.split_once(':').is_none_or(|(kind, _)| kind.is_empty())) {
+        bail!("super_users: `{bad}` is not TYPE:NAME (e.g. User:admin)");
+    }
+    let allow_everyone_if_no_acl_found = args.allow_everyone_if_no_acl_found.or(file.allow_everyone_if_no_acl_found).unwrap_or(false);
+    if !args.acls_enable.or(file.acls_enable).unwrap_or(false) {
+        return Ok(None);
+    }
+    Ok(Some(ferry_auth::acl::AuthorizerConfig { super_users, allow_everyone_if_no_acl_found }))
 }
 
 /// `sasl_enabled_mechanisms`: known names, at least one.
@@ -406,6 +447,11 @@ mod tests {
         assert_eq!(resolve_sasl(&ServeArgs::default(), &file).expect("valid"), vec![SaslMechanism::Plain]);
         let bad = ServeArgs { sasl_enabled_mechanisms: Some("GSSAPI".into()), ..ServeArgs::default() };
         assert!(bad.resolve().expect_err("unknown").to_string().contains("GSSAPI"));
+        assert!(s.acls.is_none(), "ACLs are off by default");
+        let file: FileConfig = toml::from_str("acls_enable = true\nsuper_users = \"User:admin; User:ops\"").expect("toml");
+        let acls = resolve_acls(&ServeArgs::default(), &file).expect("valid").expect("enabled");
+        assert_eq!((acls.super_users, acls.allow_everyone_if_no_acl_found), (vec!["User:admin".to_string(), "User:ops".to_string()], false));
+        assert!(resolve_acls(&ServeArgs { super_users: Some("admin".into()), ..ServeArgs::default() }, &file).is_err());
         let ssl = ServeArgs { listen: Some("SSL://127.0.0.1:9093".into()), ..ServeArgs::default() };
         assert!(ssl.resolve().expect_err("needs files").to_string().contains("ssl_certificate_location"));
         let file: FileConfig = toml::from_str("listen = \"SSL://127.0.0.1:9093\"\nssl_certificate_location = \"c.pem\"\nssl_key_location = \"k.pem\"\nssl_client_auth = \"required\"").expect("toml");

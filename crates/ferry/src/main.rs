@@ -36,6 +36,8 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Transactions: list, describe (state, age, partitions, LSO held back), abort hanging ones.
     Txn(cli::txn::TxnArgs),
+    /// Add, list and remove ACLs of a running broker (like kafka-acls.sh).
+    Acl(cli::acl::AclArgs),
     /// SCRAM users of a stopped broker's data directory: add, list, delete
     /// (online: kafka-configs.sh --entity-type users).
     User(cli::user::UserArgs),
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(cli::topic::run(args))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(cli::group::run(args))),
         Command::Txn(args) => client_runtime().and_then(|rt| rt.block_on(cli::txn::run(args))),
+        Command::Acl(args) => client_runtime().and_then(|rt| rt.block_on(cli::acl::run(args))),
         Command::User(args) => cli::user::run(args),
         Command::Verify(args) => match cli::verify::run(args) {
             Ok(cli::verify::Verdict::Held) => Ok(()),

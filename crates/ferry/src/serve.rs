@@ -160,6 +160,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut ctx = Context::new(engine.clone(), server_config);
     ctx.cluster = cluster.clone();
     ctx.users = Some(users);
+    if let Some(config) = settings.acls.clone() {
+        let authorizer = ferry_auth::acl::Authorizer::open(&settings.data_dir, config).context("cannot open the ACL store")?;
+        info!(acls = authorizer.describe(&ferry_auth::acl::AclFilter::any()).len(), "ACLs enabled");
+        ctx.acls = Some(Arc::new(authorizer));
+    }
     let server = tokio::spawn(serve_listeners(listeners, ctx, shutdown_rx));
     wait_for_signal().await;
     info!("shutting down: no new connections, answering in-flight requests");

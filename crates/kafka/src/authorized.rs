@@ -1,8 +1,12 @@
 //! Authorized operations, as Kafka reports them when a client asks
 //! (Metadata, DescribeCluster, DescribeGroups): a bit field of ACL
 //! operation codes. Without ACLs every principal may do everything a
-//! resource type supports, which is what these answer; once ACLs exist,
-//! the authorizer narrows them.
+//! resource type supports; with them, [`narrow`] keeps the operations the
+//! authorizer allows the connection's principal.
+
+use ferry_auth::acl::{Operation, ResourceType, CLUSTER_NAME};
+
+use crate::server::Context;
 
 /// Kafka's AclOperation codes.
 const READ: u8 = 3;
@@ -47,6 +51,31 @@ pub fn if_requested(requested: bool, value: fn() -> i32) -> i32 {
     }
 }
 
+/// Of the operations in `field`, those the principal may do to the resource.
+pub fn narrow(ctx: &Context, rt: ResourceType, name: &str, field: i32) -> i32 {
+    let Some(acls) = &ctx.acls else { return field };
+    if field == NOT_REQUESTED {
+        return field;
+    }
+    Operation::ALL_VALUES
+        .iter()
+        .filter(|op| op.code() >= 0 && field & (1 << op.code()) != 0)
+        .filter(|op| acls.authorize(&ctx.session, **op, rt, name))
+        .fold(0, |acc, op| acc | (1 << op.code()))
+}
+
+pub fn narrow_topic(ctx: &Context, name: &str, field: i32) -> i32 {
+    narrow(ctx, ResourceType::Topic, name, field)
+}
+
+pub fn narrow_group(ctx: &Context, name: &str, field: i32) -> i32 {
+    narrow(ctx, ResourceType::Group, name, field)
+}
+
+pub fn narrow_cluster(ctx: &Context, field: i32) -> i32 {
+    narrow(ctx, ResourceType::Cluster, CLUSTER_NAME, field)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +87,7 @@ mod tests {
         assert_eq!(group(), (1 << 3) | (1 << 6) | (1 << 8));
         assert_eq!(if_requested(false, cluster), NOT_REQUESTED);
         assert_ne!(cluster() & (1 << 12), 0, "idempotent write");
+        let codes = [(Operation::Read, READ), (Operation::Write, WRITE), (Operation::Describe, DESCRIBE), (Operation::IdempotentWrite, IDEMPOTENT_WRITE)];
+        assert!(codes.iter().all(|(op, code)| op.code() as u8 == *code), "the authorizer and these fields share Kafka's codes");
     }
 }

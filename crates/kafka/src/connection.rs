@@ -151,6 +151,12 @@ impl Identity {
     pub fn principal(&self) -> &str {
         self.sasl.as_deref().unwrap_or(&self.tls)
     }
+
+    /// What the authorizer is asked about: the principal and the client's IP.
+    fn session(&self, peer: SocketAddr) -> std::sync::Arc<ferry_auth::acl::Session> {
+        let host = peer.ip().to_canonical().to_string();
+        std::sync::Arc::new(ferry_auth::acl::Session { principal: self.principal().to_string(), host })
+    }
 }
 
 /// Serves one connection, plaintext or TLS alike. `principal` is the TLS
@@ -160,13 +166,14 @@ pub async fn serve_connection<S>(
     peer: SocketAddr,
     principal: String,
     sasl: Option<SaslConfig>,
-    ctx: Context,
+    mut ctx: Context,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     debug!(%peer, %principal, "connection opened");
     let mut identity = Identity { tls: principal, sasl: None };
+    ctx.session = identity.session(peer);
     let mut gate = sasl.map(SaslGate::new);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests_per_connection);
@@ -246,6 +253,7 @@ pub async fn serve_connection<S>(
             if !answer_sasl(screened, peer, &mut identity, &tx).await {
                 break;
             }
+            ctx.session = identity.session(peer);
             continue;
         }
         let pending = match decode_request(frame) {
@@ -261,6 +269,7 @@ pub async fn serve_connection<S>(
                             if !answer_sasl(other, peer, &mut identity, &tx).await {
                                 break;
                             }
+                            ctx.session = identity.session(peer);
                             continue;
                         }
                     },

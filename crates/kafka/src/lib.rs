@@ -3,6 +3,7 @@
 //! engine errors into Kafka error codes.
 
 pub mod alloc;
+pub mod acl;
 mod authorized;
 pub mod client;
 pub mod codec;

@@ -67,13 +67,19 @@ pub struct Context {
     /// SCRAM users, for Alter/DescribeUserScramCredentials; None when the
     /// broker keeps no user store.
     pub users: Option<Arc<ferry_auth::UserStore>>,
+    /// The authorizer (`--acls-enable true`); None: everything is allowed
+    /// and the ACL APIs answer SECURITY_DISABLED.
+    pub acls: Option<Arc<ferry_auth::acl::Authorizer>>,
+    /// Who this connection is (set by the connection, updated after SASL).
+    pub session: Arc<ferry_auth::acl::Session>,
 }
 
 impl Context {
     /// Counts into the engine's metrics, if it has any.
     pub fn new(engine: Arc<Engine>, config: Arc<ServerConfig>) -> Context {
         let metrics = engine.config.metrics.clone().map(|m| Arc::new(WireMetrics::new(m)));
-        Context { engine, config, metrics, cluster: None, users: None }
+        let session = Arc::new(ferry_auth::acl::Session { principal: ANONYMOUS.to_string(), host: "0.0.0.0".to_string() });
+        Context { engine, config, metrics, cluster: None, users: None, acls: None, session }
     }
 }
 

@@ -48,6 +48,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // KIP-554.
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // v0 (no pattern types) was removed in Kafka 4.0 (KIP-896).
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The version range Ferry supports for `key`, if any.

@@ -1,6 +1,7 @@
 //! Client-side subcommands: they talk to a running broker over the Kafka
 //! protocol (librdkafka), like Kafka's own tools.
 
+pub mod acl;
 pub mod bench;
 pub mod consume;
 pub mod group;

@@ -27,6 +27,10 @@ pub async fn create_topics(ctx: &Context, req: CreateTopicsRequest, version: i16
             results.push(fail(codes::INVALID_REQUEST, format!("topic {name} appears more than once in the request")));
             continue;
         }
+        if !crate::acl::create_topic(ctx, &name) {
+            results.push(fail(codes::TOPIC_AUTHORIZATION_FAILED, format!("Topic authorization failed: CREATE {name}")));
+            continue;
+        }
         if let Some(cluster) = &ctx.cluster {
             results.push(create_in_cluster(ctx, cluster, t, result, req.validate_only, version).await);
             continue;
@@ -87,6 +91,10 @@ pub async fn delete_topics(ctx: &Context, req: DeleteTopicsRequest, version: i16
             responses.push(base.with_error_code(codes::UNKNOWN_TOPIC_ID));
             continue;
         };
+        if !crate::acl::topic(ctx, crate::acl::Op::Delete, &name) {
+            responses.push(base.with_error_code(codes::TOPIC_AUTHORIZATION_FAILED));
+            continue;
+        }
         if let Some(cluster) = &ctx.cluster {
             let id = cluster.state().topics.get(&name).map(|t| t.id).unwrap_or(id);
             match crate::cluster::propose(cluster, ferry_cluster::Command::DeleteTopic { name }).await {
@@ -108,6 +116,7 @@ pub async fn create_partitions(ctx: &Context, req: CreatePartitionsRequest) -> C
     for t in req.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let outcome = match (&ctx.cluster, &t.assignments) {
+            _ if !crate::acl::topic(ctx, crate::acl::Op::Alter, &t.name) => Err((codes::TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed: ALTER".to_string())),
             (Some(_), Some(_)) => Err((codes::INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported on a cluster yet".to_string())),
             (Some(_), None) if req.validate_only => Ok(()),
             (Some(cluster), None) => {

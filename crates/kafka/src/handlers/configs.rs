@@ -55,6 +55,9 @@ pub fn describe(ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> De
         let keep = |name: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == name));
         let base = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
         let result = match r.resource_type {
+            _ if let Some(code) = crate::acl::checks::configs(ctx, r.resource_type, r.resource_name.as_str(), crate::acl::Op::DescribeConfigs) => {
+                base.with_error_code(code)
+            }
             RESOURCE_TOPIC => match ctx.engine.topic(r.resource_name.as_str()) {
                 None => base.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION).with_error_message(Some(str_bytes("unknown topic"))),
                 Some(topic) => {
@@ -103,6 +106,9 @@ type Refusal = (i16, String);
 
 /// Applies a new explicit config set to a topic; returns (code, message).
 async fn set_configs(ctx: &Context, resource_type: i8, name: &StrBytes, build: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>, validate_only: bool) -> (i16, Option<String>) {
+    if let Some(code) = crate::acl::checks::configs(ctx, resource_type, name.as_str(), crate::acl::Op::AlterConfigs) {
+        return (code, None);
+    }
     match resource_type {
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => return (codes::INVALID_CONFIG, Some("broker configs are static: set them in the config file or flags".into())),

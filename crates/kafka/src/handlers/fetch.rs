@@ -44,6 +44,7 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
         let topic = if version >= 13 { ctx.engine.topic_by_id(t.topic_id) } else { ctx.engine.topic(t.topic.as_str()) };
         let missing = if version >= 13 { codes::UNKNOWN_TOPIC_ID } else { codes::UNKNOWN_TOPIC_OR_PARTITION };
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let readable = crate::acl::topic(ctx, crate::acl::Op::Read, topic.as_ref().map_or(t.topic.as_str(), |x| x.name.as_str()));
         for p in &t.partitions {
             let base = PartitionData::default()
                 .with_partition_index(p.partition)
@@ -52,6 +53,11 @@ async fn fetch_once(ctx: &Context, req: &FetchRequest, version: i16) -> (FetchRe
                 .with_log_start_offset(-1)
                 .with_preferred_read_replica((-1).into())
                 .with_records(Some(Bytes::new()));
+            if !readable {
+                any_error = true;
+                partitions.push(base.with_error_code(codes::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
             let Some(partition) = topic.as_ref().and_then(|topic| topic.partition(p.partition)) else {
                 any_error = true;
                 partitions.push(base.with_error_code(missing));

@@ -163,10 +163,13 @@ pub async fn offset_commit(ctx: &Context, req: OffsetCommitRequest) -> OffsetCom
     let mut commits = Vec::new();
     for t in req.topics {
         let topic = ctx.engine.topic(t.name.as_str());
+        let readable = crate::acl::topic(ctx, crate::acl::Op::Read, t.name.as_str());
         let mut parts = Vec::new();
         for p in t.partitions {
             let outcome = if let Err(e) = &check {
                 Err(codes::for_group_error(e))
+            } else if !readable {
+                Err(codes::TOPIC_AUTHORIZATION_FAILED)
             } else if topic.as_ref().and_then(|tp| tp.partition(p.partition_index)).is_none() {
                 Err(codes::UNKNOWN_TOPIC_OR_PARTITION)
             } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
@@ -339,6 +342,7 @@ pub fn list_groups(ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse 
         .list()
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.kafka_name().to_lowercase()))
+        .filter(|(id, _, _)| crate::acl::group(ctx, crate::acl::Op::Describe, id))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
@@ -357,13 +361,16 @@ pub fn describe_groups(ctx: &Context, req: DescribeGroupsRequest) -> DescribeGro
         .groups
         .into_iter()
         .map(|id| match ctx.engine.groups.describe(id.as_str()) {
+            _ if !crate::acl::group(ctx, crate::acl::Op::Describe, &id) => {
+                DescribedGroup::default().with_group_id(id).with_error_code(codes::GROUP_AUTHORIZATION_FAILED).with_authorized_operations(crate::authorized::NOT_REQUESTED)
+            }
             None => DescribedGroup::default().with_group_id(id).with_group_state(str_bytes("Dead")).with_authorized_operations(crate::authorized::NOT_REQUESTED),
             Some(d) => DescribedGroup::default()
                 .with_group_id(id)
                 .with_group_state(str_bytes(d.state.kafka_name()))
                 .with_protocol_type(str_bytes(d.protocol_type))
                 .with_protocol_data(str_bytes(d.protocol_name))
-                .with_authorized_operations(operations)
+                .with_authorized_operations(crate::authorized::narrow_group(ctx, &d.group_id, operations))
                 .with_members(
                     d.members
                         .into_iter()
@@ -386,6 +393,14 @@ pub fn describe_groups(ctx: &Context, req: DescribeGroupsRequest) -> DescribeGro
 pub async fn delete_groups(ctx: &Context, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in req.groups_names {
+        if !crate::acl::group(ctx, crate::acl::Op::Delete, &id) {
+            results.push(
+                kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(codes::GROUP_AUTHORIZATION_FAILED),
+            );
+            continue;
+        }
         let r = ctx.engine.groups.delete_group(id.as_str()).await;
         results.push(
             kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()

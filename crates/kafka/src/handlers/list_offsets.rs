@@ -20,11 +20,15 @@ pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsRespon
         .into_iter()
         .map(|t| {
             let topic = ctx.engine.topic(t.name.as_str());
+            let describable = crate::acl::topic(ctx, crate::acl::Op::Describe, t.name.as_str());
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+                    if !describable {
+                        return base.with_error_code(codes::TOPIC_AUTHORIZATION_FAILED);
+                    }
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                         return base.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
                     };

@@ -24,6 +24,10 @@ pub async fn delete_records(ctx: &Context, req: DeleteRecordsRequest) -> DeleteR
         let mut partitions = Vec::new();
         for p in t.partitions {
             let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            if !crate::acl::topic(ctx, crate::acl::Op::Delete, t.name.as_str()) {
+                partitions.push(base.with_error_code(crate::codes::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
             if let Err(code) = crate::cluster::check_leader(ctx, t.name.as_str(), p.partition_index) {
                 partitions.push(base.with_error_code(code));
                 continue;

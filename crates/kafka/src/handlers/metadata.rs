@@ -19,7 +19,7 @@ pub fn describe_cluster(ctx: &Context, req: DescribeClusterRequest) -> DescribeC
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(ctx.config.cluster_id.clone()))
         .with_controller_id(node)
-        .with_cluster_authorized_operations(authorized::if_requested(req.include_cluster_authorized_operations, authorized::cluster));
+        .with_cluster_authorized_operations(authorized::narrow_cluster(ctx, authorized::if_requested(req.include_cluster_authorized_operations, authorized::cluster)));
     if req.endpoint_type != ENDPOINT_BROKERS {
         return base
             .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)

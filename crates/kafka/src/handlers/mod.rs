@@ -78,6 +78,13 @@ pub enum Dispatched {
 pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: RequestHeader, body: RequestKind) -> Dispatched {
     let version = header.request_api_version;
     let cid = header.correlation_id;
+    let body = match crate::acl::checks::refuse(ctx, body) {
+        Ok(body) => body,
+        Err(refused) => {
+            let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
+            return Dispatched::Ready(encode(&ctx.metrics, api, version, cid, *refused));
+        }
+    };
     let (api, response): (ApiKey, ResponseKind) = match body {
         RequestKind::Produce(r) => {
             let started = Instant::now();
@@ -168,6 +175,21 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
                 encode(&ctx.metrics, ApiKey::DeleteRecords, version, cid, resp.into())
             }));
         }
+        RequestKind::CreateAcls(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = crate::acl::apis::create(&ctx, r).await;
+                encode(&ctx.metrics, ApiKey::CreateAcls, version, cid, resp.into())
+            }));
+        }
+        RequestKind::DeleteAcls(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = crate::acl::apis::delete(&ctx, r).await;
+                encode(&ctx.metrics, ApiKey::DeleteAcls, version, cid, resp.into())
+            }));
+        }
+        RequestKind::DescribeAcls(r) => (ApiKey::DescribeAcls, crate::acl::apis::describe(ctx, r).into()),
         RequestKind::AlterUserScramCredentials(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
@@ -192,7 +214,11 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         RequestKind::DescribeGroups(r) => (ApiKey::DescribeGroups, groups::describe_groups(ctx, r).into()),
         RequestKind::DeleteGroups(r) => (ApiKey::DeleteGroups, groups::delete_groups(ctx, r).await.into()),
         RequestKind::ApiVersions(_) => (ApiKey::ApiVersions, api_versions::handle(api_versions::OK).into()),
-        RequestKind::Metadata(r) => (ApiKey::Metadata, metadata::handle(ctx, r, version).await.into()),
+        RequestKind::Metadata(r) => {
+            let (r, screened) = crate::acl::metadata::screen_request(ctx, r, version);
+            let resp = metadata::handle(ctx, r, version).await;
+            (ApiKey::Metadata, crate::acl::metadata::screen_response(ctx, screened, resp).into())
+        }
         RequestKind::DescribeCluster(r) => (ApiKey::DescribeCluster, metadata::describe_cluster(ctx, r).into()),
         RequestKind::DescribeQuorum(r) => {
             let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();

@@ -79,6 +79,12 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
         } else {
             ctx.engine.topic(topic_data.name.as_str())
         };
+        let name = topic.as_ref().map_or(topic_data.name.as_str(), |t| t.name.as_str());
+        if let Some((code, message)) = crate::acl::checks::produce(ctx, req.transactional_id.as_deref().map(|s| s.as_str()), name) {
+            let results = topic_data.partition_data.iter().map(|p| PartResult::failed(p.index, code, message.clone())).collect();
+            topics.push((topic_data.name, topic_data.topic_id, results));
+            continue;
+        }
         let mut results = Vec::new();
         for p in topic_data.partition_data {
             let result = if !matches!(acks, 0 | 1 | -1) {
