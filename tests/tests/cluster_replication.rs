@@ -22,6 +22,20 @@ fn replica_bytes(broker: &Ferry, topic: &str, partition: i32) -> Vec<u8> {
     segment_files(&broker.partition_dir(topic, partition)).iter().flat_map(|f| std::fs::read(f).expect("segment")).collect()
 }
 
+/// OffsetForLeaderEpoch v4 for one partition: (epoch, end offset).
+fn epoch_end_offset(addr: &str, topic: &str, partition: i32, leader_epoch: i32) -> (i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName};
+    let part = OffsetForLeaderPartition::default().with_partition(partition).with_current_leader_epoch(-1).with_leader_epoch(leader_epoch);
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![OffsetForLeaderTopic::default().with_topic(TopicName(topic.to_string().into())).with_partitions(vec![part])]);
+    let resp: OffsetForLeaderEpochResponse = ferry_tests::raw::call(addr, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "OffsetForLeaderEpoch error");
+    (p.leader_epoch, p.end_offset)
+}
+
 /// A live broker's bootstrap address.
 fn live(brokers: &mut [Ferry]) -> String {
     brokers.iter_mut().find_map(|b| b.is_running().then(|| b.bootstrap())).expect("a live broker")
@@ -103,6 +117,15 @@ async fn acknowledged_records_survive_leader_kills() {
     // Leadership goes back to each partition's preferred (first) replica,
     // so the leaders stay spread over the brokers after restarts.
     wait_until("leaders back on their preferred replicas", Duration::from_secs(30), || leaders(&all, "acked") == vec![1, 2, 3]);
+
+    // OffsetForLeaderEpoch: an epoch older than any ends nowhere; the newest
+    // epoch that wrote data ends at the high watermark (nothing more since).
+    let leader0 = &brokers[0].bootstrap();
+    let (epoch, end) = epoch_end_offset(leader0, "acked", 0, i32::MAX - 1);
+    assert!(epoch >= 1, "the newest data epoch is a Raft term: {epoch}");
+    let acked_end = acked.iter().filter(|(p, _, _)| *p == 0).map(|(_, o, _)| o + 1).max().unwrap_or(0);
+    assert!(end >= acked_end, "epoch {epoch} ends at {end}, below acknowledged offset {acked_end}");
+    assert_eq!(epoch_end_offset(leader0, "acked", 0, 0), (-1, -1));
 
     // Once every replica caught up, they hold the same bytes.
     for partition in 0..PARTITIONS {

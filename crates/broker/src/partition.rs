@@ -67,6 +67,10 @@ struct Inner {
     /// Replicated partitions: batches below this offset are counted in
     /// `producers` already (the leader counts them when it proposes them).
     recorded_through: i64,
+    /// Replicated partitions: (leader epoch, its first offset) for every
+    /// epoch that wrote a batch, ascending: what OffsetForLeaderEpoch reads
+    /// (Kafka's leader-epoch cache).
+    epochs: Vec<(i32, i64)>,
 }
 
 /// Where an append landed, and whether it was a retry of an earlier one.
@@ -106,7 +110,7 @@ impl Partition {
         Partition {
             topic,
             index,
-            inner: Mutex::new(Inner { log, producers, recorded_through }),
+            inner: Mutex::new(Inner { log, producers, recorded_through, epochs: Vec::new() }),
             sync_running: AtomicBool::new(false),
             durable_tx,
             metrics,

@@ -20,6 +20,14 @@ pub enum ReplicaPrepared {
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
+/// Records that `epoch` wrote a batch at `base_offset` (epochs only grow
+/// along a log).
+fn note_epoch(epochs: &mut Vec<(i32, i64)>, epoch: i32, base_offset: i64) {
+    if epochs.last().is_none_or(|(e, _)| epoch > *e) {
+        epochs.push((epoch, base_offset));
+    }
+}
+
 fn disk(inner: &mut Inner) -> EngineResult<&mut ferry_log::DiskLog> {
     match &mut inner.log {
         PartitionLog::Disk(l) => Ok(l),
@@ -49,16 +57,37 @@ impl Partition {
         Ok(())
     }
 
-    /// Every batch from the log start: (base offset, last offset, leader epoch).
+    /// Every batch from the log start: (base offset, last offset, leader
+    /// epoch). Rebuilds the epoch cache on the way.
     pub fn replica_batches(&self, visit: &mut dyn FnMut(i64, i64, i32)) -> EngineResult<()> {
         let mut inner = self.inner.lock();
+        let mut epochs = Vec::new();
         let log = disk(&mut inner)?;
         let start = log.log_start_offset();
         log.for_each_batch(start, &mut |h, bytes| {
-            visit(h.base_offset, h.last_offset(), ferry_log::batch::leader_epoch(bytes).unwrap_or(0));
+            let epoch = ferry_log::batch::leader_epoch(bytes).unwrap_or(0);
+            note_epoch(&mut epochs, epoch, h.base_offset);
+            visit(h.base_offset, h.last_offset(), epoch);
             true
         })?;
+        inner.epochs = epochs;
         Ok(())
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` that
+    /// wrote data, and the first offset written after it (None when `epoch`
+    /// is older than all). A partition that is not replicated has one
+    /// epoch, 0, from its log start.
+    pub fn epoch_end_offset(&self, epoch: i32) -> Option<(i32, i64)> {
+        let offsets = self.offsets();
+        let inner = self.inner.lock();
+        let epochs: &[(i32, i64)] = if inner.epochs.is_empty() { &[(0, 0)] } else { &inner.epochs };
+        let i = epochs.partition_point(|(e, _)| *e <= epoch);
+        if i == 0 {
+            return None;
+        }
+        let end = epochs.get(i).map_or(offsets.high_watermark, |(_, start)| (*start).min(offsets.high_watermark));
+        Some((epochs[i - 1].0, end))
     }
 
     /// Leader: checks a producer's batch against the producer state, gives
@@ -73,6 +102,7 @@ impl Partition {
         }
         set_base_offset(batch, base_offset);
         set_leader_epoch(batch, leader_epoch);
+        note_epoch(&mut inner.epochs, leader_epoch, base_offset);
         header.base_offset = base_offset;
         inner.producers.record_batch(&header, now_ms);
         inner.recorded_through = header.last_offset() + 1;
@@ -101,6 +131,7 @@ impl Partition {
         let mut inner = self.inner.lock();
         disk(&mut inner)?.append_verbatim(payload, &headers, now_ms)?;
         for (h, bytes) in &batches {
+            note_epoch(&mut inner.epochs, ferry_log::batch::leader_epoch(bytes).unwrap_or(0), h.base_offset);
             if h.base_offset >= inner.recorded_through {
                 inner.producers.replay(h, bytes, now_ms);
                 inner.recorded_through = h.last_offset() + 1;
@@ -139,15 +170,19 @@ impl Partition {
         Self::rebuild_producers(&mut self.inner.lock(), now_ms)
     }
 
+    /// Producer state and epoch cache from what the log holds now.
     fn rebuild_producers(inner: &mut Inner, now_ms: i64) -> EngineResult<()> {
         let mut producers = ProducerStateTable::new(MAX_PRODUCERS_PER_PARTITION);
+        let mut epochs = Vec::new();
         let log = disk(inner)?;
         log.for_each_batch(log.log_start_offset(), &mut |h, bytes| {
+            note_epoch(&mut epochs, ferry_log::batch::leader_epoch(bytes).unwrap_or(0), h.base_offset);
             producers.replay(h, bytes, now_ms);
             true
         })?;
         inner.recorded_through = log.next_offset();
         inner.producers = producers;
+        inner.epochs = epochs;
         Ok(())
     }
 

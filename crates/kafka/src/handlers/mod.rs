@@ -6,6 +6,7 @@ mod api_versions;
 mod configs;
 mod fetch;
 mod groups;
+mod leader_epoch;
 mod list_offsets;
 mod log_dirs;
 mod metadata;
@@ -225,6 +226,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             (ApiKey::DescribeQuorum, quorum::describe(ctx, r, version, &client_id).await.into())
         }
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
+        RequestKind::OffsetForLeaderEpoch(r) => (ApiKey::OffsetForLeaderEpoch, leader_epoch::handle(ctx, r).into()),
         RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),
         RequestKind::DeleteTopics(r) => (ApiKey::DeleteTopics, admin::delete_topics(ctx, r, version).await.into()),
         RequestKind::CreatePartitions(r) => (ApiKey::CreatePartitions, admin::create_partitions(ctx, r).await.into()),
