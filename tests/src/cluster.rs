@@ -56,6 +56,23 @@ pub fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
     parts.into_iter().map(|(_, l)| l).collect()
 }
 
+/// Each partition's in-sync replicas as `bootstrap` answers Metadata, sorted.
+pub fn in_sync(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
+    let Ok(md) = admin(bootstrap).inner().fetch_metadata(Some(topic), Duration::from_secs(3)) else { return Vec::new() };
+    let Some(t) = md.topics().first() else { return Vec::new() };
+    let mut parts: Vec<(i32, Vec<i32>)> = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            let mut isr = p.isr().to_vec();
+            isr.sort();
+            (p.id(), isr)
+        })
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|(_, isr)| isr).collect()
+}
+
 /// Waits until every partition of `topic` has a leader, as `bootstrap` sees it.
 pub fn wait_for_leaders(bootstrap: &str, topic: &str, partitions: usize) -> Vec<i32> {
     let mut seen = Vec::new();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_tests::cluster::{create_topic_when_ready, leaders, wait_for_leaders, wait_until};
+use ferry_tests::cluster::{create_topic_when_ready, in_sync, leaders, wait_for_leaders, wait_until};
 use ferry_tests::kafka::{producer, read_partition};
 use ferry_tests::{segment_files, Ferry};
 use rdkafka::producer::FutureRecord;
@@ -92,6 +92,13 @@ async fn acknowledged_records_survive_leader_kills() {
             now.len() == PARTITIONS as usize && now.iter().all(|l| *l > 0 && *l != victim)
         });
         stalls.push(killed_at.elapsed());
+        if round == 0 {
+            // The new leaders report that the dead broker fell out of sync.
+            wait_until("the killed broker out of every ISR", Duration::from_secs(40), || {
+                let isr = in_sync(&survivor, "acked");
+                isr.len() == PARTITIONS as usize && isr.iter().all(|r| !r.contains(&victim) && r.len() == 2)
+            });
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         brokers[victim as usize - 1].spawn_and_wait();
     }
@@ -117,6 +124,7 @@ async fn acknowledged_records_survive_leader_kills() {
     // Leadership goes back to each partition's preferred (first) replica,
     // so the leaders stay spread over the brokers after restarts.
     wait_until("leaders back on their preferred replicas", Duration::from_secs(30), || leaders(&all, "acked") == vec![1, 2, 3]);
+    wait_until("every replica back in sync", Duration::from_secs(30), || in_sync(&all, "acked") == vec![vec![1, 2, 3]; 3]);
 
     // OffsetForLeaderEpoch: an epoch older than any ends nowhere; the newest
     // epoch that wrote data ends at the high watermark (nothing more since).

@@ -77,7 +77,7 @@ pub struct Driver {
     group_options: NodeOptions,
     statuses: Arc<parking_lot::RwLock<HashMap<u64, GroupStatus>>>,
     /// Leader reports proposed to the metadata group and not yet answered.
-    reports: Vec<(u64, u64, oneshot::Receiver<Result<Applied, ClusterError>>)>,
+    reports: Vec<(u64, (u64, Vec<u64>), oneshot::Receiver<Result<Applied, ClusterError>>)>,
     logger: slog::Logger,
 }
 
@@ -137,6 +137,7 @@ impl Driver {
                 self.node.tick();
                 for g in self.groups.values_mut() {
                     g.raw.tick();
+                    g.track_followers(now);
                 }
                 ticks += 1;
                 next_tick = (next_tick + tick).max(now);
@@ -145,6 +146,7 @@ impl Driver {
                 }
                 if ticks % PREFERRED_LEADER_CHECK_TICKS == 0 {
                     for g in self.groups.values_mut() {
+                        g.refresh_in_sync(now);
                         g.rebalance_leadership();
                     }
                 }
@@ -259,14 +261,14 @@ impl Driver {
     /// every broker's Metadata answer names the leader and its epoch.
     fn report_leaders(&mut self) {
         let mut still_waiting = Vec::new();
-        for (group, term, mut rx) in std::mem::take(&mut self.reports) {
+        for (group, report, mut rx) in std::mem::take(&mut self.reports) {
             match rx.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => still_waiting.push((group, term, rx)),
+                Err(oneshot::error::TryRecvError::Empty) => still_waiting.push((group, report, rx)),
                 outcome => {
                     if let Some(g) = self.groups.get_mut(&group) {
                         g.report_in_flight = false;
                         if matches!(outcome, Ok(Ok(_))) {
-                            g.reported_term = g.reported_term.max(term);
+                            g.reported = report;
                         }
                     }
                 }
@@ -276,13 +278,21 @@ impl Driver {
         let me = self.config.node_id;
         for (id, g) in self.groups.iter_mut() {
             let status = g.status();
-            if !status.is_leader || g.reported_term >= status.term || g.report_in_flight {
+            if !status.is_leader || g.report_in_flight {
+                continue;
+            }
+            if g.in_sync.is_empty() {
+                g.refresh_in_sync(Instant::now());
+            }
+            let report = (status.term, g.in_sync.clone());
+            if g.reported == report {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.node.propose(Command::PartitionLeader { group: *id, leader: me, epoch: status.term }, reply);
+            let command = Command::PartitionLeader { group: *id, leader: me, epoch: status.term, in_sync: report.1.clone() };
+            self.node.propose(command, reply);
             g.report_in_flight = true;
-            self.reports.push((*id, status.term, rx));
+            self.reports.push((*id, report, rx));
         }
     }
 

@@ -28,11 +28,14 @@ pub struct TopicPlacement {
 }
 
 /// Who leads a partition's Raft group, as its leader reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionLeader {
     pub leader: u64,
     /// The group's Raft term: Kafka's leader epoch.
     pub epoch: u64,
+    /// The replicas that have every committed entry (Kafka's ISR).
+    #[serde(default)]
+    pub in_sync: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +62,15 @@ pub enum Command {
     SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
     /// A partition group's new leader announces itself (Kafka: the leader
     /// and epoch in the partition's metadata).
-    PartitionLeader { group: u64, leader: u64, epoch: u64 },
+    /// Sent again by the same leader when its in-sync replicas change
+    /// (Kafka's AlterPartition).
+    PartitionLeader {
+        group: u64,
+        leader: u64,
+        epoch: u64,
+        #[serde(default)]
+        in_sync: Vec<u64>,
+    },
 }
 
 /// Why the state machine refused a command; every broker refuses alike.
@@ -127,12 +138,12 @@ impl ClusterState {
                 topic.configs = configs.clone();
                 Ok(Applied::Done)
             }
-            Command::PartitionLeader { group, leader, epoch } => {
+            Command::PartitionLeader { group, leader, epoch, in_sync } => {
                 // A report from an older term arriving late changes nothing.
                 let known = self.topics.values().any(|t| t.groups.contains(group));
-                let newer = self.partition_leaders.get(group).is_none_or(|l| *epoch > l.epoch);
+                let newer = self.partition_leaders.get(group).is_none_or(|l| *epoch > l.epoch || (*epoch == l.epoch && *leader == l.leader));
                 if known && newer {
-                    self.partition_leaders.insert(*group, PartitionLeader { leader: *leader, epoch: *epoch });
+                    self.partition_leaders.insert(*group, PartitionLeader { leader: *leader, epoch: *epoch, in_sync: in_sync.clone() });
                 }
                 Ok(Applied::Done)
             }

@@ -28,6 +28,14 @@ pub fn leader_of(ctx: &Context, cluster: &Cluster, topic: &str, partition: i32) 
     state.partition_leaders.get(&group).map(|l| (l.leader, l.epoch as i32))
 }
 
+/// The in-sync replicas the partition's leader last reported (Kafka's
+/// ISR); None before any report (then every replica is listed).
+pub fn in_sync(cluster: &Cluster, topic: &str, partition: i32) -> Option<Vec<u64>> {
+    let state = cluster.state();
+    let (group, _) = state.partition(topic, partition)?;
+    state.partition_leaders.get(&group).map(|l| l.in_sync.clone()).filter(|ids| !ids.is_empty())
+}
+
 /// NOT_LEADER_OR_FOLLOWER when this broker does not lead the partition.
 pub fn check_leader(ctx: &Context, topic: &str, partition: i32) -> Result<(), i16> {
     let Some(cluster) = &ctx.cluster else { return Ok(()) };

@@ -17,6 +17,10 @@ use super::storage::{ReplicaStorage, LOG_START_CONTEXT};
 use super::{AppendError, AppendReply, GroupStatus, Placed, Prepared, ReplicaError, ReplicaLog};
 use crate::error::ClusterError;
 
+/// A follower not caught up for this long leaves the in-sync replicas
+/// (Kafka's `replica.lag.time.max.ms` is 30 s; Raft notices sooner).
+const REPLICA_LAG_MS: u64 = 10_000;
+
 /// Appends waiting for one partition, at most.
 pub const MAX_WAITING_APPENDS: usize = 10_000;
 
@@ -77,8 +81,13 @@ pub struct PartitionGroup {
     /// The first replica of the placement: where leadership goes back to
     /// when it is caught up, so leaders stay spread over the brokers.
     preferred: u64,
-    /// The term this broker last told the metadata group it leads in.
-    pub reported_term: u64,
+    /// The in-sync replicas as of the last check (leader only).
+    pub in_sync: Vec<u64>,
+    /// Leader: when each replica was last active and caught up.
+    caught_up_at: std::collections::HashMap<u64, std::time::Instant>,
+    /// The term and in-sync replicas this broker last told the metadata
+    /// group it leads with.
+    pub reported: (u64, Vec<u64>),
     pub report_in_flight: bool,
 }
 
@@ -176,7 +185,9 @@ impl PartitionGroup {
             proposed_tail: None,
             outbox: Vec::new(),
             high_watermark,
-            reported_term: 0,
+            in_sync: Vec::new(),
+            caught_up_at: std::collections::HashMap::new(),
+            reported: (0, Vec::new()),
             report_in_flight: false,
         })
     }
@@ -293,6 +304,43 @@ impl PartitionGroup {
         let term = self.raw.raft.term;
         let placed = Placed { base_offset: target, last_offset: target - 1 };
         self.waiters.push(Waiter { placed, term, wait: WaitFor::Committed(index), reply });
+    }
+
+    /// Leader, every tick: notes which followers are active and hold every
+    /// committed entry right now.
+    pub fn track_followers(&mut self, now: std::time::Instant) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            self.caught_up_at.clear();
+            return;
+        }
+        if self.caught_up_at.is_empty() {
+            // A new leader starts from all replicas in sync, as Kafka's keeps
+            // the ISR it inherits: a dead one drops out after the lag time.
+            for (id, _) in raft.prs().iter() {
+                self.caught_up_at.insert(*id, now);
+            }
+        }
+        let committed = raft.raft_log.committed;
+        for (id, p) in raft.prs().iter() {
+            if *id == raft.id || (p.recent_active && p.matched >= committed) {
+                self.caught_up_at.insert(*id, now);
+            }
+        }
+    }
+
+    /// Leader: the replicas caught up within the last `REPLICA_LAG_MS`
+    /// (Kafka's ISR and `replica.lag.time.max.ms`), in placement order.
+    pub fn refresh_in_sync(&mut self, now: std::time::Instant) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            self.in_sync.clear();
+            return;
+        }
+        let lag = std::time::Duration::from_millis(REPLICA_LAG_MS);
+        let mut ids: Vec<u64> = self.caught_up_at.iter().filter(|(_, at)| now.duration_since(**at) <= lag).map(|(id, _)| *id).collect();
+        ids.sort_by_key(|id| (*id != self.preferred, *id));
+        self.in_sync = ids;
     }
 
     /// Hands leadership to the preferred replica when this broker leads in

@@ -144,14 +144,13 @@ async fn handle_cluster(ctx: &Context, cluster: &ferry_cluster::Cluster, req: Me
                 let leader = crate::cluster::leader_of(ctx, cluster, name, i as i32);
                 let (leader_id, epoch) = leader.map_or((-1, -1), |(id, epoch)| (id as i32, epoch));
                 let replica_nodes: Vec<BrokerId> = replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+                let in_sync = crate::cluster::in_sync(cluster, name, i as i32).map_or_else(|| replica_nodes.clone(), |ids| ids.into_iter().map(|r| BrokerId(r as i32)).collect());
                 MetadataResponsePartition::default()
                     .with_error_code(if leader.is_some() { codes::NONE } else { codes::LEADER_NOT_AVAILABLE })
                     .with_partition_index(i as i32)
                     .with_leader_id(BrokerId(leader_id))
                     .with_leader_epoch(epoch)
-                    // Every replica counts as in sync until the leader
-                    // reports which ones have caught up.
-                    .with_isr_nodes(replica_nodes.clone())
+                    .with_isr_nodes(in_sync)
                     .with_replica_nodes(replica_nodes)
             })
             .collect();
