@@ -51,6 +51,26 @@ pub struct NodeOptions {
     pub fixed_election_timeout: Option<usize>,
 }
 
+impl NodeOptions {
+    /// raft-rs's settings for a member of any group (metadata or
+    /// partition) restarting with `applied` entries already applied.
+    pub fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.node_id,
+            election_tick: self.election_ticks,
+            heartbeat_tick: self.heartbeat_ticks,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            applied,
+            min_election_tick: self.fixed_election_timeout.unwrap_or(0),
+            max_election_tick: self.fixed_election_timeout.map(|t| t + 1).unwrap_or(0),
+            ..Default::default()
+        }
+    }
+}
+
 /// What a metadata entry carries: the command, and who proposed it so that
 /// broker can answer its caller once the entry is applied.
 #[derive(Serialize, Deserialize)]
@@ -89,18 +109,7 @@ impl<S: LogStore> MetadataNode<S> {
             hs.commit = hs.commit.min(last);
             core.set_hardstate(hs);
         }
-        let raft_config = raft::Config {
-            id: options.node_id,
-            election_tick: options.election_ticks,
-            heartbeat_tick: options.heartbeat_ticks,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            min_election_tick: options.fixed_election_timeout.unwrap_or(0),
-            max_election_tick: options.fixed_election_timeout.map(|t| t + 1).unwrap_or(0),
-            ..Default::default()
-        };
+        let raft_config = options.raft_config(0);
         let raw = RawNode::new(&raft_config, storage, logger).map_err(|e| ClusterError::Config(e.to_string()))?;
         Ok(MetadataNode {
             options,

@@ -158,19 +158,7 @@ impl PartitionGroup {
         spec.log.set_log_start(log_start);
         let conf_state = ConfState::from((spec.voters.clone(), vec![]));
         let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
-        let config = raft::Config {
-            id: options.node_id,
-            election_tick: options.election_ticks,
-            heartbeat_tick: options.heartbeat_ticks,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            applied,
-            min_election_tick: options.fixed_election_timeout.unwrap_or(0),
-            max_election_tick: options.fixed_election_timeout.map(|t| t + 1).unwrap_or(0),
-            ..Default::default()
-        };
+        let config = options.raft_config(applied);
         let logger = logger.new(slog::o!("group" => spec.group));
         let raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
         Ok(PartitionGroup {
@@ -352,8 +340,12 @@ impl PartitionGroup {
         if raft.state != StateRole::Leader || self.preferred == me || self.preferred == 0 || raft.lead_transferee.is_some() {
             return;
         }
+        // Active means heard within the last couple of seconds (tracked each
+        // tick): raft-rs clears `recent_active` every election timeout, so a
+        // single look at it misses a live replica now and then.
         let last = raft.raft_log.last_index();
-        let caught_up = raft.prs().get(self.preferred).is_some_and(|p| p.recent_active && p.matched >= last);
+        let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| at.elapsed() <= std::time::Duration::from_secs(2));
+        let caught_up = active && raft.prs().get(self.preferred).is_some_and(|p| p.matched >= last);
         if caught_up {
             tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
             self.raw.transfer_leader(self.preferred);
