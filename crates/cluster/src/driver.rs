@@ -27,6 +27,18 @@ use crate::METADATA_GROUP;
 /// the preferred replica.
 const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
 
+/// How long a leader report may wait for the metadata group before it is
+/// made again (a proposal lost with a dying metadata leader gets no answer).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A partition leader's report (term and ISR) proposed to the metadata group.
+struct LeaderReport {
+    group: u64,
+    report: (u64, Vec<u64>),
+    reply: oneshot::Receiver<Result<Applied, ClusterError>>,
+    sent_at: Instant,
+}
+
 pub enum Input {
     Raft { group: u64, msg: Message },
     Propose { command: Command, reply: Reply },
@@ -77,7 +89,7 @@ pub struct Driver {
     group_options: NodeOptions,
     statuses: Arc<parking_lot::RwLock<HashMap<u64, GroupStatus>>>,
     /// Leader reports proposed to the metadata group and not yet answered.
-    reports: Vec<(u64, (u64, Vec<u64>), oneshot::Receiver<Result<Applied, ClusterError>>)>,
+    reports: Vec<LeaderReport>,
     logger: slog::Logger,
 }
 
@@ -260,17 +272,23 @@ impl Driver {
     /// Tells the metadata group which partitions this broker now leads, so
     /// every broker's Metadata answer names the leader and its epoch.
     fn report_leaders(&mut self) {
+        let now = Instant::now();
         let mut still_waiting = Vec::new();
-        for (group, report, mut rx) in std::mem::take(&mut self.reports) {
-            match rx.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => still_waiting.push((group, report, rx)),
-                outcome => {
-                    if let Some(g) = self.groups.get_mut(&group) {
-                        g.report_in_flight = false;
-                        if matches!(outcome, Ok(Ok(_))) {
-                            g.reported = report;
-                        }
-                    }
+        for mut r in std::mem::take(&mut self.reports) {
+            let outcome = match r.reply.try_recv() {
+                // A proposal forwarded to a metadata leader that died is never
+                // answered; give up on it so the report is made again.
+                Err(oneshot::error::TryRecvError::Empty) if now.duration_since(r.sent_at) < REPORT_TIMEOUT => {
+                    still_waiting.push(r);
+                    continue;
+                }
+                Err(_) => None,
+                Ok(result) => Some(result),
+            };
+            if let Some(g) = self.groups.get_mut(&r.group) {
+                g.report_in_flight = false;
+                if matches!(outcome, Some(Ok(_))) {
+                    g.reported = r.report;
                 }
             }
         }
@@ -282,7 +300,7 @@ impl Driver {
                 continue;
             }
             if g.in_sync.is_empty() {
-                g.refresh_in_sync(Instant::now());
+                g.refresh_in_sync(now);
             }
             let report = (status.term, g.in_sync.clone());
             if g.reported == report {
@@ -292,7 +310,7 @@ impl Driver {
             let command = Command::PartitionLeader { group: *id, leader: me, epoch: status.term, in_sync: report.1.clone() };
             self.node.propose(command, reply);
             g.report_in_flight = true;
-            self.reports.push((*id, report, rx));
+            self.reports.push(LeaderReport { group: *id, report, reply: rx, sent_at: now });
         }
     }
 

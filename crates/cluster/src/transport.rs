@@ -21,11 +21,15 @@ pub type Batch = Vec<(u64, Message)>;
 
 /// A peer cut off by the network drops packets without a reset: TCP would
 /// retransmit with backoff for minutes, and after the link returns a
-/// connection could stay silent for tens of seconds. Past these limits the
+/// connection could stay silent for tens of seconds (the retransmit after a
+/// 30 s cut comes about 50 s after it began). Past these limits the
 /// connection is abandoned and a new one made, so a healed peer hears from
-/// us within about a second.
+/// us within about a second. The write timeout alone does not do it: small
+/// heartbeats fit in the socket buffer, so writes succeed while nothing
+/// arrives; the kernel's user timeout ends such a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Senders to each peer's writer task.
 pub struct Transport {
@@ -92,6 +96,9 @@ async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receive
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
+            warn!(peer, %addr, error = %e, "cannot set TCP_USER_TIMEOUT; a healed link may stay silent longer");
+        }
         backoff = Duration::from_millis(50);
         if write_frame(&mut stream, &Frame::Hello { node_id }).await.is_err() {
             continue;
