@@ -20,9 +20,12 @@ fn ip(args: &[&str]) {
 impl NetLab {
     /// `n` hosts at 10.77.<subnet>.1 ..= .n; the test itself is .254.
     pub fn new(n: usize) -> NetLab {
+        // Tests of one process run in parallel: each lab its own names and subnet.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let lab_no = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
-        let subnet = (pid % 200) as u8 + 20;
-        let tag = format!("f{}", pid % 100_000);
+        let subnet = ((pid + lab_no * 67) % 200) as u8 + 20;
+        let tag = format!("f{}x{lab_no}", pid % 100_000);
         let lab = NetLab { bridge: format!("{tag}br"), tag, subnet, hosts: n };
         ip(&["link", "add", &lab.bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("10.77.{subnet}.254/24"), "dev", &lab.bridge]);

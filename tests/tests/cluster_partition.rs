@@ -45,19 +45,16 @@ async fn the_cut_off_leader_commits_nothing_and_catches_up_when_healed() {
     cut_the_leader_for(Duration::from_secs(12)).await;
 }
 
-/// KNOWN FAILURE, kept out of CI until fixed: with the link cut for about
-/// 30 s, the healed broker sometimes (about 1 run in 6 here) still lists
-/// stale metadata 30 s after the heal; cuts of about 12 s have always
-/// caught up. Run it with `cargo test --release -p ferry-tests --test
-/// cluster_partition -- --ignored`.
+/// A cut long enough that TCP's retransmit backoff would keep a healed
+/// link silent for tens of seconds; the cluster transport's user timeout
+/// redials instead (it failed about 1 run in 6 before that).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: catch-up after a ~30 s cut sometimes stalls; see the doc comment"]
 async fn a_long_cut_also_catches_up_when_healed() {
     cut_the_leader_for(Duration::from_secs(30)).await;
 }
 
-/// Cuts the metadata leader off for about `cut_for` (the cut-off broker's
-/// own CreateTopics attempt, bounded by it, is what the cut lasts).
+/// Cuts the metadata leader off for `cut_for`: the cut-off broker's own
+/// CreateTopics must fail meanwhile, and it catches up once healed.
 async fn cut_the_leader_for(cut_for: Duration) {
     let lab = NetLab::new(3);
     let voters = (1..=3).map(|i| format!("{i}@{}:{RAFT_PORT}", lab.addr(i))).collect::<Vec<_>>().join(",");
@@ -83,6 +80,7 @@ async fn cut_the_leader_for(cut_for: Duration) {
     let cut = leader as usize;
     let majority: Vec<usize> = (1..=3).filter(|i| *i != cut).collect();
     lab.cut(cut);
+    let cut_at = Instant::now();
     let took = wait_until("the majority elects another leader", Duration::from_secs(15), || {
         let c = raw::controller_id(&boots[majority[0] - 1]);
         c > 0 && c != leader
@@ -106,6 +104,9 @@ async fn cut_the_leader_for(cut_for: Duration) {
     assert!(!refused.status.success(), "the cut-off broker created a topic: {}", String::from_utf8_lossy(&refused.stdout));
     eprintln!("cut-off broker refused: {}", String::from_utf8_lossy(&refused.stderr).trim());
 
+    // The refusal comes as soon as the cut-off broker steps down; keep the
+    // link down for the whole `cut_for`, long enough for TCP's backoff.
+    std::thread::sleep(cut_for.saturating_sub(cut_at.elapsed()));
     lab.heal(cut);
     wait_until("the healed broker catches up", Duration::from_secs(30), || topics(&boots[cut - 1]).contains(&"during-partition".to_string()));
     for b in &boots {

@@ -69,6 +69,9 @@ pub struct ClusterConfig {
     /// Raft messages queued for one peer, at most; more are dropped (Raft
     /// retransmits) rather than growing memory while a peer is down.
     pub max_queued_messages_per_peer: usize,
+    /// Leaders hand leadership back to the preferred replica on their own
+    /// (Kafka's auto.leader.rebalance.enable); without it only ElectLeaders does.
+    pub auto_leader_rebalance_enable: bool,
 }
 
 impl ClusterConfig {
@@ -84,6 +87,7 @@ impl ClusterConfig {
             proposal_timeout_ms: 10_000,
             max_pending_proposals: 10_000,
             max_queued_messages_per_peer: 4096,
+            auto_leader_rebalance_enable: true,
         }
     }
 

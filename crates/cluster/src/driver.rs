@@ -17,7 +17,7 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::handle::RaftStatus;
 use crate::node::{MetadataNode, NodeOptions, Reply};
-use crate::partition::{AppendError, AppendReply, GroupSpec, GroupStatus, PartitionGroup};
+use crate::partition::{AppendError, AppendReply, Election, GroupSpec, GroupStatus, PartitionGroup};
 use crate::state::{Applied, ClusterState, Command};
 use crate::transport::{Batch, Transport};
 use crate::wal::Wal;
@@ -50,6 +50,8 @@ pub enum Input {
     Append { group: u64, batch: Vec<u8>, acks: i16, reply: AppendReply },
     /// DeleteRecords for a partition this broker may lead.
     DeleteRecords { group: u64, offset: i64, reply: AppendReply },
+    /// ElectLeaders (preferred) for a partition this broker may lead.
+    ElectPreferred { group: u64, reply: oneshot::Sender<Option<Election>> },
     /// What DescribeQuorum shows, as this broker knows it.
     Describe { reply: oneshot::Sender<QuorumInfo> },
     Stop,
@@ -159,7 +161,9 @@ impl Driver {
                 if ticks % PREFERRED_LEADER_CHECK_TICKS == 0 {
                     for g in self.groups.values_mut() {
                         g.refresh_in_sync(now);
-                        g.rebalance_leadership();
+                        if self.config.auto_leader_rebalance_enable {
+                            g.rebalance_leadership();
+                        }
                     }
                 }
             }
@@ -231,6 +235,9 @@ impl Driver {
                     let _ = reply.send(Err(AppendError::UnknownGroup));
                 }
             },
+            Input::ElectPreferred { group, reply } => {
+                let _ = reply.send(self.groups.get_mut(&group).map(|g| g.elect_preferred()));
+            }
             Input::Describe { reply } => {
                 let _ = reply.send(self.describe());
             }

@@ -12,7 +12,7 @@ use tracing::info;
 use crate::config::ClusterConfig;
 use crate::driver::{Driver, Input, QuorumInfo};
 use crate::node::{MetadataNode, NodeOptions};
-use crate::partition::{AppendError, GroupSpec, GroupStatus, Placed};
+use crate::partition::{AppendError, Election, GroupSpec, GroupStatus, Placed};
 use crate::error::ClusterError;
 use crate::slog_bridge;
 use crate::state::{Applied, ClusterState, Command};
@@ -166,6 +166,17 @@ impl Cluster {
         let (reply, rx) = oneshot::channel();
         self.send_or_fail(Input::DeleteRecords { group, offset, reply });
         rx
+    }
+
+    /// Starts a preferred-leader election for a partition this broker
+    /// leads; None when it holds no replica of it.
+    pub async fn elect_preferred(&self, group: u64) -> Result<Option<Election>, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        match self.inputs.try_send(Input::ElectPreferred { group, reply }) {
+            Ok(()) => rx.await.map_err(|_| ClusterError::Stopped),
+            Err(TrySendError::Full(_)) => Err(ClusterError::TooManyPending(INPUT_QUEUE)),
+            Err(TrySendError::Disconnected(_)) => Err(ClusterError::Stopped),
+        }
     }
 
     /// Queues an input carrying a reply; a full or closed queue answers it.

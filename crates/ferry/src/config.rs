@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// default.replication.factor) [default: min(3, brokers)].
     #[arg(long, env = "FERRY_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<i16>,
+    /// Move each partition's leadership back to its preferred (first)
+    /// replica once it is caught up (Kafka: auto.leader.rebalance.enable) [default: true].
+    #[arg(long, env = "FERRY_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
     /// HOST:PORT for /metrics, /api and the console, or `none` (no HTTP, nothing counted) [default: 127.0.0.1:9644; if taken, a warning].
     #[arg(long, env = "FERRY_HTTP_LISTEN")]
     pub http_listen: Option<String>,
@@ -173,6 +177,7 @@ struct FileConfig {
     cluster_listen: Option<SocketAddr>,
     cluster_voters: Option<String>,
     default_replication_factor: Option<i16>,
+    auto_leader_rebalance_enable: Option<bool>,
 }
 
 /// Set when `--cluster-voters` is: this broker is one of a cluster.
@@ -180,6 +185,7 @@ struct FileConfig {
 pub struct ClusterSettings {
     pub listen: SocketAddr,
     pub voters: Vec<ferry_cluster::Voter>,
+    pub auto_leader_rebalance_enable: bool,
 }
 
 /// The resolved settings.
@@ -386,7 +392,8 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
         Some(l) => l,
         None => me.addr.parse().with_context(|| format!("cluster_listen not set and this node's voter address {} is not IP:PORT", me.addr))?,
     };
-    Ok(Some(ClusterSettings { listen, voters }))
+    let auto_leader_rebalance_enable = args.auto_leader_rebalance_enable.or(file.auto_leader_rebalance_enable).unwrap_or(true);
+    Ok(Some(ClusterSettings { listen, voters, auto_leader_rebalance_enable }))
 }
 
 /// The `log.cleaner.*` settings, checked against the bounds that make sense

@@ -72,7 +72,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let cluster = match &settings.cluster {
         Some(c) => {
-            let config = ClusterConfig::new(settings.node_id as u64, c.listen, c.voters.clone(), settings.data_dir.join("cluster"));
+            let mut config = ClusterConfig::new(settings.node_id as u64, c.listen, c.voters.clone(), settings.data_dir.join("cluster"));
+            config.auto_leader_rebalance_enable = c.auto_leader_rebalance_enable;
             let cluster = Cluster::start(config).await.context("cannot start the cluster layer")?;
             tokio::spawn(crate::cluster_sync::register(cluster.clone(), settings.advertised_host.clone(), settings.advertised_port));
             tokio::spawn(crate::cluster_sync::reconcile_topics(engine.clone(), cluster.clone()));

@@ -64,6 +64,19 @@ fn mark_kind(e: &Entry) -> MarkKind {
     }
 }
 
+/// What a preferred-leader election did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// Leadership is moving to the preferred replica.
+    Started,
+    /// The preferred replica already leads.
+    NotNeeded,
+    /// The preferred replica is down or behind.
+    PreferredUnavailable,
+    /// This broker does not lead the partition (0: no leader known).
+    NotLeader { leader_id: u64 },
+}
+
 pub struct PartitionGroup {
     pub id: u64,
     pub(crate) raw: RawNode<ReplicaStorage>,
@@ -135,6 +148,14 @@ fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Resu
     Ok(index)
 }
 
+/// A new partition's first leader is its preferred replica, as in Kafka:
+/// it campaigns at the shortest election timeout, the others at the
+/// longest, so leaders start spread over the brokers.
+fn favour_preferred(raw: &mut RawNode<ReplicaStorage>, preferred: u64, election_ticks: usize) {
+    let timeout = if raw.raft.id == preferred { election_ticks } else { 2 * election_ticks - 1 };
+    raw.raft.set_randomized_election_timeout(timeout);
+}
+
 impl PartitionGroup {
     pub fn open(spec: GroupSpec, options: &crate::node::NodeOptions, logger: &slog::Logger) -> Result<PartitionGroup, ClusterError> {
         let hard_state_file = HardStateFile::new(spec.state_path.clone());
@@ -160,14 +181,18 @@ impl PartitionGroup {
         let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
         let config = options.raft_config(applied);
         let logger = logger.new(slog::o!("group" => spec.group));
-        let raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
+        let mut raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
+        let preferred = spec.voters.first().copied().unwrap_or(0);
+        if raw.raft.term == 0 && options.fixed_election_timeout.is_none() {
+            favour_preferred(&mut raw, preferred, config.election_tick);
+        }
         Ok(PartitionGroup {
             id: spec.group,
             raw,
             hard_state_file,
             mark_file,
             applied_index: applied,
-            preferred: spec.voters.first().copied().unwrap_or(0),
+            preferred,
             log_start,
             waiters: Vec::new(),
             proposed_tail: None,
@@ -335,10 +360,21 @@ impl PartitionGroup {
     /// its place and the preferred one is up and has every entry (Kafka's
     /// preferred leader election, `auto.leader.rebalance.enable`).
     pub fn rebalance_leadership(&mut self) {
+        if self.raw.raft.lead_transferee.is_none() && self.elect_preferred() == Election::Started {
+            tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
+        }
+    }
+
+    /// A preferred-leader election (ElectLeaders, or the periodic check):
+    /// starts a Raft leader transfer to the preferred replica if it is
+    /// active and has every entry.
+    pub fn elect_preferred(&mut self) -> Election {
         let raft = &self.raw.raft;
-        let me = raft.id;
-        if raft.state != StateRole::Leader || self.preferred == me || self.preferred == 0 || raft.lead_transferee.is_some() {
-            return;
+        if raft.state != StateRole::Leader {
+            return Election::NotLeader { leader_id: raft.leader_id };
+        }
+        if self.preferred == raft.id || self.preferred == 0 {
+            return Election::NotNeeded;
         }
         // Active means heard within the last couple of seconds (tracked each
         // tick): raft-rs clears `recent_active` every election timeout, so a
@@ -346,10 +382,15 @@ impl PartitionGroup {
         let last = raft.raft_log.last_index();
         let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| at.elapsed() <= std::time::Duration::from_secs(2));
         let caught_up = active && raft.prs().get(self.preferred).is_some_and(|p| p.matched >= last);
-        if caught_up {
-            tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
-            self.raw.transfer_leader(self.preferred);
+        if !caught_up {
+            return Election::PreferredUnavailable;
         }
+        self.raw.transfer_leader(self.preferred);
+        Election::Started
+    }
+
+    pub fn preferred(&self) -> u64 {
+        self.preferred
     }
 
     /// Handles one `Ready`: entries written to the partition's log and

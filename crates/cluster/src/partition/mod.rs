@@ -16,7 +16,7 @@ mod storage;
 
 use std::error::Error;
 
-pub use group::{GroupSpec, PartitionGroup};
+pub use group::{Election, GroupSpec, PartitionGroup};
 
 /// What a partition's Raft group needs of the partition it replicates.
 /// Called only from the Raft thread, so calls never interleave.

@@ -66,6 +66,7 @@ pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, Box<Respo
             Some(DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER).into())
         }
         RequestKind::AlterUserScramCredentials(r) if !cluster(ctx, Op::Alter) => Some(alter_users_refused(r).into()),
+        RequestKind::ElectLeaders(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::elect::refused(r, CLUSTER).into()),
         _ => None,
     };
     match refused {

@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod configs;
+pub(crate) mod elect;
 mod fetch;
 mod groups;
 mod leader_epoch;
@@ -224,6 +225,10 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         RequestKind::DescribeQuorum(r) => {
             let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             (ApiKey::DescribeQuorum, quorum::describe(ctx, r, version, &client_id).await.into())
+        }
+        RequestKind::ElectLeaders(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            (ApiKey::ElectLeaders, elect::handle(ctx, r, version, &client_id).await.into())
         }
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
         RequestKind::OffsetForLeaderEpoch(r) => (ApiKey::OffsetForLeaderEpoch, leader_epoch::handle(ctx, r).into()),

@@ -23,6 +23,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.utils.internals.Exit;
 import org.apache.kafka.tools.DeleteRecordsCommand;
+import org.apache.kafka.tools.LeaderElectionCommand;
 import org.apache.kafka.tools.LogDirsCommand;
 import org.apache.kafka.tools.MetadataQuorumCommand;
 
@@ -35,6 +36,9 @@ import org.apache.kafka.tools.MetadataQuorumCommand;
  *       reports low_watermark 40 and the AdminClient's earliest offset is then 40.
  *   <li>kafka-log-dirs.sh (LogDirsCommand --describe): the partition is listed with a size
  *       greater than zero.
+ *   <li>kafka-leader-election.sh (LeaderElectionCommand --election-type PREFERRED), for the
+ *       topic's partition and for all partitions: exits 0; the partition already has its
+ *       preferred leader.
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -92,6 +96,7 @@ public final class KafkaToolsCompat {
             produce(topic, 100);
             deleteRecords(admin, topic);
             logDirs(topic);
+            leaderElection(topic);
         }
         metadataQuorum();
         OUT.log("OK");
@@ -131,6 +136,17 @@ public final class KafkaToolsCompat {
             OUT.fail("earliest offset after delete-records is " + earliest.offset() + ", want 40");
         }
         OUT.log("delete-records: low watermark 40, earliest offset 40");
+    }
+
+    static void leaderElection(String topic) throws Exception {
+        String named = runTool("kafka-leader-election", LeaderElectionCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "--election-type", "PREFERRED", "--topic", topic, "--partition", "0");
+        if (!named.contains("Valid replica already elected for partitions " + topic + "-0")) {
+            OUT.fail("kafka-leader-election did not report " + topic + "-0 as already led by its preferred replica");
+        }
+        runTool("kafka-leader-election", LeaderElectionCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "--election-type", "PREFERRED", "--all-topic-partitions");
+        OUT.log("leader-election: " + topic + "-0 already has its preferred leader");
     }
 
     static void logDirs(String topic) throws Exception {
