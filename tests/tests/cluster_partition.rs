@@ -56,7 +56,7 @@ async fn a_long_cut_also_catches_up_when_healed() {
 /// Cuts the metadata leader off for `cut_for`: the cut-off broker's own
 /// CreateTopics must fail meanwhile, and it catches up once healed.
 async fn cut_the_leader_for(cut_for: Duration) {
-    let lab = NetLab::new(3);
+    let lab = NetLab::new(3).expect("network namespaces (run as root)");
     let voters = (1..=3).map(|i| format!("{i}@{}:{RAFT_PORT}", lab.addr(i))).collect::<Vec<_>>().join(",");
     let mut brokers: Vec<Ferry> = (1..=3)
         .map(|i| {
@@ -79,7 +79,7 @@ async fn cut_the_leader_for(cut_for: Duration) {
     assert!((1..=3).contains(&leader), "controller {leader}");
     let cut = leader as usize;
     let majority: Vec<usize> = (1..=3).filter(|i| *i != cut).collect();
-    lab.cut(cut);
+    lab.cut(cut).expect("cut the link");
     let cut_at = Instant::now();
     let took = wait_until("the majority elects another leader", Duration::from_secs(15), || {
         let c = raw::controller_id(&boots[majority[0] - 1]);
@@ -107,7 +107,7 @@ async fn cut_the_leader_for(cut_for: Duration) {
     // The refusal comes as soon as the cut-off broker steps down; keep the
     // link down for the whole `cut_for`, long enough for TCP's backoff.
     std::thread::sleep(cut_for.saturating_sub(cut_at.elapsed()));
-    lab.heal(cut);
+    lab.heal(cut).expect("heal the link");
     wait_until("the healed broker catches up", Duration::from_secs(30), || topics(&boots[cut - 1]).contains(&"during-partition".to_string()));
     for b in &boots {
         let mut seen = Vec::new();

@@ -43,6 +43,52 @@ fn verify_all_semantics_under_every_fault_kind() {
     assert!(out.status.success(), "exit status 0 when every promise held");
 }
 
+const CLUSTER_FAULT_KINDS: [&str; 4] = ["kill", "pause", "partition", "leader-isolation"];
+
+/// The short CI run on three brokers; the long one is `scripts/soak.sh
+/// --brokers 3` (README). Partition faults put the brokers in network
+/// namespaces, which needs root, as CI has.
+#[test]
+fn verify_on_a_cluster_under_kills_pauses_and_cut_links() {
+    let faults = CLUSTER_FAULT_KINDS.join(",");
+    let out = Command::new(ferry_bin())
+        .args(["verify", "--brokers", "3", "--semantics", "all", "--faults", &faults, "--records", "12000", "--rate", "1500"])
+        .args(["--max-faults", "8", "--fault-interval-ms", "1500", "--seed", "11", "--output", "json"])
+        .output()
+        .expect("run ferry verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json_line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON output; stderr:\n{stderr}"));
+    let v: serde_json::Value = serde_json::from_str(json_line).expect("valid JSON");
+    let results = v["results"].as_array().expect("results array");
+    let names: Vec<&str> = results.iter().map(|r| r["semantics"].as_str().unwrap()).collect();
+    assert_eq!(names, ["at-most-once", "at-least-once"], "exactly-once waits for transactions on a cluster; stderr:\n{stderr}");
+    assert!(stderr.contains("exactly-once is skipped on a cluster"), "{stderr}");
+    for r in results {
+        let name = r["semantics"].as_str().unwrap();
+        for kind in CLUSTER_FAULT_KINDS {
+            assert!(r["faults_by_kind"][kind].as_u64().unwrap_or(0) >= 1, "{name}: no {kind} fault injected: {r}");
+        }
+        assert_eq!(r["verdict"], "held", "{name}: {r}");
+        assert_eq!(r["inconsistent_offsets"], 0, "{name}: {r}");
+        assert!(r["acknowledged"].as_u64().unwrap() >= 12_000, "{name}: {r}");
+    }
+    assert_eq!(results[1]["lost"], 0, "at-least-once on a cluster loses nothing acknowledged");
+    assert!(out.status.success(), "exit status 0 when every promise held; stderr:\n{stderr}");
+}
+
+#[test]
+fn verify_refuses_single_node_faults_on_a_cluster() {
+    let out = Command::new(ferry_bin()).args(["verify", "--brokers", "3", "--faults", "torn-tail"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fault `torn-tail` is not one a cluster takes"), "{stderr}");
+    let out = Command::new(ferry_bin()).args(["verify", "--faults", "partition"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fault `partition` is not one a single broker takes"));
+    let out = Command::new(ferry_bin()).args(["verify", "--brokers", "3", "--semantics", "exactly-once"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly-once does not run on a cluster yet"));
+}
+
 #[test]
 fn verify_check_catches_a_planted_duplicate() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod netlab;
 
 pub use checker::{check, Promise, Report};
 pub use history::{parse_lines, Event, TxnOutcome};
