@@ -66,7 +66,9 @@ fn mark_kind(e: &Entry) -> MarkKind {
 
 pub struct PartitionGroup {
     pub id: u64,
-    pub(crate) raw: RawNode<ReplicaStorage>,
+    /// Public so a simulation can tick the group and step its messages
+    /// itself, as the driver does (`tests/sim_partition.rs`).
+    pub raw: RawNode<ReplicaStorage>,
     hard_state_file: HardStateFile,
     mark_file: MarkFile,
     /// The last entry applied (its offsets are below the high watermark).
@@ -335,6 +337,11 @@ impl PartitionGroup {
     /// its place and the preferred one is up and has every entry (Kafka's
     /// preferred leader election, `auto.leader.rebalance.enable`).
     pub fn rebalance_leadership(&mut self) {
+        self.rebalance_leadership_at(std::time::Instant::now());
+    }
+
+    /// `rebalance_leadership` as of `now` (a simulation's clock).
+    pub fn rebalance_leadership_at(&mut self, now: std::time::Instant) {
         let raft = &self.raw.raft;
         let me = raft.id;
         if raft.state != StateRole::Leader || self.preferred == me || self.preferred == 0 || raft.lead_transferee.is_some() {
@@ -344,7 +351,7 @@ impl PartitionGroup {
         // tick): raft-rs clears `recent_active` every election timeout, so a
         // single look at it misses a live replica now and then.
         let last = raft.raft_log.last_index();
-        let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| at.elapsed() <= std::time::Duration::from_secs(2));
+        let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| now.saturating_duration_since(*at) <= std::time::Duration::from_secs(2));
         let caught_up = active && raft.prs().get(self.preferred).is_some_and(|p| p.matched >= last);
         if caught_up {
             tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
@@ -458,6 +465,14 @@ impl PartitionGroup {
     fn apply(&mut self, committed: &[Entry]) {
         let Some(last) = committed.last() else { return };
         self.applied_index = last.index;
+        // The high watermark first: a reader must never see the log start
+        // past it (a DeleteRecords to the high watermark, applied with the
+        // batches below it).
+        let hw = self.raw.store().index.end_offset(last.index);
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.raw.store().log.commit(hw);
+        }
         for e in committed.iter().filter(|e| is_mark(e)) {
             if let MarkKind::LogStart(offset) = mark_kind(e) {
                 if offset > self.log_start {
@@ -465,11 +480,6 @@ impl PartitionGroup {
                     self.raw.store().log.set_log_start(offset);
                 }
             }
-        }
-        let hw = self.raw.store().index.end_offset(last.index);
-        if hw > self.high_watermark {
-            self.high_watermark = hw;
-            self.raw.store().log.commit(hw);
         }
     }
 
