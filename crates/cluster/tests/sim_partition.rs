@@ -8,8 +8,11 @@
 //! see `mem_log.rs`), crashes between rounds and in the middle of an fsync
 //! (keeping any byte prefix of what was not synced), restarts that reopen
 //! every group from its disk, slow fsyncs (a broker stalled for a while, its
-//! messages queueing), producers appending with acks=1 and acks=all at any
-//! broker, DeleteRecords now and then.
+//! messages queueing), producers appending with acks=1 and acks=all at the
+//! broker they believe leads (their requests arriving between the peers'
+//! messages), giving up waiting now and then, sending again what was not
+//! acknowledged (recognised by the partition's producer state), and
+//! DeleteRecords now and then.
 //!
 //! Checked all along: one leader per term; each replica's high watermark
 //! never goes back while it is up and never covers unsynced data; the
@@ -22,12 +25,13 @@
 //!
 //! Not simulated: the real segments and their recovery (the hard state and
 //! marks files are real, in a temp directory; they are fsynced, so a crash
-//! keeps them whole), the producer state (`prepare` always appends), the
-//! transport's batching, the metadata group and its leader reports, clock
-//! skew between brokers.
+//! keeps them whole), Kafka's producer sequence rules (a retry is known by
+//! its batch's id), snapshots (the group has none yet), the transport's
+//! batching, the metadata group and its leader reports. Brokers' clocks run
+//! at one rate, each missing a tick now and then.
 //!
-//!     cargo test --release -p ferry-cluster --test sim_partition                             # CI's seeds
-//!     FERRY_SIM_SEEDS=5000 cargo test --release -p ferry-cluster --test sim_partition        # the long run
+//!     cargo test --release -p ferry-cluster --test sim_partition                             # 1000 seeds (CI)
+//!     FERRY_SIM_SEEDS=50000 cargo test --release -p ferry-cluster --test sim_partition       # the long run
 //!     FERRY_SIM_SEED=1234 cargo test --release -p ferry-cluster --test sim_partition         # replay one
 //!
 //! `FERRY_SIM_STEPS` sets the faulty steps per seed, `FERRY_SIM_FIRST` the
@@ -85,7 +89,8 @@ struct Broker {
 }
 
 enum Ask {
-    Append { id: u64, records: i64, acks: i16 },
+    /// `batch` as the producer sent it, to send again.
+    Append { id: u64, records: i64, acks: i16, batch: Vec<u8> },
     DeleteRecords,
 }
 
@@ -98,6 +103,7 @@ struct Waiting {
 #[derive(Default, Clone, Copy)]
 struct Stats {
     appends: u64,
+    retries: u64,
     acked_all: u64,
     acked_one: u64,
     lost_one: u64,
@@ -122,9 +128,21 @@ struct Sim {
     leaders: BTreeMap<(usize, u64), u64>,
     records: Vec<PartitionRecord>,
     waiting: Vec<Waiting>,
+    /// Appends refused or unanswered (the broker died, the producer gave
+    /// up waiting): the producer may send them again.
+    unknown: Vec<(usize, Ask)>,
     next_id: u64,
     stats: Stats,
     logger: slog::Logger,
+}
+
+/// Where the brokers' hard state and marks files go: in memory when the
+/// machine allows (their fsyncs are the real code's; on a disk they would
+/// be most of the run time).
+fn state_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+    dir.expect("a temp dir")
 }
 
 fn group_id(partition: usize) -> u64 {
@@ -135,7 +153,7 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let brokers = (0..BROKERS)
             .map(|b| {
-                let dir = tempfile::tempdir().expect("a temp dir");
+                let dir = state_dir();
                 let replicas = (0..PARTITIONS)
                     .map(|p| Replica {
                         group: None,
@@ -162,6 +180,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             records: (0..PARTITIONS).map(|_| PartitionRecord::default()).collect(),
             waiting: Vec::new(),
+            unknown: Vec::new(),
             next_id: 0,
             stats: Stats::default(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
@@ -307,6 +326,10 @@ impl Sim {
             if self.cut == Some(msg.to) || self.cut == Some(msg.from) {
                 continue;
             }
+            // Producers' requests arrive between peers' messages.
+            if self.faults && self.rng.chance(3) {
+                self.client();
+            }
             if let Some(g) = self.brokers[to].replicas[group as usize - 1].group.as_mut() {
                 let _ = g.raw.step(msg);
             }
@@ -317,7 +340,10 @@ impl Sim {
     fn tick(&mut self) {
         let now = self.now();
         for b in 0..BROKERS {
-            if !self.active(b) {
+            // Each broker ticks on its own clock, late now and then. Without
+            // it, two members whose (fixed) election timeouts are equal
+            // split every vote while the one that could win never times out.
+            if !self.active(b) || self.rng.chance(10) {
                 continue;
             }
             let broker = &mut self.brokers[b];
@@ -337,31 +363,47 @@ impl Sim {
     /// A producer (or an admin) at the broker it believes leads the
     /// partition, or now and then at any broker.
     fn client(&mut self) {
-        let p = self.rng.below(PARTITIONS as u64) as usize;
+        let retry = self.rng.chance(20) && !self.unknown.is_empty();
+        self.stats.retries += u64::from(retry);
+        let (p, ask) = if retry {
+            self.unknown.swap_remove(self.rng.below(self.unknown.len() as u64) as usize)
+        } else {
+            (self.rng.below(PARTITIONS as u64) as usize, self.new_ask())
+        };
         let leader = (0..BROKERS).find(|b| self.active(*b) && self.brokers[*b].replicas[p].group.as_ref().is_some_and(|g| g.status().is_leader));
         let b = match leader {
             Some(b) if !self.rng.chance(10) => b,
             _ => self.rng.below(BROKERS as u64) as usize,
         };
-        if !self.active(b) {
+        let stalled = !self.active(b);
+        let Some(g) = self.brokers[b].replicas[p].group.as_mut().filter(|_| !stalled) else {
+            if let Ask::Append { .. } = ask {
+                self.unknown.push((p, ask));
+            }
             return;
-        }
-        let (reply, rx) = oneshot::channel();
-        let ask = if self.rng.chance(2) {
-            let hw = self.brokers[b].replicas[p].group.as_ref().map_or(0, |g| g.status().high_watermark);
-            let offset = if self.rng.chance(30) { -1 } else { self.rng.below(hw as u64 + 1) as i64 };
-            self.brokers[b].replicas[p].group.as_mut().expect("up").delete_records(offset, reply);
-            Ask::DeleteRecords
-        } else {
-            self.next_id += 1;
-            let (id, records) = (self.next_id, 1 + self.rng.below(5) as i64);
-            let acks = if self.rng.chance(25) { 1 } else { -1 };
-            let batch = make_batch(id, records as i32, self.rng.below(300) as usize);
-            self.brokers[b].replicas[p].group.as_mut().expect("up").append(batch, acks, reply);
-            self.stats.appends += 1;
-            Ask::Append { id, records, acks }
         };
+        let (reply, rx) = oneshot::channel();
+        match &ask {
+            Ask::Append { batch, acks, .. } => g.append(batch.clone(), *acks, reply),
+            Ask::DeleteRecords => {
+                let hw = g.status().high_watermark;
+                let offset = if self.rng.chance(30) { -1 } else { self.rng.below(hw as u64 + 1) as i64 };
+                g.delete_records(offset, reply);
+            }
+        }
         self.waiting.push(Waiting { partition: p, ask, rx });
+    }
+
+    fn new_ask(&mut self) -> Ask {
+        if self.rng.chance(2) {
+            return Ask::DeleteRecords;
+        }
+        self.next_id += 1;
+        self.stats.appends += 1;
+        let (id, records) = (self.next_id, 1 + self.rng.below(5) as i64);
+        let acks = if self.rng.chance(25) { 1 } else { -1 };
+        let batch = make_batch(id, records as i32, self.rng.below(300) as usize);
+        Ask::Append { id, records, acks, batch }
     }
 
     /// The broker's Raft round: every group's Ready, then the outboxes (a
@@ -429,7 +471,7 @@ fn seeded_schedules_keep_partitions_consistent_and_lose_nothing_acknowledged() {
         Some(one) => vec![one],
         None => {
             let first = env("FERRY_SIM_FIRST").unwrap_or(1);
-            (first..first + env("FERRY_SIM_SEEDS").unwrap_or(400)).collect()
+            (first..first + env("FERRY_SIM_SEEDS").unwrap_or(1000)).collect()
         }
     };
     let started = Instant::now();
@@ -438,6 +480,7 @@ fn seeded_schedules_keep_partitions_consistent_and_lose_nothing_acknowledged() {
         let s = std::panic::catch_unwind(|| run_seed(seed, steps))
             .unwrap_or_else(|_| panic!("seed {seed} failed (above); replay: FERRY_SIM_SEED={seed} cargo test --release -p ferry-cluster --test sim_partition"));
         t.appends += s.appends;
+        t.retries += s.retries;
         t.acked_all += s.acked_all;
         t.acked_one += s.acked_one;
         t.lost_one += s.lost_one;
@@ -449,11 +492,12 @@ fn seeded_schedules_keep_partitions_consistent_and_lose_nothing_acknowledged() {
         t.leaders += s.leaders;
     }
     eprintln!(
-        "{} seeds x {steps} steps in {:.1?}: {} appends, {} acknowledged acks=all and {} acks=1 ({} of those lost, as acks=1 may), {} DeleteRecords; \
+        "{} seeds x {steps} steps in {:.1?}: {} appends ({} retries), {} acknowledged acks=all and {} acks=1 ({} of those lost, as acks=1 may), {} DeleteRecords; \
          {} leader terms, {} crashes ({} in an fsync), {} cuts, {} stalls",
         seeds.len(),
         started.elapsed(),
         t.appends,
+        t.retries,
         t.acked_all,
         t.acked_one,
         t.lost_one,

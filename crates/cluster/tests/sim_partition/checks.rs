@@ -2,6 +2,8 @@
 
 use tokio::sync::oneshot::error::TryRecvError;
 
+use crate::mem_log::{batch_id, Span};
+
 use super::{Ask, Sim, Waiting, BROKERS, PARTITIONS, SETTLE_STEPS};
 
 impl Sim {
@@ -15,6 +17,11 @@ impl Sim {
             }
         }
         for w in std::mem::take(&mut self.waiting) {
+            // A producer's request timing out: it stops waiting.
+            if self.faults && matches!(w.ask, Ask::Append { .. }) && self.rng.below(1000) < 3 {
+                self.unknown.push((w.partition, w.ask));
+                continue;
+            }
             self.answered(w);
         }
     }
@@ -46,7 +53,12 @@ impl Sim {
         let placed = match w.rx.try_recv() {
             Err(TryRecvError::Empty) => return self.waiting.push(w),
             // Refused, or the broker died with it: the producer does not know.
-            Ok(Err(_)) | Err(TryRecvError::Closed) => return,
+            Ok(Err(_)) | Err(TryRecvError::Closed) => {
+                if let Ask::Append { .. } = w.ask {
+                    self.unknown.push((w.partition, w.ask));
+                }
+                return;
+            }
             Ok(Ok(placed)) => placed,
         };
         let record = &mut self.records[w.partition];
@@ -101,7 +113,11 @@ impl Sim {
         let g = r.group.as_ref().ok_or("down")?;
         let status = g.status();
         if r.log.contents() != reference {
-            return Err(format!("its log differs from broker 1's (log end {})", r.log.end_offset()));
+            let mine = r.log.batches_from(0, i64::MAX);
+            let theirs = self.brokers[0].replicas[p].log.batches_from(0, i64::MAX);
+            let at = mine.iter().zip(&theirs).position(|(a, b)| a.1 != b.1).unwrap_or(mine.len().min(theirs.len()));
+            let show = |l: &[(Span, Vec<u8>)]| l.get(at).map(|(s, b)| format!("batch {} at {}..={}", batch_id(b), s.base, s.last));
+            return Err(format!("its log differs from broker 1's from batch #{at}: {:?} there, {:?} here", show(&theirs), show(&mine)));
         }
         if status.high_watermark != r.log.end_offset() {
             return Err(format!("high watermark {} below the log end {}", status.high_watermark, r.log.end_offset()));

@@ -1,11 +1,13 @@
 //! The partition log of one simulated replica: batches in memory, split
 //! into what was fsynced and what was only written, so a crash can keep
 //! any byte prefix of the unsynced tail (a torn last batch is dropped at
-//! recovery, as the segment recovery does). It checks the promises the
+//! recovery, as the segment recovery does), and a producer state kept as
+//! the broker's partition keeps it. It checks the promises the
 //! group makes to a partition as they are made: offsets dense, truncation
 //! never below the high watermark, the high watermark covering only
 //! durable data and never going back, the log start never past it.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ferry_cluster::partition::{BatchInfo, Prepared, ReplicaError, ReplicaLog};
@@ -56,6 +58,13 @@ struct Disk {
     /// As the broker's partition keeps them in memory (reset by a restart).
     high_watermark: i64,
     log_start: i64,
+    /// The producer state: where each batch counted landed, by id (a retry
+    /// is recognised by its id, as Kafka's idempotent producer recognises
+    /// its sequence number). Counted at `prepare` on the leader, at
+    /// `append` past `recorded_through`, rebuilt from the log after a
+    /// truncation, a discard or a restart: the broker's partition does so.
+    producers: BTreeMap<u64, (i64, i64)>,
+    recorded_through: i64,
 }
 
 impl Disk {
@@ -65,6 +74,11 @@ impl Disk {
 
     fn durable_end_offset(&self) -> i64 {
         self.spans.iter().rev().find(|s| s.end <= self.durable).map_or(0, |s| s.last + 1)
+    }
+
+    fn rebuild_producers(&mut self) {
+        self.producers = self.spans.iter().map(|s| (batch_id(&self.bytes[s.start..s.end]), (s.base, s.last))).collect();
+        self.recorded_through = self.end_offset();
     }
 
     fn cut(&mut self, keep_spans: usize) {
@@ -125,6 +139,7 @@ impl MemLog {
         d.die_at_sync = false;
         d.high_watermark = 0;
         d.log_start = 0;
+        d.rebuild_producers();
     }
 
     pub fn end_offset(&self) -> i64 {
@@ -163,13 +178,21 @@ impl ReplicaLog for MemLog {
     }
 
     fn prepare(&self, batch: &mut [u8], base_offset: i64, leader_epoch: i32) -> Result<Prepared, ReplicaError> {
-        BatchHeader::parse(batch).map_err(|e| storage(e.to_string()))?;
+        let header = BatchHeader::parse(batch).map_err(|e| storage(e.to_string()))?;
+        let mut d = self.disk();
+        if let Some(&(base_offset, last_offset)) = d.producers.get(&batch_id(batch)) {
+            return Ok(Prepared::Duplicate { base_offset, last_offset });
+        }
         batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
         batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+        let last_offset = base_offset + header.last_offset_delta as i64;
+        d.producers.insert(batch_id(batch), (base_offset, last_offset));
+        d.recorded_through = last_offset + 1;
         Ok(Prepared::Append)
     }
 
     fn discard_prepared(&self) -> Result<(), ReplicaError> {
+        self.disk().rebuild_producers();
         Ok(())
     }
 
@@ -188,6 +211,10 @@ impl ReplicaLog for MemLog {
             d.bytes.extend_from_slice(bytes);
             let span = Span { base: header.base_offset, last: header.last_offset(), start, end: d.bytes.len() };
             d.spans.push(span);
+            if span.base >= d.recorded_through {
+                d.producers.insert(batch_id(bytes), (span.base, span.last));
+                d.recorded_through = span.last + 1;
+            }
             rest = &rest[bytes.len()..];
         }
         Ok(())
@@ -212,6 +239,7 @@ impl ReplicaLog for MemLog {
             self.fail(format!("truncation to {offset}, inside a batch"));
         }
         d.cut(keep);
+        d.rebuild_producers();
         Ok(())
     }
 
