@@ -78,6 +78,9 @@ pub struct PartitionGroup {
     waiters: Vec<Waiter>,
     /// Index and next offset after this round's last proposal.
     proposed_tail: Option<(u64, i64)>,
+    /// Index and term of this leader's last batch proposed and not yet
+    /// written: the partition counted it at `prepare`.
+    unwritten_proposal: Option<(u64, u64)>,
     outbox: Vec<Message>,
     high_watermark: i64,
     /// The first replica of the placement: where leadership goes back to
@@ -173,6 +176,7 @@ impl PartitionGroup {
             log_start,
             waiters: Vec::new(),
             proposed_tail: None,
+            unwritten_proposal: None,
             outbox: Vec::new(),
             high_watermark,
             in_sync: Vec::new(),
@@ -259,6 +263,7 @@ impl PartitionGroup {
         }
         debug_assert_eq!(self.raw.raft.raft_log.last_index(), index + 1);
         self.proposed_tail = Some((index + 1, placed.last_offset + 1));
+        self.unwritten_proposal = Some((index + 1, term));
         match acks {
             0 => {
                 let _ = reply.send(Ok(placed));
@@ -378,6 +383,7 @@ impl PartitionGroup {
         if !entries.is_empty() {
             self.write_entries(&entries)?;
         }
+        self.forget_dropped_proposals()?;
         if let Some(hs) = ready.hs() {
             self.save_hard_state(hs.clone())?;
         }
@@ -395,6 +401,22 @@ impl PartitionGroup {
         self.apply(&committed);
         self.raw.advance_apply();
         self.settle_waiters();
+        Ok(())
+    }
+
+    /// A leader's proposals replaced before they were written (it stepped
+    /// a new leader's entries in the same round) never reach the log, so
+    /// no truncation tells the partition: its producer state still counts
+    /// them, would call their retries duplicates and would skip the batches
+    /// written in their place (found by the simulation, seed 3343).
+    fn forget_dropped_proposals(&mut self) -> Result<(), ClusterError> {
+        let Some((index, term)) = self.unwritten_proposal else { return Ok(()) };
+        if self.raw.raft.raft_log.term(index).ok() != Some(term) {
+            self.unwritten_proposal = None;
+            self.raw.store().log.discard_prepared().map_err(replica_error)?;
+        } else if self.raw.store().index.last_index() >= index {
+            self.unwritten_proposal = None;
+        }
         Ok(())
     }
 

@@ -46,6 +46,12 @@ impl Sim {
         }
         r.hw_seen = status.high_watermark;
         r.checked_to = self.records[p].check_committed(&r.log, r.checked_to, status.high_watermark)?;
+        // Looked at now and then: it walks the whole producer state.
+        if self.step.is_multiple_of(10) {
+            if let Some(e) = r.log.producer_state_error() {
+                return Err(e);
+            }
+        }
         Ok(())
     }
 

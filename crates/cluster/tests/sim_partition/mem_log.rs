@@ -157,6 +157,19 @@ impl MemLog {
         d.spans[first..].iter().take_while(|s| s.base < below).map(|s| (*s, d.bytes[s.start..s.end].to_vec())).collect()
     }
 
+    /// A batch the producer state counts at offsets the log holds another
+    /// one at: a retry of it would be called a duplicate, and the batches
+    /// written there are not counted.
+    pub fn producer_state_error(&self) -> Option<String> {
+        let d = self.disk();
+        let end = d.end_offset();
+        d.producers.iter().filter(|(_, (base, _))| *base < end).find_map(|(id, (base, last))| {
+            let i = d.spans.partition_point(|s| s.base < *base);
+            let there = d.spans.get(i).map(|s| (s.base, s.last, batch_id(&d.bytes[s.start..s.end])));
+            (there != Some((*base, *last, *id))).then(|| format!("the producer state has batch {id} at {base}..={last}, the log {there:?}"))
+        })
+    }
+
     /// Every byte of the log.
     pub fn contents(&self) -> Vec<u8> {
         self.disk().bytes.clone()
