@@ -12,6 +12,9 @@
 //!     FERRY_SIM_SEEDS=20000 cargo test --release -p ferry-cluster --test sim # the long run
 //!     FERRY_SIM_SEED=1234 cargo test -p ferry-cluster --test sim             # replay one
 
+#[path = "common/rng.rs"]
+mod rng;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -20,28 +23,10 @@ use ferry_cluster::node::{LogStore, MetadataNode, NodeOptions};
 use ferry_cluster::wal::Recovered;
 use ferry_cluster::{Applied, ClusterError, Command};
 use raft::eraftpb::{Entry, HardState, Message};
+use rng::Rng;
 use tokio::sync::oneshot;
 
 const MEMBERS: u64 = 3;
-
-/// splitmix64: small, fast, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 enum Record {
     Entry(Entry),

@@ -79,7 +79,9 @@ pub enum Election {
 
 pub struct PartitionGroup {
     pub id: u64,
-    pub(crate) raw: RawNode<ReplicaStorage>,
+    /// Public so a simulation can tick the group and step its messages
+    /// itself, as the driver does (`tests/sim_partition.rs`).
+    pub raw: RawNode<ReplicaStorage>,
     hard_state_file: HardStateFile,
     mark_file: MarkFile,
     /// The last entry applied (its offsets are below the high watermark).
@@ -89,6 +91,9 @@ pub struct PartitionGroup {
     waiters: Vec<Waiter>,
     /// Index and next offset after this round's last proposal.
     proposed_tail: Option<(u64, i64)>,
+    /// Index and term of this leader's last batch proposed and not yet
+    /// written: the partition counted it at `prepare`.
+    unwritten_proposal: Option<(u64, u64)>,
     outbox: Vec<Message>,
     high_watermark: i64,
     /// The first replica of the placement: where leadership goes back to
@@ -196,6 +201,7 @@ impl PartitionGroup {
             log_start,
             waiters: Vec::new(),
             proposed_tail: None,
+            unwritten_proposal: None,
             outbox: Vec::new(),
             high_watermark,
             in_sync: Vec::new(),
@@ -282,6 +288,7 @@ impl PartitionGroup {
         }
         debug_assert_eq!(self.raw.raft.raft_log.last_index(), index + 1);
         self.proposed_tail = Some((index + 1, placed.last_offset + 1));
+        self.unwritten_proposal = Some((index + 1, term));
         match acks {
             0 => {
                 let _ = reply.send(Ok(placed));
@@ -360,7 +367,12 @@ impl PartitionGroup {
     /// its place and the preferred one is up and has every entry (Kafka's
     /// preferred leader election, `auto.leader.rebalance.enable`).
     pub fn rebalance_leadership(&mut self) {
-        if self.raw.raft.lead_transferee.is_none() && self.elect_preferred() == Election::Started {
+        self.rebalance_leadership_at(std::time::Instant::now());
+    }
+
+    /// `rebalance_leadership` as of `now` (a simulation's clock).
+    pub fn rebalance_leadership_at(&mut self, now: std::time::Instant) {
+        if self.raw.raft.lead_transferee.is_none() && self.elect_preferred_at(now) == Election::Started {
             tracing::info!(group = self.id, to = self.preferred, "moving leadership back to the preferred replica");
         }
     }
@@ -369,6 +381,10 @@ impl PartitionGroup {
     /// starts a Raft leader transfer to the preferred replica if it is
     /// active and has every entry.
     pub fn elect_preferred(&mut self) -> Election {
+        self.elect_preferred_at(std::time::Instant::now())
+    }
+
+    fn elect_preferred_at(&mut self, now: std::time::Instant) -> Election {
         let raft = &self.raw.raft;
         if raft.state != StateRole::Leader {
             return Election::NotLeader { leader_id: raft.leader_id };
@@ -380,7 +396,7 @@ impl PartitionGroup {
         // tick): raft-rs clears `recent_active` every election timeout, so a
         // single look at it misses a live replica now and then.
         let last = raft.raft_log.last_index();
-        let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| at.elapsed() <= std::time::Duration::from_secs(2));
+        let active = self.caught_up_at.get(&self.preferred).is_some_and(|at| now.saturating_duration_since(*at) <= std::time::Duration::from_secs(2));
         let caught_up = active && raft.prs().get(self.preferred).is_some_and(|p| p.matched >= last);
         if !caught_up {
             return Election::PreferredUnavailable;
@@ -412,6 +428,7 @@ impl PartitionGroup {
         if !entries.is_empty() {
             self.write_entries(&entries)?;
         }
+        self.forget_dropped_proposals()?;
         if let Some(hs) = ready.hs() {
             self.save_hard_state(hs.clone())?;
         }
@@ -429,6 +446,22 @@ impl PartitionGroup {
         self.apply(&committed);
         self.raw.advance_apply();
         self.settle_waiters();
+        Ok(())
+    }
+
+    /// A leader's proposals replaced before they were written (it stepped
+    /// a new leader's entries in the same round) never reach the log, so
+    /// no truncation tells the partition: its producer state still counts
+    /// them, would call their retries duplicates and would skip the batches
+    /// written in their place (found by the simulation, seed 3343).
+    fn forget_dropped_proposals(&mut self) -> Result<(), ClusterError> {
+        let Some((index, term)) = self.unwritten_proposal else { return Ok(()) };
+        if self.raw.raft.raft_log.term(index).ok() != Some(term) {
+            self.unwritten_proposal = None;
+            self.raw.store().log.discard_prepared().map_err(replica_error)?;
+        } else if self.raw.store().index.last_index() >= index {
+            self.unwritten_proposal = None;
+        }
         Ok(())
     }
 
@@ -499,6 +532,14 @@ impl PartitionGroup {
     fn apply(&mut self, committed: &[Entry]) {
         let Some(last) = committed.last() else { return };
         self.applied_index = last.index;
+        // The high watermark first: a reader must never see the log start
+        // past it (a DeleteRecords to the high watermark, applied with the
+        // batches below it).
+        let hw = self.raw.store().index.end_offset(last.index);
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.raw.store().log.commit(hw);
+        }
         for e in committed.iter().filter(|e| is_mark(e)) {
             if let MarkKind::LogStart(offset) = mark_kind(e) {
                 if offset > self.log_start {
@@ -506,11 +547,6 @@ impl PartitionGroup {
                     self.raw.store().log.set_log_start(offset);
                 }
             }
-        }
-        let hw = self.raw.store().index.end_offset(last.index);
-        if hw > self.high_watermark {
-            self.high_watermark = hw;
-            self.raw.store().log.commit(hw);
         }
     }
 
