@@ -31,6 +31,9 @@ const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
 /// made again (a proposal lost with a dying metadata leader gets no answer).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a refused or lost leader report waits before it is made again.
+const REPORT_RETRY: Duration = Duration::from_millis(300);
+
 /// A partition leader's report (term and ISR) proposed to the metadata group.
 struct LeaderReport {
     group: u64,
@@ -92,6 +95,8 @@ pub struct Driver {
     statuses: Arc<parking_lot::RwLock<HashMap<u64, GroupStatus>>>,
     /// Leader reports proposed to the metadata group and not yet answered.
     reports: Vec<LeaderReport>,
+    /// Groups whose last report failed, and when to make it again.
+    report_retry_at: HashMap<u64, Instant>,
     logger: slog::Logger,
 }
 
@@ -125,6 +130,7 @@ impl Driver {
             group_options,
             statuses,
             reports: Vec::new(),
+            report_retry_at: HashMap::new(),
             logger,
         }
     }
@@ -189,6 +195,9 @@ impl Driver {
         self.node.fail_pending(|| ClusterError::Stopped);
         for g in self.groups.values_mut() {
             g.fail_waiters(|| AppendError::Stopped);
+            if let Err(e) = g.save_commit() {
+                warn!(group = g.id, error = %e, "cannot save the commit index; the high watermark restarts lower");
+            }
         }
         self.status_tx.send_modify(|s| {
             s.stopped = true;
@@ -296,6 +305,10 @@ impl Driver {
                 g.report_in_flight = false;
                 if matches!(outcome, Some(Ok(_))) {
                     g.reported = r.report;
+                } else {
+                    // Refused at once while no metadata leader is known: try
+                    // again later, not every round.
+                    self.report_retry_at.insert(r.group, now + REPORT_RETRY);
                 }
             }
         }
@@ -303,7 +316,7 @@ impl Driver {
         let me = self.config.node_id;
         for (id, g) in self.groups.iter_mut() {
             let status = g.status();
-            if !status.is_leader || g.report_in_flight {
+            if !status.is_leader || g.report_in_flight || self.report_retry_at.get(id).is_some_and(|at| now < *at) {
                 continue;
             }
             if g.in_sync.is_empty() {

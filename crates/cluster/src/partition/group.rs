@@ -465,6 +465,13 @@ impl PartitionGroup {
         Ok(())
     }
 
+    /// Saves the commit index too (a clean stop): after the restart the
+    /// high watermark starts where it was, not at the last term change.
+    pub fn save_commit(&mut self) -> Result<(), ClusterError> {
+        let hs = self.raw.store().hard_state.clone();
+        self.hard_state_file.save(&hs).map_err(ClusterError::Storage)
+    }
+
     fn save_hard_state(&mut self, hs: raft::eraftpb::HardState) -> Result<(), ClusterError> {
         let before = &self.raw.store().hard_state;
         // The commit index may lag on disk (Raft learns it again); a term or
