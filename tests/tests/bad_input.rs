@@ -201,6 +201,41 @@ fn connection_limit_closes_extra_connections() {
     assert!(read_frame(&mut d).is_some(), "a freed slot is reusable");
 }
 
+/// `max.connections.per.ip` with an override for the loopback address: the
+/// override's count holds, one more connection is closed at once.
+#[test]
+fn per_ip_limit_closes_extra_connections_from_one_address() {
+    let ferry = Ferry::start_with(&["--max-connections-per-ip", "1", "--max-connections-per-ip-overrides", "127.0.0.1:2"], &[]);
+    let req = raw::frame(ApiKey::ApiVersions, 0, 1, &ApiVersionsRequest::default());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut open: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(ferry.bootstrap()).unwrap()).collect();
+    for s in &mut open {
+        s.write_all(&req).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(read_frame(s).is_some());
+    }
+    let mut extra = TcpStream::connect(ferry.bootstrap()).unwrap();
+    let _ = extra.write_all(&req);
+    assert!(closed_by_peer(&mut extra), "a third connection from 127.0.0.1 is refused");
+    assert!(ferry.log().contains("max.connections.per.ip"), "{}", ferry.log());
+    open.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = TcpStream::connect(ferry.bootstrap()).unwrap();
+    again.write_all(&req).unwrap();
+    again.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(read_frame(&mut again).is_some(), "a closed connection frees its address's slot");
+}
+
+#[test]
+fn per_ip_limit_settings_are_checked() {
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["serve", "--max-connections-per-ip-overrides", "localhost:5"])
+        .output()
+        .expect("run ferry serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an IP address"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Found by the request_decode fuzz target: an array count of 2^31 made the
 /// decoder reserve ~150 GB and the failed allocation aborted the broker.
 #[test]

@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// Most client connections at once (Kafka: max.connections) [default: 10000].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections from one client address (Kafka: max.connections.per.ip) [default: no limit].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Per-address exceptions, IP:COUNT comma-separated (Kafka: max.connections.per.ip.overrides).
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP_OVERRIDES")]
+    pub max_connections_per_ip_overrides: Option<String>,
     /// Largest request frame accepted (Kafka: socket.request.max.bytes) [default: 104857600].
     #[arg(long, env = "FERRY_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<usize>,
@@ -159,6 +165,8 @@ struct FileConfig {
     auto_create_topics_enable: Option<bool>,
     num_partitions: Option<i32>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_connections_per_ip_overrides: Option<String>,
     socket_request_max_bytes: Option<usize>,
     fetch_max_bytes: Option<usize>,
     connections_max_idle_ms: Option<u64>,
@@ -208,6 +216,7 @@ pub struct Settings {
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
     pub max_connections: usize,
+    pub max_connections_per_ip: ferry_kafka::ip_limit::PerIpLimits,
     pub socket_request_max_bytes: usize,
     pub fetch_max_bytes: usize,
     pub connections_max_idle_ms: u64,
@@ -258,6 +267,7 @@ impl ServeArgs {
         if max_connections == 0 || max_connections > u32::MAX as usize / 2 {
             bail!("max_connections must be between 1 and {}", u32::MAX / 2);
         }
+        let max_connections_per_ip = resolve_per_ip(&self, &file)?;
         let defaults = ferry_broker::group::GroupConfig::default();
         let group = ferry_broker::group::GroupConfig {
             initial_rebalance_delay_ms: self
@@ -298,6 +308,7 @@ impl ServeArgs {
             auto_create_topics_enable: self.auto_create_topics_enable.or(file.auto_create_topics_enable).unwrap_or(true),
             num_partitions,
             max_connections,
+            max_connections_per_ip,
             socket_request_max_bytes,
             fetch_max_bytes: self.fetch_max_bytes.or(file.fetch_max_bytes).unwrap_or(55 * 1024 * 1024),
             connections_max_idle_ms: self.connections_max_idle_ms.or(file.connections_max_idle_ms).unwrap_or(600_000),
@@ -394,6 +405,20 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
     };
     let auto_leader_rebalance_enable = args.auto_leader_rebalance_enable.or(file.auto_leader_rebalance_enable).unwrap_or(true);
     Ok(Some(ClusterSettings { listen, voters, auto_leader_rebalance_enable }))
+}
+
+/// `max.connections.per.ip` and its overrides. As in Kafka, a limit of 0
+/// takes overrides to mean anything (only the listed addresses may connect).
+fn resolve_per_ip(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_kafka::ip_limit::PerIpLimits> {
+    let default = args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(usize::MAX);
+    let overrides = match args.max_connections_per_ip_overrides.as_deref().or(file.max_connections_per_ip_overrides.as_deref()) {
+        Some(text) => ferry_kafka::ip_limit::PerIpLimits::parse_overrides(text).map_err(|e| anyhow::anyhow!("max_connections_per_ip_overrides: {e}"))?,
+        None => Default::default(),
+    };
+    if default == 0 && overrides.is_empty() {
+        bail!("max_connections_per_ip 0 refuses every client; list the allowed addresses in max_connections_per_ip_overrides");
+    }
+    Ok(ferry_kafka::ip_limit::PerIpLimits { default, overrides })
 }
 
 /// The `log.cleaner.*` settings, checked against the bounds that make sense

@@ -209,6 +209,7 @@ async fn bind_listeners(settings: &Settings, tls: Option<&Arc<TlsState>>, sasl: 
         config.advertised_host = plan.advertised_host.clone();
         config.advertised_port = i32::from(plan.advertised_port);
         config.max_connections = settings.max_connections;
+        config.max_connections_per_ip = settings.max_connections_per_ip.clone();
         config.socket_request_max_bytes = settings.socket_request_max_bytes;
         config.fetch_max_bytes = settings.fetch_max_bytes;
         config.connections_max_idle_ms = settings.connections_max_idle_ms;

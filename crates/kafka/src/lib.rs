@@ -12,6 +12,7 @@ pub mod codes;
 mod connection;
 mod error_codes;
 mod handlers;
+pub mod ip_limit;
 pub mod listener;
 pub mod metrics;
 pub mod sasl;

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::connection::serve_connection;
 use crate::metrics::WireMetrics;
+use crate::ip_limit::ConnectionsPerIp;
 use crate::sasl::SaslConfig;
 use crate::tls::{TlsState, ANONYMOUS};
 
@@ -25,6 +26,8 @@ pub struct ServerConfig {
     pub cluster_id: String,
     /// `max.connections`
     pub max_connections: usize,
+    /// `max.connections.per.ip` and its overrides.
+    pub max_connections_per_ip: crate::ip_limit::PerIpLimits,
     /// `socket.request.max.bytes`
     pub socket_request_max_bytes: usize,
     /// `fetch.max.bytes`: cap on one fetch response.
@@ -45,6 +48,7 @@ impl ServerConfig {
             advertised_port: listen.port() as i32,
             cluster_id: "ferry-cluster".into(),
             max_connections: 10_000,
+            max_connections_per_ip: crate::ip_limit::PerIpLimits::default(),
             socket_request_max_bytes: 100 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             max_inflight_requests_per_connection: 128,
@@ -135,10 +139,11 @@ pub async fn serve(listener: TcpListener, ctx: Context, shutdown: watch::Receive
 /// answer what they already read, and returns.
 pub async fn serve_listeners(listeners: Vec<Listener>, ctx: Context, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let per_ip = ConnectionsPerIp::new(ctx.config.max_connections_per_ip.clone());
     let mut loops = Vec::new();
     for listener in listeners {
         let ctx = Context { config: listener.config.clone(), ..ctx.clone() };
-        loops.push(tokio::spawn(accept_loop(listener, ctx, slots.clone(), shutdown.clone())));
+        loops.push(tokio::spawn(accept_loop(listener, ctx, slots.clone(), per_ip.clone(), shutdown.clone())));
     }
     for l in loops {
         if let Err(e) = l.await {
@@ -153,7 +158,7 @@ pub async fn serve_listeners(listeners: Vec<Listener>, ctx: Context, shutdown: w
     Ok(())
 }
 
-async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, per_ip: ConnectionsPerIp, mut shutdown: watch::Receiver<bool>) {
     let protocol = listener.protocol_name();
     let local = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(listen = %local, protocol, "accepting Kafka connections");
@@ -167,6 +172,14 @@ async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mu
                         // EMFILE and friends: back off instead of spinning.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let ip_slot = match per_ip.try_open(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(limit) => {
+                        warn!(%peer, max_connections_per_ip = limit, "connection refused: max.connections.per.ip reached for this address");
+                        drop(stream);
                         continue;
                     }
                 };
@@ -184,6 +197,7 @@ async fn accept_loop(listener: Listener, ctx: Context, slots: Arc<Semaphore>, mu
                     let _open = ctx.metrics.as_ref().map(|m| m.connection_opened());
                     open_connection(stream, peer, transport, sasl, ctx, shutdown).await;
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
         }

@@ -83,6 +83,7 @@ pub fn describe(ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> De
                     ("num.partitions", e.num_partitions.to_string()),
                     ("node.id", e.node_id.to_string()),
                     ("max.connections", c.max_connections.to_string()),
+                    ("max.connections.per.ip", c.max_connections_per_ip.default.min(i32::MAX as usize).to_string()),
                     ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
                     ("fetch.max.bytes", c.fetch_max_bytes.to_string()),
                     ("connections.max.idle.ms", c.connections_max_idle_ms.to_string()),
