@@ -161,10 +161,10 @@ impl Driver {
                 }
                 ticks += 1;
                 next_tick = (next_tick + tick).max(now);
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     self.node.sweep_pending();
                 }
-                if ticks % PREFERRED_LEADER_CHECK_TICKS == 0 {
+                if ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS) {
                     for g in self.groups.values_mut() {
                         g.refresh_in_sync(now);
                         if self.config.auto_leader_rebalance_enable {

@@ -344,9 +344,8 @@ pub fn consume(
                 drop(m);
                 let batch_deadline = Instant::now() + Duration::from_millis(200);
                 while batch.len() < 200 && Instant::now() < batch_deadline {
-                    match consumer.poll(Duration::from_millis(20)) {
-                        Some(Ok(next)) => batch.push((next.partition(), next.offset(), String::from_utf8_lossy(next.payload().unwrap_or_default()).into_owned())),
-                        Some(Err(_)) | None => {}
+                    if let Some(Ok(next)) = consumer.poll(Duration::from_millis(20)) {
+                        batch.push((next.partition(), next.offset(), String::from_utf8_lossy(next.payload().unwrap_or_default()).into_owned()));
                     }
                 }
                 let p = txn_producer.as_ref().expect("exactly-once has a producer");
