@@ -490,6 +490,15 @@ fn scan_segment(segment: &mut Segment, config: &LogConfig, observe: &mut dyn FnM
                     header.record_count, header.last_offset_delta
                 ));
             }
+            if header.base_offset.checked_add(header.last_offset_delta as i64 + 1).is_none() {
+                // Offsets past i64::MAX: no append ever wrote this (found by fuzzing).
+                return Err(LogError::Corrupt {
+                    path,
+                    position,
+                    expected_offset: segment.next_offset,
+                    reason: format!("batch at base offset {} with last offset delta {} ends past the largest offset", header.base_offset, header.last_offset_delta),
+                });
+            }
             if header.base_offset < segment.next_offset {
                 // A whole, CRC-valid batch at the wrong offset is not a torn write.
                 return Err(LogError::Corrupt {
