@@ -313,6 +313,7 @@ impl Driver {
             }
         }
         self.reports = still_waiting;
+        self.report_retry_at.retain(|_, at| now < *at);
         let me = self.config.node_id;
         for (id, g) in self.groups.iter_mut() {
             let status = g.status();

@@ -1,7 +1,7 @@
 //! A minimal Kafka request/response client over one TCP connection: what a
 //! broker uses to forward a request to another broker (DescribeQuorum to
-//! the metadata leader), and what the CLI uses for the admin APIs
-//! librdkafka does not expose.
+//! the metadata leader, ElectLeaders to a partition's leader), and what the
+//! CLI uses for the admin APIs librdkafka does not expose.
 
 use std::time::Duration;
 
@@ -14,6 +14,16 @@ use tokio::net::TcpStream;
 
 /// Largest answer accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Marks a request one broker forwarded to another, so it is never forwarded again.
+pub const FORWARD_CLIENT_ID: &str = "ferry-forward";
+
+/// Forwards `request` to the broker at `addr` over a connection of its own;
+/// `timeout` bounds the connect and the answer each.
+pub async fn forward<Req: Encodable, Resp: Decodable>(addr: &str, api: ApiKey, version: i16, request: &Req, timeout: Duration) -> anyhow::Result<Resp> {
+    let mut client = KafkaClient::connect(addr, timeout, FORWARD_CLIENT_ID).await?;
+    client.call(api, version, request).await
+}
 
 pub struct KafkaClient {
     stream: TcpStream,

@@ -18,13 +18,11 @@ use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse
 use tracing::debug;
 
 use super::str_bytes;
-use crate::client::KafkaClient;
+use crate::client::{forward, FORWARD_CLIENT_ID};
 use crate::codes;
 use crate::server::Context;
 
 const PREFERRED: i8 = 0;
-/// Marks a request one broker forwarded to another, so it is never forwarded again.
-const FORWARD_CLIENT_ID: &str = "ferry-forward";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the new leader when the caller's timeout is larger.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -161,7 +159,7 @@ async fn forward_to(
     let sub = req.clone().with_topic_partitions(Some(topics));
     let addr = cluster.state().brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port));
     let answered = match addr {
-        Some(addr) => forward(&addr, &sub, version).await.map_err(|e| e.to_string()),
+        Some(addr) => forward::<_, ElectLeadersResponse>(&addr, ApiKey::ElectLeaders, version, &sub, FORWARD_TIMEOUT + MAX_WAIT).await.map_err(|e| e.to_string()),
         None => Err(format!("broker {leader} has not registered an endpoint")),
     };
     match answered {
@@ -179,11 +177,6 @@ async fn forward_to(
             }
         }
     }
-}
-
-async fn forward(addr: &str, req: &ElectLeadersRequest, version: i16) -> anyhow::Result<ElectLeadersResponse> {
-    let mut client = KafkaClient::connect(addr, FORWARD_TIMEOUT + MAX_WAIT, FORWARD_CLIENT_ID).await?;
-    client.call(ApiKey::ElectLeaders, version, req).await
 }
 
 fn answer(outcomes: BTreeMap<(String, i32), Outcome>) -> ElectLeadersResponse {

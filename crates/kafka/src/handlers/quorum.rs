@@ -9,14 +9,12 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeQuorumRequest, Describe
 use tracing::debug;
 
 use super::str_bytes;
-use crate::client::KafkaClient;
+use crate::client::{forward, FORWARD_CLIENT_ID};
 use crate::codes;
 use crate::server::Context;
 
 /// Kafka's name for the metadata log.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
-/// Marks a request one broker forwarded to another, so it is never forwarded again.
-const FORWARD_CLIENT_ID: &str = "ferry-forward";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn describe(ctx: &Context, req: DescribeQuorumRequest, version: i16, client_id: &str) -> DescribeQuorumResponse {
@@ -38,7 +36,7 @@ pub async fn describe(ctx: &Context, req: DescribeQuorumRequest, version: i16, c
     };
     if !info.is_leader && client_id != FORWARD_CLIENT_ID {
         if let Some(leader) = cluster.state().brokers.get(&info.leader_id) {
-            match forward(&format!("{}:{}", leader.host, leader.port), &req, version).await {
+            match forward::<_, DescribeQuorumResponse>(&format!("{}:{}", leader.host, leader.port), ApiKey::DescribeQuorum, version, &req, FORWARD_TIMEOUT).await {
                 Ok(resp) => return resp,
                 Err(e) => debug!(leader = info.leader_id, error = %e, "cannot forward DescribeQuorum to the metadata leader"),
             }
@@ -95,9 +93,4 @@ fn answer(leader: i32, epoch: i32, high_watermark: i64, voters: Vec<ReplicaState
 
 fn failed(code: i16, message: String) -> DescribeQuorumResponse {
     DescribeQuorumResponse::default().with_error_code(code).with_error_message(Some(str_bytes(message)))
-}
-
-async fn forward(addr: &str, req: &DescribeQuorumRequest, version: i16) -> anyhow::Result<DescribeQuorumResponse> {
-    let mut client = KafkaClient::connect(addr, FORWARD_TIMEOUT, FORWARD_CLIENT_ID).await?;
-    client.call(ApiKey::DescribeQuorum, version, req).await
 }

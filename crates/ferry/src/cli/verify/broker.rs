@@ -189,6 +189,8 @@ impl Fleet {
         let lab = if isolated { Some(NetLab::new(n).context("partition faults need network namespaces (run as root)")?) } else { None };
         let mut brokers = Vec::new();
         let mut raft_addrs = Vec::new();
+        // Held until every port is chosen, so no two brokers get the same one.
+        let mut reserved = Vec::new();
         for i in 1..=n {
             let sub = if n == 1 { dir.to_path_buf() } else { dir.join(format!("broker{i}")) };
             std::fs::create_dir_all(&sub)?;
@@ -200,8 +202,8 @@ impl Fleet {
                     b
                 }
                 None => {
-                    raft_addrs.push(format!("127.0.0.1:{}", free_port()?));
-                    Broker::new(bin.clone(), &sub, "127.0.0.1".into(), free_port()?)
+                    raft_addrs.push(format!("127.0.0.1:{}", reserve_port(&mut reserved)?));
+                    Broker::new(bin.clone(), &sub, "127.0.0.1".into(), reserve_port(&mut reserved)?)
                 }
             };
             brokers.push(b);
@@ -213,6 +215,7 @@ impl Fleet {
                 b.extra_args = ["--node-id", &node_id, "--cluster-listen", &raft_addrs[i], "--cluster-voters", &voters].map(String::from).to_vec();
             }
         }
+        drop(reserved);
         let mut fleet = Fleet { brokers, lab };
         for b in &mut fleet.brokers {
             b.spawn()?;
@@ -244,6 +247,10 @@ impl Fleet {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free loopback port, kept bound in `reserved` until the caller drops it.
+fn reserve_port(reserved: &mut Vec<std::net::TcpListener>) -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    reserved.push(listener);
+    Ok(port)
 }
