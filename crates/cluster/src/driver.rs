@@ -17,7 +17,7 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::handle::RaftStatus;
 use crate::node::{MetadataNode, NodeOptions, Reply};
-use crate::partition::{AppendError, AppendReply, Election, GroupSpec, GroupStatus, PartitionGroup};
+use crate::partition::{AppendError, AppendReply, Election, GroupSpec, GroupStatus, PartitionGroup, ReassignStep};
 use crate::state::{Applied, ClusterState, Command};
 use crate::transport::{Batch, Transport};
 use crate::wal::Wal;
@@ -26,6 +26,9 @@ use crate::METADATA_GROUP;
 /// How often (in ticks) leaders check whether to hand leadership back to
 /// the preferred replica.
 const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
+
+/// How often (in ticks) leaders take the next step of a replica move.
+const REASSIGN_CHECK_TICKS: u64 = 10;
 
 /// How long a leader report may wait for the metadata group before it is
 /// made again (a proposal lost with a dying metadata leader gets no answer).
@@ -49,6 +52,9 @@ pub enum Input {
     OpenGroup(GroupSpec),
     /// Stops it and forgets its Raft state (the topic was deleted).
     CloseGroup { group: u64 },
+    /// Stops it, forgets its Raft state and empties the partition's log
+    /// (the partition's replicas moved off this broker).
+    LeaveGroup { group: u64 },
     /// A producer's batch for a partition this broker may lead.
     Append { group: u64, batch: Vec<u8>, acks: i16, reply: AppendReply },
     /// DeleteRecords for a partition this broker may lead.
@@ -164,6 +170,9 @@ impl Driver {
                 if ticks.is_multiple_of(10) {
                     self.node.sweep_pending();
                 }
+                if ticks.is_multiple_of(REASSIGN_CHECK_TICKS) {
+                    self.drive_reassignments();
+                }
                 if ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS) {
                     for g in self.groups.values_mut() {
                         g.refresh_in_sync(now);
@@ -232,6 +241,17 @@ impl Driver {
                     info!(group, "partition replica closed");
                 }
             }
+            Input::LeaveGroup { group } => {
+                if let Some(mut g) = self.groups.remove(&group) {
+                    g.fail_waiters(|| AppendError::UnknownGroup);
+                    g.remove_state();
+                    self.statuses.write().remove(&group);
+                    match g.clear_log() {
+                        Ok(()) => info!(group, "partition replica moved off this broker; its log is emptied"),
+                        Err(e) => error!(group, error = %e, "partition replica moved off this broker but its log cannot be emptied"),
+                    }
+                }
+            }
             Input::Append { group, batch, acks, reply } => match self.groups.get_mut(&group) {
                 Some(g) => g.append(batch, acks, reply),
                 None => {
@@ -282,6 +302,27 @@ impl Driver {
         for id in failed {
             self.groups.remove(&id);
             self.statuses.write().remove(&id);
+        }
+    }
+
+    /// Moves under way on partitions this broker leads: the next step of
+    /// each; when the voters are the target, the metadata group is told
+    /// (again each check until it records it: the report is idempotent).
+    fn drive_reassignments(&mut self) {
+        let state = self.node.state();
+        let mut done = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            let Some(m) = state.move_of(*id) else { continue };
+            if let Some(first) = m.target.first() {
+                g.set_preferred(*first);
+            }
+            if g.reassign(&m.target) == ReassignStep::Done {
+                done.push((*id, m.target.clone()));
+            }
+        }
+        for (group, replicas) in done {
+            let (reply, _) = oneshot::channel();
+            self.node.propose(Command::ReassignmentDone { group, replicas }, reply);
         }
     }
 

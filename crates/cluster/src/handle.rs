@@ -143,6 +143,12 @@ impl Cluster {
         self.send(Input::CloseGroup { group })
     }
 
+    /// Stops this broker's replica of a partition that moved off it and
+    /// empties the partition's log.
+    pub fn leave_group(&self, group: u64) -> Result<(), ClusterError> {
+        self.send(Input::LeaveGroup { group })
+    }
+
     fn send(&self, input: Input) -> Result<(), ClusterError> {
         match self.inputs.try_send(input) {
             Ok(()) => Ok(()),

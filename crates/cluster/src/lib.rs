@@ -16,6 +16,7 @@ mod handle;
 pub mod node;
 pub mod partition;
 mod slog_bridge;
+pub mod reassign;
 pub mod state;
 mod transport;
 pub mod wal;

@@ -25,6 +25,13 @@ pub struct TopicPlacement {
     #[serde(default)]
     pub groups: Vec<u64>,
     pub configs: BTreeMap<String, String>,
+    /// Partitions whose replicas are moving, and where to (see `reassign.rs`).
+    #[serde(default)]
+    pub moving: BTreeMap<i32, crate::reassign::Move>,
+    /// Per partition whose replicas ever moved: the replicas it was created
+    /// with, its Raft group's first voters.
+    #[serde(default)]
+    pub first_replicas: BTreeMap<i32, Vec<u64>>,
 }
 
 /// Who leads a partition's Raft group, as its leader reported it.
@@ -71,6 +78,12 @@ pub enum Command {
         #[serde(default)]
         in_sync: Vec<u64>,
     },
+    /// Moves a partition's replicas to `target` (Kafka's
+    /// AlterPartitionReassignments); None cancels a move under way, back to
+    /// the replicas it started from.
+    ReassignPartition { name: String, partition: i32, target: Option<Vec<u64>> },
+    /// The partition's leader: the group's voters are now `replicas`.
+    ReassignmentDone { group: u64, replicas: Vec<u64> },
 }
 
 /// Why the state machine refused a command; every broker refuses alike.
@@ -84,6 +97,12 @@ pub enum StateError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidPartitions(String),
+    #[error("{0}")]
+    UnknownPartition(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 /// What a command did, for the broker that proposed it.
@@ -108,7 +127,7 @@ impl ClusterState {
                 }
                 let replicas = self.place(*partitions, *replication_factor)?;
                 let groups = self.new_group_ids(replicas.len());
-                let placement = TopicPlacement { id: *id, replicas, groups, configs: configs.clone() };
+                let placement = TopicPlacement { id: *id, replicas, groups, configs: configs.clone(), moving: BTreeMap::new(), first_replicas: BTreeMap::new() };
                 self.topics.insert(name.clone(), placement.clone());
                 Ok(Applied::TopicCreated(placement))
             }
@@ -145,6 +164,11 @@ impl ClusterState {
                 if known && newer {
                     self.partition_leaders.insert(*group, PartitionLeader { leader: *leader, epoch: *epoch, in_sync: in_sync.clone() });
                 }
+                Ok(Applied::Done)
+            }
+            Command::ReassignPartition { name, partition, target } => self.reassign(name, *partition, target.as_deref()),
+            Command::ReassignmentDone { group, replicas } => {
+                self.finish_reassignment(*group, replicas);
                 Ok(Applied::Done)
             }
         }

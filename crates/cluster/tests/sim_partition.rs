@@ -312,7 +312,7 @@ impl Sim {
             fixed_election_timeout: Some(10 + self.rng.below(10) as usize),
         };
         let r = &self.brokers[b].replicas[p];
-        let spec = GroupSpec { group: group_id(p), voters: r.voters.clone(), state_path: r.state_path.clone(), log: r.log.clone() };
+        let spec = GroupSpec { group: group_id(p), voters: r.voters.clone(), preferred: 0, state_path: r.state_path.clone(), log: r.log.clone() };
         PartitionGroup::open(spec, &options, &self.logger).unwrap_or_else(|e| self.fail(format!("broker {} cannot reopen partition {p}: {e}", b + 1)))
     }
 

@@ -62,7 +62,8 @@ impl Replicas {
         }
     }
 
-    /// Starts the Raft group of every partition of `name` placed on this broker.
+    /// Starts the Raft group of every partition of `name` placed on this
+    /// broker (a move's target included), and leaves those moved off it.
     fn open_topic(&mut self, engine: &Arc<Engine>, cluster: &Cluster, name: &str, state: &ClusterState) {
         let Some(topic) = engine.topic(name) else { return };
         if topic.storage() != StorageKind::Disk {
@@ -76,8 +77,17 @@ impl Replicas {
         }
         let opened = self.opened.entry(name.to_string()).or_default();
         for index in 0..topic.partition_count() {
-            let Some((group, voters)) = state.partition(name, index) else { continue };
-            if !voters.contains(&me) || opened.contains(&group) {
+            let Some(set) = state.replica_set(name, index) else { continue };
+            let group = set.group;
+            if !set.replicas.contains(&me) {
+                if opened.remove(&group) {
+                    if let Err(e) = cluster.leave_group(group) {
+                        warn!(topic = %name, partition = index, error = %e, "cannot stop a replica that moved away");
+                    }
+                }
+                continue;
+            }
+            if opened.contains(&group) {
                 continue;
             }
             let Some(partition) = topic.partition(index) else { continue };
@@ -86,7 +96,7 @@ impl Replicas {
                 continue;
             }
             let log = Arc::new(ReplicaAdapter { engine: engine.clone(), partition });
-            let spec = GroupSpec { group, voters: voters.to_vec(), state_path: dir.join(format!("{group}.raft")), log };
+            let spec = GroupSpec { group, voters: set.first_voters, preferred: set.preferred, state_path: dir.join(format!("{group}.raft")), log };
             match cluster.open_group(spec) {
                 Ok(()) => {
                     opened.insert(group);
@@ -198,5 +208,9 @@ impl ReplicaLog for ReplicaAdapter {
 
     fn set_log_start(&self, offset: i64) {
         self.partition.replica_set_log_start(offset);
+    }
+
+    fn clear(&self) -> Result<(), ReplicaError> {
+        self.partition.replica_clear(now_ms()).map_err(storage_error)
     }
 }

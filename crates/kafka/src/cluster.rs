@@ -66,6 +66,9 @@ pub fn error_code(e: &ClusterError) -> i16 {
         ClusterError::Refused(StateError::UnknownTopic(_)) => codes::UNKNOWN_TOPIC_OR_PARTITION,
         ClusterError::Refused(StateError::InvalidReplicationFactor(_)) => codes::INVALID_REPLICATION_FACTOR,
         ClusterError::Refused(StateError::InvalidPartitions(_)) => codes::INVALID_PARTITIONS,
+        ClusterError::Refused(StateError::UnknownPartition(_)) => codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ClusterError::Refused(StateError::InvalidReplicaAssignment(_)) => codes::INVALID_REPLICA_ASSIGNMENT,
+        ClusterError::Refused(StateError::NoReassignmentInProgress(_)) => codes::NO_REASSIGNMENT_IN_PROGRESS,
         ClusterError::NoLeader(_) | ClusterError::Stopped => codes::NOT_CONTROLLER,
         ClusterError::Timeout(_) => codes::REQUEST_TIMED_OUT,
         ClusterError::TooManyPending(_) => codes::THROTTLING_QUOTA_EXCEEDED,
@@ -107,12 +110,10 @@ pub fn coordinator(ctx: &Context) -> Option<(i32, String, i32)> {
 }
 
 /// Does this broker hold a replica of the partition? Always on a single
-/// node; on a cluster, when the placement names it.
+/// node; on a cluster, when the placement names it (or a move's target).
 pub fn holds_replica(ctx: &Context, topic: &str, partition: i32) -> bool {
     let Some(cluster) = &ctx.cluster else { return true };
-    let state = cluster.state();
-    let replicas = state.topics.get(topic).and_then(|t| t.replicas.get(usize::try_from(partition).ok()?).cloned());
-    replicas.is_some_and(|r| r.contains(&cluster.node_id()))
+    cluster.state().replica_set(topic, partition).is_some_and(|s| s.replicas.contains(&cluster.node_id()))
 }
 
 /// A partition leader's id, epoch and Kafka endpoint, for KIP-951's

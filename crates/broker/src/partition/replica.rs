@@ -165,6 +165,22 @@ impl Partition {
         Self::rebuild_producers(&mut inner, now_ms)
     }
 
+    /// This broker's replica moved away: every batch goes (durably) and the
+    /// committed state with it, so a later return starts from an empty
+    /// log. Readers are refused here meanwhile (not a replica: not leader).
+    pub fn replica_clear(&self, now_ms: i64) -> EngineResult<()> {
+        let mut inner = self.inner.lock();
+        let log = disk(&mut inner)?;
+        let start = log.log_start_offset();
+        if start != 0 {
+            return Err(EngineError::Storage(format!("cannot empty a replica whose log starts at {start}")));
+        }
+        log.truncate_to(0)?;
+        self.replica_high_watermark.store(0, Ordering::Release);
+        self.replica_log_start.store(0, Ordering::Release);
+        Self::rebuild_producers(&mut inner, now_ms)
+    }
+
     /// A prepared batch was not proposed: count only what the log holds.
     pub fn replica_discard_prepared(&self, now_ms: i64) -> EngineResult<()> {
         Self::rebuild_producers(&mut self.inner.lock(), now_ms)

@@ -3,13 +3,16 @@
 //! entries into the partition's log, and the answers acks=1 and acks=all
 //! wait for.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_log::batch::BatchHeader;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message};
 use raft::{GetEntriesContext, RawNode, StateRole};
 
+use super::conf_file::ConfFile;
 use super::hard_state::HardStateFile;
 use super::index::EntryIndex;
 use super::marks::{Mark, MarkFile, MarkKind};
@@ -26,8 +29,13 @@ pub const MAX_WAITING_APPENDS: usize = 10_000;
 
 pub struct GroupSpec {
     pub group: u64,
-    /// The partition's replicas: the group's voters.
+    /// The group's first voters (the partition's replicas when it was
+    /// created): the membership its log starts from. Later changes are
+    /// entries of that log.
     pub voters: Vec<u64>,
+    /// The replica leadership goes back to (the first of the current
+    /// replicas; 0: the first voter).
+    pub preferred: u64,
     /// Where the group's hard state is kept; its marks file sits beside it.
     pub state_path: PathBuf,
     pub log: Arc<dyn ReplicaLog>,
@@ -58,10 +66,25 @@ fn is_mark(e: &Entry) -> bool {
 }
 
 fn mark_kind(e: &Entry) -> MarkKind {
+    if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+        return MarkKind::ConfChange(Arc::from(e.data.as_ref()));
+    }
     match e.data.as_ref().try_into() {
         Ok(bytes) if e.context.as_ref() == LOG_START_CONTEXT => MarkKind::LogStart(i64::from_be_bytes(bytes)),
         _ => MarkKind::LeaderChange,
     }
+}
+
+/// Where a move of the partition's replicas stands (leader only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReassignStep {
+    /// This replica does not lead; the leader drives the move.
+    NotLeader,
+    /// A step is under way (new replicas catching up as learners, a
+    /// membership change committing, leadership moving to a target replica).
+    InProgress,
+    /// The voters are exactly the target replicas.
+    Done,
 }
 
 /// What a preferred-leader election did.
@@ -84,6 +107,9 @@ pub struct PartitionGroup {
     pub raw: RawNode<ReplicaStorage>,
     hard_state_file: HardStateFile,
     mark_file: MarkFile,
+    conf_file: ConfFile,
+    /// The entry of the last membership change applied (0: none yet).
+    conf_index: u64,
     /// The last entry applied (its offsets are below the high watermark).
     applied_index: u64,
     /// The log start the last applied DeleteRecords set.
@@ -130,7 +156,7 @@ fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Resu
     let mut bad = None;
     log.batches(&mut |b| {
         while let Some(m) = marks.next_if(|m| m.index == index.last_index() + 1) {
-            index.push_mark(m.term, m.kind);
+            index.push_mark(m.term, m.kind.clone());
         }
         if bad.is_none() && (b.leader_epoch < 1 || marks.peek().is_some_and(|m| m.index <= index.last_index())) {
             bad = Some(b.base_offset);
@@ -144,7 +170,7 @@ fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Resu
         return Err(ClusterError::Storage(format!("group {group}: the batch at offset {offset} does not fit the group's Raft log")));
     }
     while let Some(m) = marks.next_if(|m| m.index == index.last_index() + 1) {
-        index.push_mark(m.term, m.kind);
+        index.push_mark(m.term, m.kind.clone());
     }
     if marks.peek().is_some() {
         tracing::warn!(group, "dropping marks written after the last batch that survived a crash");
@@ -166,28 +192,32 @@ impl PartitionGroup {
         let hard_state_file = HardStateFile::new(spec.state_path.clone());
         let mut hard_state = hard_state_file.load().map_err(ClusterError::Storage)?;
         let mark_file = MarkFile::new(spec.state_path.with_extension("marks"));
+        let conf_file = ConfFile::new(spec.state_path.with_extension("conf"));
         let index = rebuild_index(spec.group, spec.log.as_ref(), &mark_file)?;
         hard_state.commit = hard_state.commit.min(index.last_index());
-        let applied = hard_state.commit;
-        let high_watermark = index.end_offset(applied);
+        let (conf_index, conf_state) = conf_file.load().map_err(ClusterError::Storage)?.unwrap_or_else(|| (0, ConfState::from((spec.voters.clone(), vec![]))));
+        let high_watermark = index.end_offset(hard_state.commit);
+        // Raft hands back the committed entries from the first membership
+        // change not in the saved one, so it is applied again.
+        let next_change = index.marks().iter().find(|m| m.index > conf_index && matches!(m.kind, MarkKind::ConfChange(_))).map(|m| m.index);
+        let applied = next_change.map_or(hard_state.commit, |i| hard_state.commit.min(i - 1));
         spec.log.commit(high_watermark);
         let log_start = index
             .marks()
             .iter()
-            .filter(|m| m.index <= applied)
+            .filter(|m| m.index <= hard_state.commit)
             .filter_map(|m| match m.kind {
                 MarkKind::LogStart(offset) => Some(offset),
-                MarkKind::LeaderChange => None,
+                MarkKind::LeaderChange | MarkKind::ConfChange(_) => None,
             })
             .max()
             .unwrap_or(0);
         spec.log.set_log_start(log_start);
-        let conf_state = ConfState::from((spec.voters.clone(), vec![]));
         let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
         let config = options.raft_config(applied);
         let logger = logger.new(slog::o!("group" => spec.group));
         let mut raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
-        let preferred = spec.voters.first().copied().unwrap_or(0);
+        let preferred = if spec.preferred != 0 { spec.preferred } else { spec.voters.first().copied().unwrap_or(0) };
         if raw.raft.term == 0 && options.fixed_election_timeout.is_none() {
             favour_preferred(&mut raw, preferred, config.election_tick);
         }
@@ -196,6 +226,8 @@ impl PartitionGroup {
             raw,
             hard_state_file,
             mark_file,
+            conf_file,
+            conf_index,
             applied_index: applied,
             preferred,
             log_start,
@@ -409,6 +441,11 @@ impl PartitionGroup {
         self.preferred
     }
 
+    /// The partition's first replica changed (a reassignment).
+    pub fn set_preferred(&mut self, preferred: u64) {
+        self.preferred = preferred;
+    }
+
     /// Handles one `Ready`: entries written to the partition's log and
     /// fsynced, the hard state saved, messages to the outbox, the commit
     /// index turned into the high watermark.
@@ -423,7 +460,7 @@ impl PartitionGroup {
             return Err(ClusterError::Storage(format!("group {}: received a snapshot; partition snapshots are not supported yet", self.id)));
         }
         let committed = ready.take_committed_entries();
-        self.apply(&committed);
+        self.apply(&committed)?;
         let entries = ready.take_entries();
         if !entries.is_empty() {
             self.write_entries(&entries)?;
@@ -443,7 +480,7 @@ impl PartitionGroup {
         }
         self.outbox.extend(light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply(&committed);
+        self.apply(&committed)?;
         self.raw.advance_apply();
         self.settle_waiters();
         Ok(())
@@ -506,7 +543,7 @@ impl PartitionGroup {
         for e in entries {
             if is_mark(e) {
                 let mark = Mark { index: e.index, term: e.term, kind: mark_kind(e) };
-                marks.push(mark);
+                marks.push(mark.clone());
                 placed.push(Err(mark));
                 continue;
             }
@@ -528,7 +565,7 @@ impl PartitionGroup {
             match p {
                 Ok((term, end)) => store.index.push(term, end),
                 Err(mark) => {
-                    let pushed = store.index.push_mark(mark.term, mark.kind);
+                    let pushed = store.index.push_mark(mark.term, mark.kind.clone());
                     debug_assert_eq!(pushed, mark);
                 }
             }
@@ -536,8 +573,8 @@ impl PartitionGroup {
         Ok(())
     }
 
-    fn apply(&mut self, committed: &[Entry]) {
-        let Some(last) = committed.last() else { return };
+    fn apply(&mut self, committed: &[Entry]) -> Result<(), ClusterError> {
+        let Some(last) = committed.last() else { return Ok(()) };
         self.applied_index = last.index;
         // The high watermark first: a reader must never see the log start
         // past it (a DeleteRecords to the high watermark, applied with the
@@ -548,12 +585,98 @@ impl PartitionGroup {
             self.raw.store().log.commit(hw);
         }
         for e in committed.iter().filter(|e| is_mark(e)) {
-            if let MarkKind::LogStart(offset) = mark_kind(e) {
-                if offset > self.log_start {
+            match mark_kind(e) {
+                MarkKind::LogStart(offset) if offset > self.log_start => {
                     self.log_start = offset;
                     self.raw.store().log.set_log_start(offset);
                 }
+                MarkKind::ConfChange(_) if e.index > self.conf_index => self.apply_conf_change(e)?,
+                _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// A committed membership change: raft-rs switches to it and it is
+    /// saved, so a restart starts from it.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), ClusterError> {
+        let change = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| ClusterError::Storage(format!("group {}: entry {} holds no membership change: {err}", self.id, e.index)))?;
+        let conf = self.raw.apply_conf_change(&change).map_err(|err| ClusterError::Storage(format!("group {}: membership change at entry {}: {err}", self.id, e.index)))?;
+        self.conf_file.save(e.index, &conf).map_err(ClusterError::Storage)?;
+        tracing::info!(group = self.id, voters = ?conf.voters, learners = ?conf.learners, outgoing = ?conf.voters_outgoing, "partition replicas changed");
+        self.raw.mut_store().conf_state = conf;
+        self.conf_index = e.index;
+        Ok(())
+    }
+
+    /// The voters and learners as of the last membership change applied.
+    pub fn replicas(&self) -> &ConfState {
+        &self.raw.store().conf_state
+    }
+
+    /// Leader: one step of moving the group's replicas to `target`. New
+    /// replicas join as learners and catch up first; then one (joint)
+    /// change makes `target` the voters. A leader that is not in `target`
+    /// hands leadership to one that is before it is removed.
+    pub fn reassign(&mut self, target: &[u64]) -> ReassignStep {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return ReassignStep::NotLeader;
+        }
+        if raft.pending_conf_index > raft.raft_log.applied || raft.lead_transferee.is_some() {
+            return ReassignStep::InProgress;
+        }
+        let conf = &self.raw.store().conf_state;
+        if !conf.voters_outgoing.is_empty() {
+            // raft-rs leaves a joint configuration by itself, except when
+            // the leader changed in between: leave it here.
+            self.propose_change(Vec::new());
+            return ReassignStep::InProgress;
+        }
+        let want: BTreeSet<u64> = target.iter().copied().collect();
+        let voters: BTreeSet<u64> = conf.voters.iter().copied().collect();
+        let learners: BTreeSet<u64> = conf.learners.iter().copied().collect();
+        if voters == want && learners.is_empty() {
+            return ReassignStep::Done;
+        }
+        let single = |change_type, node_id| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(change_type);
+            c.node_id = node_id;
+            c
+        };
+        let joining: Vec<u64> = want.iter().filter(|id| !voters.contains(id) && !learners.contains(id)).copied().collect();
+        if !joining.is_empty() {
+            self.propose_change(joining.into_iter().map(|id| single(ConfChangeType::AddLearnerNode, id)).collect());
+            return ReassignStep::InProgress;
+        }
+        let committed = raft.raft_log.committed;
+        if !learners.iter().filter(|id| want.contains(id)).all(|id| raft.prs().get(*id).is_some_and(|p| p.matched >= committed)) {
+            return ReassignStep::InProgress;
+        }
+        let me = raft.id;
+        let mut changes: Vec<ConfChangeSingle> = learners.iter().filter(|id| want.contains(id)).map(|id| single(ConfChangeType::AddNode, *id)).collect();
+        let leaving = voters.iter().chain(&learners).filter(|id| !want.contains(id) && **id != me);
+        changes.extend(leaving.map(|id| single(ConfChangeType::RemoveNode, *id)));
+        if changes.is_empty() {
+            // Only this leader is left to remove: leadership goes first.
+            let last = raft.raft_log.last_index();
+            if let Some(next) = want.iter().find(|id| raft.prs().get(**id).is_some_and(|p| p.matched >= last)) {
+                tracing::info!(group = self.id, to = next, "handing leadership over before leaving the partition's replicas");
+                self.raw.transfer_leader(*next);
+            }
+            return ReassignStep::InProgress;
+        }
+        self.propose_change(changes);
+        ReassignStep::InProgress
+    }
+
+    fn propose_change(&mut self, changes: Vec<ConfChangeSingle>) {
+        let mut change = ConfChangeV2::default();
+        change.set_transition(ConfChangeTransition::Auto);
+        change.set_changes(changes.into());
+        if let Err(e) = self.raw.propose_conf_change(Vec::new(), change) {
+            tracing::debug!(group = self.id, error = %e, "membership change not proposed");
         }
     }
 
@@ -595,8 +718,14 @@ impl PartitionGroup {
         }
     }
 
+    /// Empties the partition's log (this broker left the group).
+    pub fn clear_log(&self) -> Result<(), ReplicaError> {
+        self.raw.store().log.clear()
+    }
+
     pub fn remove_state(&self) {
         self.hard_state_file.remove();
         self.mark_file.remove();
+        self.conf_file.remove();
     }
 }

@@ -58,13 +58,13 @@ impl EntryIndex {
         let end_offset = self.end_offset(self.last_index());
         self.entries.push(EntryMeta { term, end_offset });
         let mark = Mark { index: self.last_index(), term, kind };
-        self.marks.push(mark);
+        self.marks.push(mark.clone());
         mark
     }
 
     /// The zero-width entry at `index`, if it is one.
     pub fn mark(&self, index: u64) -> Option<MarkKind> {
-        self.marks.binary_search_by_key(&index, |m| m.index).ok().map(|i| self.marks[i].kind)
+        self.marks.binary_search_by_key(&index, |m| m.index).ok().map(|i| self.marks[i].kind.clone())
     }
 
     pub fn marks(&self) -> &[Mark] {

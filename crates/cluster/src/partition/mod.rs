@@ -10,13 +10,14 @@
 
 mod group;
 mod hard_state;
+mod conf_file;
 mod index;
 mod marks;
 mod storage;
 
 use std::error::Error;
 
-pub use group::{Election, GroupSpec, PartitionGroup};
+pub use group::{Election, GroupSpec, PartitionGroup, ReassignStep};
 
 /// What a partition's Raft group needs of the partition it replicates.
 /// Called only from the Raft thread, so calls never interleave.
@@ -43,6 +44,10 @@ pub trait ReplicaLog: Send + Sync {
     /// A committed DeleteRecords: readers see nothing below `offset`. The
     /// segments stay (Raft may still need them) until snapshots exist.
     fn set_log_start(&self, offset: i64);
+    /// This broker no longer holds a replica (its replicas moved): drops
+    /// every batch and the committed state, so a later return starts from
+    /// an empty log, durably.
+    fn clear(&self) -> Result<(), ReplicaError>;
 }
 
 /// One batch of the log as the entry index needs it.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_log::batch::BatchHeader;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::index::EntryIndex;
@@ -24,14 +24,22 @@ pub struct ReplicaStorage {
 
 impl ReplicaStorage {
     /// A zero-width entry as raft-rs knows it: empty for a leader change,
-    /// the new log start in `context` + `data` for DeleteRecords.
+    /// the new log start in `context` + `data` for DeleteRecords, a
+    /// membership change as raft-rs wrote it.
     fn mark_entry(&self, index: u64) -> Entry {
         let mut e = Entry::default();
         e.index = index;
         e.term = self.index.term(index).expect("a mark is below the last index");
-        if let Some(MarkKind::LogStart(offset)) = self.index.mark(index) {
-            e.context = Bytes::from_static(LOG_START_CONTEXT);
-            e.data = Bytes::copy_from_slice(&offset.to_be_bytes());
+        match self.index.mark(index) {
+            Some(MarkKind::LogStart(offset)) => {
+                e.context = Bytes::from_static(LOG_START_CONTEXT);
+                e.data = Bytes::copy_from_slice(&offset.to_be_bytes());
+            }
+            Some(MarkKind::ConfChange(change)) => {
+                e.set_entry_type(EntryType::EntryConfChangeV2);
+                e.data = Bytes::copy_from_slice(&change);
+            }
+            Some(MarkKind::LeaderChange) | None => {}
         }
         e
     }

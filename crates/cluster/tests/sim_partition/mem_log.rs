@@ -242,6 +242,11 @@ impl ReplicaLog for MemLog {
         Ok(())
     }
 
+    fn clear(&self) -> Result<(), ReplicaError> {
+        *self.disk() = Disk::default();
+        Ok(())
+    }
+
     fn truncate(&self, offset: i64) -> Result<(), ReplicaError> {
         let mut d = self.disk();
         if offset < d.high_watermark {

@@ -67,6 +67,10 @@ pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, Box<Respo
         }
         RequestKind::AlterUserScramCredentials(r) if !cluster(ctx, Op::Alter) => Some(alter_users_refused(r).into()),
         RequestKind::ElectLeaders(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::elect::refused(r, CLUSTER).into()),
+        RequestKind::AlterPartitionReassignments(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::reassign::alter_refused(r, CLUSTER).into()),
+        RequestKind::ListPartitionReassignments(_) if !cluster(ctx, Op::Describe) => {
+            Some(ListPartitionReassignmentsResponse::default().with_error_code(CLUSTER).into())
+        }
         _ => None,
     };
     match refused {

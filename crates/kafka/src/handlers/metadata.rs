@@ -143,7 +143,9 @@ async fn handle_cluster(ctx: &Context, cluster: &ferry_cluster::Cluster, req: Me
             .map(|(i, replicas)| {
                 let leader = crate::cluster::leader_of(ctx, cluster, name, i as i32);
                 let (leader_id, epoch) = leader.map_or((-1, -1), |(id, epoch)| (id as i32, epoch));
-                let replica_nodes: Vec<BrokerId> = replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+                // While a move runs, its target and the replicas leaving, as Kafka lists them.
+                let listed = placement.moving.get(&(i as i32)).map_or_else(|| replicas.clone(), ferry_cluster::reassign::Move::all);
+                let replica_nodes: Vec<BrokerId> = listed.iter().map(|r| BrokerId(*r as i32)).collect();
                 let in_sync = crate::cluster::in_sync(cluster, name, i as i32).map_or_else(|| replica_nodes.clone(), |ids| ids.into_iter().map(|r| BrokerId(r as i32)).collect());
                 MetadataResponsePartition::default()
                     .with_error_code(if leader.is_some() { codes::NONE } else { codes::LEADER_NOT_AVAILABLE })

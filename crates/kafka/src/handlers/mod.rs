@@ -13,6 +13,7 @@ mod log_dirs;
 mod metadata;
 mod produce;
 mod quorum;
+pub(crate) mod reassign;
 mod txn;
 mod users;
 
@@ -230,6 +231,8 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             (ApiKey::ElectLeaders, elect::handle(ctx, r, version, &client_id).await.into())
         }
+        RequestKind::AlterPartitionReassignments(r) => (ApiKey::AlterPartitionReassignments, reassign::alter(ctx, r).await.into()),
+        RequestKind::ListPartitionReassignments(r) => (ApiKey::ListPartitionReassignments, reassign::list(ctx, r).into()),
         RequestKind::ListOffsets(r) => (ApiKey::ListOffsets, list_offsets::handle(ctx, r).await.into()),
         RequestKind::OffsetForLeaderEpoch(r) => (ApiKey::OffsetForLeaderEpoch, leader_epoch::handle(ctx, r).into()),
         RequestKind::CreateTopics(r) => (ApiKey::CreateTopics, admin::create_topics(ctx, r, version).await.into()),

@@ -1,0 +1,149 @@
+//! Moving partitions' replicas (AlterPartitionReassignments, KIP-455) on
+//! three real brokers while a producer writes: a one-replica partition
+//! moves to another broker, a two-replica partition swaps one replica for
+//! the third broker. New replicas catch up as Raft learners, the leader
+//! hands over when it is the one leaving, and every acknowledged record is
+//! still at its offset afterwards, with the broker they left SIGKILLed and
+//! the moved replicas restarted. Kafka's refusals come back as Kafka's codes.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_tests::cluster::{admin, create_topic_when_ready, leaders, wait_for_leaders, wait_until};
+use ferry_tests::kafka::{producer, read_partition};
+use ferry_tests::{raw, segment_files, Ferry};
+use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::producer::FutureRecord;
+
+/// Asks `addr` to move `topic`'s partition 0 to `target` (None: cancel);
+/// the partition's error code.
+fn reassign(addr: &str, topic: &str, target: Option<Vec<i32>>) -> i16 {
+    let partition = ReassignablePartition::default().with_partition_index(0).with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()));
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![ReassignableTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition])]);
+    let resp: AlterPartitionReassignmentsResponse = raw::call(addr, ApiKey::AlterPartitionReassignments, 0, &req);
+    assert_eq!(resp.error_code, 0, "top-level error: {:?}", resp.error_message);
+    resp.responses[0].partitions[0].error_code
+}
+
+/// The moves under way as `addr` lists them: (topic, replicas, adding, removing).
+fn moves(addr: &str) -> Vec<(String, Vec<i32>, Vec<i32>, Vec<i32>)> {
+    let resp: ListPartitionReassignmentsResponse = raw::call(addr, ApiKey::ListPartitionReassignments, 0, &ListPartitionReassignmentsRequest::default());
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    resp.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), ids(&p.replicas), ids(&p.adding_replicas), ids(&p.removing_replicas))))
+        .collect()
+}
+
+/// Partition 0's replicas as Metadata lists them.
+fn replicas(bootstrap: &str, topic: &str) -> Vec<i32> {
+    let Ok(md) = admin(bootstrap).inner().fetch_metadata(Some(topic), Duration::from_secs(3)) else { return Vec::new() };
+    md.topics().first().and_then(|t| t.partitions().first()).map(|p| p.replicas().to_vec()).unwrap_or_default()
+}
+
+fn replica_bytes(broker: &Ferry, topic: &str) -> usize {
+    segment_files(&broker.partition_dir(topic, 0)).iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len() as usize)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_move_while_producing_and_nothing_acknowledged_is_lost() {
+    let mut brokers = Ferry::start_cluster(3, &[]);
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let first = brokers[0].bootstrap();
+    create_topic_when_ready(&first, "single", 1, 1).await;
+    create_topic_when_ready(&first, "pair", 1, 2).await;
+    wait_for_leaders(&all, "single", 1);
+    wait_for_leaders(&all, "pair", 1);
+    let single_from = replicas(&all, "single");
+    let pair_from = replicas(&all, "pair");
+    // "single" goes to a broker that holds neither; "pair" swaps its
+    // preferred (leading) replica for the broker it lacks.
+    let single_to = vec![(1..=3).find(|id| *id != single_from[0] && *id != pair_from[0]).expect("a free broker")];
+    let outsider = (1..=3).find(|id| !pair_from.contains(id)).expect("a free broker");
+    let pair_to = vec![outsider, pair_from[1]];
+
+    // Kafka's refusals, before anything moves.
+    assert_eq!(reassign(&first, "single", Some(vec![9])), 39, "an unknown broker: INVALID_REPLICA_ASSIGNMENT");
+    assert_eq!(reassign(&first, "single", Some(vec![1, 1])), 39, "a broker twice: INVALID_REPLICA_ASSIGNMENT");
+    assert_eq!(reassign(&first, "single", None), 85, "cancel without a move: NO_REASSIGNMENT_IN_PROGRESS");
+    assert_eq!(reassign(&first, "missing", Some(vec![1])), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, all) = (stop.clone(), all.clone());
+        tokio::spawn(async move {
+            let p = producer(&all, &[("enable.idempotence", "true"), ("message.timeout.ms", "60000")]);
+            let mut acked: Vec<(&'static str, i64, String)> = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let round: Vec<_> = (i..i + 200)
+                    .map(|n| {
+                        let topic = if n % 2 == 0 { "single" } else { "pair" };
+                        let v = format!("v{n}");
+                        (topic, v.clone(), p.send_result(FutureRecord::<str, str>::to(topic).partition(0).payload(&v)).expect("queued"))
+                    })
+                    .collect();
+                i += 200;
+                for (topic, v, f) in round {
+                    let d = f.await.expect("delivery report").unwrap_or_else(|(e, _)| panic!("{v} to {topic} not delivered: {e}"));
+                    acked.push((topic, d.offset, v));
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reassign(&brokers[2].bootstrap(), "single", Some(single_to.clone())), 0);
+    assert_eq!(reassign(&brokers[1].bootstrap(), "pair", Some(pair_to.clone())), 0);
+    let listed = moves(&first);
+    eprintln!("moves under way: {listed:?}");
+    wait_until("both moves to finish", Duration::from_secs(60), || moves(&first).is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    assert!(acked.len() >= 1_000, "too few records acknowledged: {}", acked.len());
+    assert_eq!(replicas(&all, "single"), single_to);
+    assert_eq!(replicas(&all, "pair"), pair_to);
+    wait_until("the moved partitions led by their new preferred replicas", Duration::from_secs(30), || {
+        leaders(&all, "single") == vec![single_to[0] as i32] && leaders(&all, "pair") == vec![outsider]
+    });
+    // The brokers the replicas left hold none of their data any more.
+    wait_until("the left replicas emptied", Duration::from_secs(10), || {
+        replica_bytes(&brokers[single_from[0] as usize - 1], "single") == 0 && replica_bytes(&brokers[pair_from[0] as usize - 1], "pair") == 0
+    });
+
+    // Kill the broker "pair" left and restart the replicas that moved: the
+    // one-replica group must come back knowing it is now on its new broker.
+    brokers[pair_from[0] as usize - 1].kill9();
+    for id in BTreeSet::from([single_to[0], outsider]) {
+        let b = &mut brokers[id as usize - 1];
+        assert_eq!(b.terminate(), Some(0), "clean shutdown:\n{}", b.log());
+        b.spawn_and_wait();
+    }
+    let live: String = brokers.iter_mut().filter_map(|b| b.is_running().then(|| b.bootstrap())).collect::<Vec<_>>().join(",");
+    wait_for_leaders(&live, "single", 1);
+    wait_for_leaders(&live, "pair", 1);
+    for topic in ["single", "pair"] {
+        let read = read_partition(&live, topic, 0, Duration::from_secs(5));
+        let expected: Vec<_> = acked.iter().filter(|(t, _, _)| *t == topic).collect();
+        for (_, offset, v) in &expected {
+            assert_eq!(read.get(offset), Some(v), "{topic} offset {offset}");
+        }
+        assert_eq!(read.len(), read.values().collect::<BTreeSet<_>>().len(), "{topic}: a value read twice");
+        eprintln!("{topic}: {} acknowledged records all at their offsets after the move", expected.len());
+    }
+    for b in &mut brokers {
+        if b.is_running() {
+            assert_eq!(b.terminate(), Some(0), "clean shutdown:\n{}", b.log());
+        }
+    }
+}
