@@ -194,13 +194,27 @@ fn apply_incremental(mut current: BTreeMap<String, String>, ops: Vec<(String, i8
     Ok(current)
 }
 
+/// Broker configs are static, so no dynamic one is ever set: deleting one
+/// (kafka-reassign-partitions.sh --verify clears the replication throttles)
+/// finds nothing to delete, which Kafka answers with success too.
+fn delete_broker_configs(ctx: &Context, name: &StrBytes) -> (i16, Option<String>) {
+    match crate::acl::checks::configs(ctx, RESOURCE_BROKER, name.as_str(), crate::acl::Op::AlterConfigs) {
+        Some(code) => (code, None),
+        None => (codes::NONE, None),
+    }
+}
+
 pub async fn incremental_alter(ctx: &Context, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
         let ops: Vec<(String, i8, Option<String>)> =
             r.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
-        let build = move |current: BTreeMap<String, String>| apply_incremental(current, ops);
-        let (code, msg) = set_configs(ctx, r.resource_type, &r.resource_name, build, req.validate_only).await;
+        let (code, msg) = if r.resource_type == RESOURCE_BROKER && !ops.is_empty() && ops.iter().all(|(_, op, _)| *op == OP_DELETE) {
+            delete_broker_configs(ctx, &r.resource_name)
+        } else {
+            let build = move |current: BTreeMap<String, String>| apply_incremental(current, ops);
+            set_configs(ctx, r.resource_type, &r.resource_name, build, req.validate_only).await
+        };
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)

@@ -24,6 +24,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.utils.internals.Exit;
 import org.apache.kafka.tools.DeleteRecordsCommand;
 import org.apache.kafka.tools.LeaderElectionCommand;
+import org.apache.kafka.tools.reassign.ReassignPartitionsCommand;
 import org.apache.kafka.tools.LogDirsCommand;
 import org.apache.kafka.tools.MetadataQuorumCommand;
 
@@ -39,6 +40,9 @@ import org.apache.kafka.tools.MetadataQuorumCommand;
  *   <li>kafka-leader-election.sh (LeaderElectionCommand --election-type PREFERRED), for the
  *       topic's partition and for all partitions: exits 0; the partition already has its
  *       preferred leader.
+ *   <li>On a cluster (FERRY_COMPAT_BROKERS=3): kafka-reassign-partitions.sh
+ *       (ReassignPartitionsCommand --execute, then --verify until it reports the move complete)
+ *       moves the partition to another broker; its records are all still there.
  * </ol>
  *
  * <p>Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092).
@@ -97,6 +101,9 @@ public final class KafkaToolsCompat {
             deleteRecords(admin, topic);
             logDirs(topic);
             leaderElection(topic);
+            if (Integer.parseInt(System.getenv().getOrDefault("FERRY_COMPAT_BROKERS", "1")) > 1) {
+                reassign(admin, topic);
+            }
         }
         metadataQuorum();
         OUT.log("OK");
@@ -147,6 +154,48 @@ public final class KafkaToolsCompat {
         runTool("kafka-leader-election", LeaderElectionCommand::main,
             "--bootstrap-server", BOOTSTRAP, "--election-type", "PREFERRED", "--all-topic-partitions");
         OUT.log("leader-election: " + topic + "-0 already has its preferred leader");
+    }
+
+    /** Moves the topic's only replica to another broker and waits until the tool calls it done. */
+    static void reassign(Admin admin, String topic) throws Exception {
+        TopicPartition tp = new TopicPartition(topic, 0);
+        int from = admin.describeTopics(List.of(topic)).allTopicNames().get(15, TimeUnit.SECONDS)
+            .get(topic).partitions().get(0).replicas().get(0).id();
+        int to = from % 3 + 1;
+        Path json = Files.createTempFile("reassign", ".json");
+        Files.writeString(json, "{\"version\":1,\"partitions\":[{\"topic\":\"" + topic
+            + "\",\"partition\":0,\"replicas\":[" + to + "],\"log_dirs\":[\"any\"]}]}");
+        runTool("kafka-reassign-partitions", ReassignPartitionsCommand::main,
+            "--bootstrap-server", BOOTSTRAP, "--reassignment-json-file", json.toString(), "--execute");
+        String verified = "";
+        long deadline = System.currentTimeMillis() + 60_000;
+        while (!verified.contains("Reassignment of partition " + topic + "-0 is completed")) {
+            if (System.currentTimeMillis() > deadline) {
+                OUT.fail("kafka-reassign-partitions --verify never reported " + topic + "-0 completed:\n" + verified);
+            }
+            Thread.sleep(500);
+            verified = runTool("kafka-reassign-partitions", ReassignPartitionsCommand::main,
+                "--bootstrap-server", BOOTSTRAP, "--reassignment-json-file", json.toString(), "--verify");
+        }
+        Files.deleteIfExists(json);
+        List<Integer> now = admin.describeTopics(List.of(topic)).allTopicNames().get(15, TimeUnit.SECONDS)
+            .get(topic).partitions().get(0).replicas().stream().map(n -> n.id()).toList();
+        if (!now.equals(List.of(to))) {
+            OUT.fail("after the move " + topic + "-0 is on " + now + ", want [" + to + "]");
+        }
+        long end = 0;
+        long waitEnd = System.currentTimeMillis() + 30_000;
+        while (end != 100 && System.currentTimeMillis() < waitEnd) {
+            try {
+                end = admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get(5, TimeUnit.SECONDS).offset();
+            } catch (Exception e) {
+                Thread.sleep(300); // the new leader may not be known yet
+            }
+        }
+        if (end != 100) {
+            OUT.fail("after the move " + topic + "-0 ends at " + end + ", want 100");
+        }
+        OUT.log("reassign-partitions: " + topic + "-0 moved from broker " + from + " to " + to + ", all 100 records there");
     }
 
     static void logDirs(String topic) throws Exception {
