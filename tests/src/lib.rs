@@ -2,7 +2,7 @@
 //! for talking to it with rdkafka and with raw Kafka frames.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,8 +28,10 @@ pub fn ferry_bin() -> PathBuf {
     panic!("no ferry binary: run `cargo build --release -p ferry` first or set FERRY_BIN");
 }
 
+/// A free loopback port for a broker, below the ephemeral range (see
+/// `ferry_verify::ports`), so a broker killed and restarted gets it back.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    ferry_verify::ports::listen_port().expect("a free port")
 }
 
 /// A running broker process with its own data directory.

@@ -147,3 +147,63 @@ async fn replicas_move_while_producing_and_nothing_acknowledged_is_lost() {
         }
     }
 }
+
+/// A three-replica partition shrinks to the two replicas that do not lead
+/// it, and its leader is SIGKILLed as the move starts: the others finish
+/// the move, the producer goes on, and the killed broker, restarted, holds
+/// no replica and none of the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_finishes_when_its_leader_is_killed_midway() {
+    let mut brokers = Ferry::start_cluster(3, &[]);
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    create_topic_when_ready(&brokers[0].bootstrap(), "shrink", 1, 3).await;
+    let leader = wait_for_leaders(&all, "shrink", 1)[0];
+    let target: Vec<i32> = replicas(&all, "shrink").into_iter().filter(|r| *r != leader).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, all) = (stop.clone(), all.clone());
+        tokio::spawn(async move {
+            let p = producer(&all, &[("enable.idempotence", "true"), ("message.timeout.ms", "60000")]);
+            let mut acked = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let round: Vec<_> = (i..i + 200)
+                    .map(|n| {
+                        let v = format!("v{n}");
+                        (v.clone(), p.send_result(FutureRecord::<str, str>::to("shrink").partition(0).payload(&v)).expect("queued"))
+                    })
+                    .collect();
+                i += 200;
+                for (v, f) in round {
+                    let d = f.await.expect("delivery report").unwrap_or_else(|(e, _)| panic!("{v} not delivered: {e}"));
+                    acked.push((d.offset, v));
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked_at = target[0] as usize - 1;
+    assert_eq!(reassign(&brokers[asked_at].bootstrap(), "shrink", Some(target.clone())), 0);
+    brokers[leader as usize - 1].kill9();
+    let survivor = brokers[asked_at].bootstrap();
+    wait_until("the move to finish without its first leader", Duration::from_secs(60), || moves(&survivor).is_empty());
+    assert_eq!(replicas(&survivor, "shrink"), target);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    assert!(acked.len() >= 1_000, "too few records acknowledged: {}", acked.len());
+
+    let killed = &mut brokers[leader as usize - 1];
+    killed.spawn_and_wait();
+    wait_until("the restarted broker to drop the replica it lost", Duration::from_secs(20), || replica_bytes(killed, "shrink") == 0);
+    let read = read_partition(&all, "shrink", 0, Duration::from_secs(5));
+    for (offset, v) in &acked {
+        assert_eq!(read.get(offset), Some(v), "offset {offset}");
+    }
+    assert_eq!(read.len(), read.values().collect::<BTreeSet<_>>().len(), "a value read twice");
+    eprintln!("{} acknowledged records at their offsets; replicas now {target:?}", acked.len());
+    for b in &mut brokers {
+        assert_eq!(b.terminate(), Some(0), "clean shutdown:\n{}", b.log());
+    }
+}

@@ -79,15 +79,16 @@ impl Replicas {
         for index in 0..topic.partition_count() {
             let Some(set) = state.replica_set(name, index) else { continue };
             let group = set.group;
-            if !set.replicas.contains(&me) {
-                if opened.remove(&group) {
-                    if let Err(e) = cluster.leave_group(group) {
-                        warn!(topic = %name, partition = index, error = %e, "cannot stop a replica that moved away");
-                    }
-                }
+            let state_path = dir.join(format!("{group}.raft"));
+            let mine = set.replicas.contains(&me);
+            if !mine && opened.remove(&group) {
+                leave(cluster, name, index, group);
                 continue;
             }
-            if opened.contains(&group) {
+            // A replica this broker held before it restarted, moved off
+            // while it was away: opened only to be left, which empties it.
+            let stale = !mine && state_path.exists();
+            if (!mine && !stale) || opened.contains(&group) {
                 continue;
             }
             let Some(partition) = topic.partition(index) else { continue };
@@ -96,14 +97,21 @@ impl Replicas {
                 continue;
             }
             let log = Arc::new(ReplicaAdapter { engine: engine.clone(), partition });
-            let spec = GroupSpec { group, voters: set.first_voters, preferred: set.preferred, state_path: dir.join(format!("{group}.raft")), log };
+            let spec = GroupSpec { group, voters: set.first_voters, preferred: set.preferred, state_path, log };
             match cluster.open_group(spec) {
+                Ok(()) if stale => leave(cluster, name, index, group),
                 Ok(()) => {
                     opened.insert(group);
                 }
                 Err(e) => warn!(topic = %name, partition = index, error = %e, "cannot start the partition replica"),
             }
         }
+    }
+}
+
+fn leave(cluster: &Cluster, topic: &str, partition: i32, group: u64) {
+    if let Err(e) = cluster.leave_group(group) {
+        warn!(topic = %topic, partition, error = %e, "cannot stop a replica that moved away");
     }
 }
 

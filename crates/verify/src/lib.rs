@@ -5,6 +5,7 @@
 pub mod checker;
 pub mod history;
 pub mod netlab;
+pub mod ports;
 
 pub use checker::{check, Promise, Report};
 pub use history::{parse_lines, Event, TxnOutcome};

@@ -189,8 +189,6 @@ impl Fleet {
         let lab = if isolated { Some(NetLab::new(n).context("partition faults need network namespaces (run as root)")?) } else { None };
         let mut brokers = Vec::new();
         let mut raft_addrs = Vec::new();
-        // Held until every port is chosen, so no two brokers get the same one.
-        let mut reserved = Vec::new();
         for i in 1..=n {
             let sub = if n == 1 { dir.to_path_buf() } else { dir.join(format!("broker{i}")) };
             std::fs::create_dir_all(&sub)?;
@@ -202,8 +200,8 @@ impl Fleet {
                     b
                 }
                 None => {
-                    raft_addrs.push(format!("127.0.0.1:{}", reserve_port(&mut reserved)?));
-                    Broker::new(bin.clone(), &sub, "127.0.0.1".into(), reserve_port(&mut reserved)?)
+                    raft_addrs.push(format!("127.0.0.1:{}", ferry_verify::ports::listen_port()?));
+                    Broker::new(bin.clone(), &sub, "127.0.0.1".into(), ferry_verify::ports::listen_port()?)
                 }
             };
             brokers.push(b);
@@ -215,7 +213,6 @@ impl Fleet {
                 b.extra_args = ["--node-id", &node_id, "--cluster-listen", &raft_addrs[i], "--cluster-voters", &voters].map(String::from).to_vec();
             }
         }
-        drop(reserved);
         let mut fleet = Fleet { brokers, lab };
         for b in &mut fleet.brokers {
             b.spawn()?;
@@ -247,10 +244,4 @@ impl Fleet {
     }
 }
 
-/// A free loopback port, kept bound in `reserved` until the caller drops it.
-fn reserve_port(reserved: &mut Vec<std::net::TcpListener>) -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    reserved.push(listener);
-    Ok(port)
-}
+
