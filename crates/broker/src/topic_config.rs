@@ -62,7 +62,7 @@ pub const TOPIC_CONFIGS: &[ConfigSpec] = &[
     ConfigSpec { name: "message.timestamp.before.max.ms", default: "9223372036854775807", doc: "A CreateTime record more than this far behind the broker's clock is refused (INVALID_TIMESTAMP)." },
     ConfigSpec { name: "min.cleanable.dirty.ratio", default: "0.5", doc: "The cleaner compacts a log once this share of its cleanable bytes has not been cleaned yet (0 to 1)." },
     ConfigSpec { name: "min.compaction.lag.ms", default: "0", doc: "Records younger than this are never compacted." },
-    ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Single node: only 1." },
+    ConfigSpec { name: "min.insync.replicas", default: "1", doc: "Accepted (at least 1); acks=all waits for a majority of the replicas." },
     ConfigSpec { name: "retention.bytes", default: "-1", doc: "Delete oldest segments past this size; bounds memory topics." },
     ConfigSpec { name: "retention.ms", default: "604800000", doc: "Delete segments older than this; -1 keeps forever." },
     ConfigSpec { name: "segment.bytes", default: "1073741824", doc: "Roll a new segment past this size." },
@@ -183,15 +183,10 @@ impl TopicConfig {
                     }
                 };
             }
+            // Kafka's bound (at least 1); a Raft majority of the replicas is
+            // what acks=all waits for, whatever the value.
             "min.insync.replicas" => {
-                let supported = "1";
-                if value != supported {
-                    return Err(EngineError::InvalidConfig {
-                        name: name.into(),
-                        value: value.into(),
-                        reason: format!("only `{supported}` is supported"),
-                    });
-                }
+                parse_num(name, value, 1i32)?;
             }
             "ferry.storage" => {
                 self.storage = match value {
@@ -283,6 +278,10 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("ferry.storage".to_string(), "memory".to_string());
         assert_eq!(TopicConfig::from_overrides(m).unwrap().storage, StorageKind::Memory);
+        // Kafka's bound; a majority is what holds (benchmarks set 2).
+        assert!(with(&[("min.insync.replicas", "2")]).is_ok());
+        assert!(with(&[("min.insync.replicas", "0")]).is_err());
+        assert!(with(&[("min.insync.replicas", "two")]).is_err());
     }
 
     fn with(pairs: &[(&str, &str)]) -> EngineResult<TopicConfig> {
