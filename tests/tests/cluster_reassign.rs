@@ -50,6 +50,35 @@ fn replicas(bootstrap: &str, topic: &str) -> Vec<i32> {
     md.topics().first().and_then(|t| t.partitions().first()).map(|p| p.replicas().to_vec()).unwrap_or_default()
 }
 
+/// An idempotent producer writing to partition 0 of each topic in turn
+/// until told to stop; what it acknowledged: (topic, offset, value).
+type Writer = tokio::task::JoinHandle<Vec<(&'static str, i64, String)>>;
+
+fn spawn_writer(bootstrap: &str, topics: &'static [&'static str]) -> (Arc<AtomicBool>, Writer) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stopped, bootstrap) = (stop.clone(), bootstrap.to_string());
+    let writer = tokio::spawn(async move {
+        let p = producer(&bootstrap, &[("enable.idempotence", "true"), ("message.timeout.ms", "60000")]);
+        let mut acked = Vec::new();
+        let mut i = 0usize;
+        while !stopped.load(Ordering::Relaxed) {
+            let round: Vec<_> = (i..i + 200)
+                .map(|n| {
+                    let (topic, v) = (topics[n % topics.len()], format!("v{n}"));
+                    (topic, v.clone(), p.send_result(FutureRecord::<str, str>::to(topic).partition(0).payload(&v)).expect("queued"))
+                })
+                .collect();
+            i += 200;
+            for (topic, v, f) in round {
+                let d = f.await.expect("delivery report").unwrap_or_else(|(e, _)| panic!("{v} to {topic} not delivered: {e}"));
+                acked.push((topic, d.offset, v));
+            }
+        }
+        acked
+    });
+    (stop, writer)
+}
+
 fn replica_bytes(broker: &Ferry, topic: &str) -> usize {
     segment_files(&broker.partition_dir(topic, 0)).iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len() as usize)).sum()
 }
@@ -77,30 +106,7 @@ async fn replicas_move_while_producing_and_nothing_acknowledged_is_lost() {
     assert_eq!(reassign(&first, "single", None), 85, "cancel without a move: NO_REASSIGNMENT_IN_PROGRESS");
     assert_eq!(reassign(&first, "missing", Some(vec![1])), 3, "UNKNOWN_TOPIC_OR_PARTITION");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, all) = (stop.clone(), all.clone());
-        tokio::spawn(async move {
-            let p = producer(&all, &[("enable.idempotence", "true"), ("message.timeout.ms", "60000")]);
-            let mut acked: Vec<(&'static str, i64, String)> = Vec::new();
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let round: Vec<_> = (i..i + 200)
-                    .map(|n| {
-                        let topic = if n % 2 == 0 { "single" } else { "pair" };
-                        let v = format!("v{n}");
-                        (topic, v.clone(), p.send_result(FutureRecord::<str, str>::to(topic).partition(0).payload(&v)).expect("queued"))
-                    })
-                    .collect();
-                i += 200;
-                for (topic, v, f) in round {
-                    let d = f.await.expect("delivery report").unwrap_or_else(|(e, _)| panic!("{v} to {topic} not delivered: {e}"));
-                    acked.push((topic, d.offset, v));
-                }
-            }
-            acked
-        })
-    };
+    let (stop, writer) = spawn_writer(&all, &["single", "pair"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(reassign(&brokers[2].bootstrap(), "single", Some(single_to.clone())), 0);
     assert_eq!(reassign(&brokers[1].bootstrap(), "pair", Some(pair_to.clone())), 0);
@@ -159,29 +165,7 @@ async fn a_move_finishes_when_its_leader_is_killed_midway() {
     create_topic_when_ready(&brokers[0].bootstrap(), "shrink", 1, 3).await;
     let leader = wait_for_leaders(&all, "shrink", 1)[0];
     let target: Vec<i32> = replicas(&all, "shrink").into_iter().filter(|r| *r != leader).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, all) = (stop.clone(), all.clone());
-        tokio::spawn(async move {
-            let p = producer(&all, &[("enable.idempotence", "true"), ("message.timeout.ms", "60000")]);
-            let mut acked = Vec::new();
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let round: Vec<_> = (i..i + 200)
-                    .map(|n| {
-                        let v = format!("v{n}");
-                        (v.clone(), p.send_result(FutureRecord::<str, str>::to("shrink").partition(0).payload(&v)).expect("queued"))
-                    })
-                    .collect();
-                i += 200;
-                for (v, f) in round {
-                    let d = f.await.expect("delivery report").unwrap_or_else(|(e, _)| panic!("{v} not delivered: {e}"));
-                    acked.push((d.offset, v));
-                }
-            }
-            acked
-        })
-    };
+    let (stop, writer) = spawn_writer(&all, &["shrink"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked_at = target[0] as usize - 1;
     assert_eq!(reassign(&brokers[asked_at].bootstrap(), "shrink", Some(target.clone())), 0);
@@ -198,7 +182,7 @@ async fn a_move_finishes_when_its_leader_is_killed_midway() {
     killed.spawn_and_wait();
     wait_until("the restarted broker to drop the replica it lost", Duration::from_secs(20), || replica_bytes(killed, "shrink") == 0);
     let read = read_partition(&all, "shrink", 0, Duration::from_secs(5));
-    for (offset, v) in &acked {
+    for (_, offset, v) in &acked {
         assert_eq!(read.get(offset), Some(v), "offset {offset}");
     }
     assert_eq!(read.len(), read.values().collect::<BTreeSet<_>>().len(), "a value read twice");
