@@ -40,6 +40,11 @@ KAFKA_VERSION = "4.4.0"
 # The same producer settings for every Kafka-protocol broker (Java tools).
 JAVA_PRODUCER_PROPS = ["linger.ms=5", "batch.size=262144", "buffer.memory=134217728", "compression.type=none"]
 
+# How a Kafka broker's JVM is started: kafka-server-start.sh's defaults (1 GiB heap, G1).
+KAFKA_JVM_OPTS = ["-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                  "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+                  "-Djava.awt.headless=true"]
+
 JAVA_TIMEOUT = 150  # seconds per Java tool run; a broker slower than this gets "timeout" in that cell
 started_pids = []  # every process we start, to stop it by PID on exit
 
@@ -236,10 +241,7 @@ class Kafka(Broker):
                                  capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise RuntimeError(f"kafka storage format failed: {fmt.stdout}{fmt.stderr}")
-        # kafka-server-start.sh's defaults: 1 GiB heap, G1.
-        cmd = ["java", "-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
-               "-cp", cp, "kafka.Kafka", str(props)]
+        cmd = ["java"] + KAFKA_JVM_OPTS + ["-cp", cp, "kafka.Kafka", str(props)]
         self.launch(cmd, timeout=120)
         # The listener opens before the broker is ready; wait for Metadata to list it.
         time.sleep(3)
