@@ -1,9 +1,11 @@
 //! What one broker reads from another and from its own metadata log:
-//! arbitrary bytes as a cluster frame (header and body) and as the file
-//! `metadata.wal` opened at start. Both must answer Ok or Err, never panic;
-//! a recovered log must reopen to the same entries.
+//! arbitrary bytes as a cluster frame (header and body), as the file
+//! `metadata.wal` opened at start, and as a partition group's marks,
+//! membership and hard-state files. Each must answer Ok or Err, never
+//! panic; a recovered log must reopen to the same entries.
 #![no_main]
 
+use ferry_cluster::partition::state_files::{ConfFile, HardStateFile, MarkFile};
 use ferry_cluster::{wal::Wal, wire};
 use libfuzzer_sys::fuzz_target;
 
@@ -20,4 +22,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(first.entries, again.entries);
         assert_eq!(first.hard_state, again.hard_state);
     }
+
+    let group = dir.path().join("7.raft");
+    std::fs::write(dir.path().join("7.marks"), data).expect("write");
+    std::fs::write(dir.path().join("7.conf"), data).expect("write");
+    std::fs::write(&group, data).expect("write");
+    if let Ok(marks) = MarkFile::new(dir.path().join("7.marks")).load() {
+        assert!(marks.windows(2).all(|w| w[0].index < w[1].index), "marks come in index order");
+    }
+    let _ = ConfFile::new(dir.path().join("7.conf")).load();
+    let _ = HardStateFile::new(group).load();
 });

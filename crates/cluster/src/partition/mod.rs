@@ -19,6 +19,15 @@ use std::error::Error;
 
 pub use group::{Election, GroupSpec, PartitionGroup, ReassignStep};
 
+/// The readers of a group's small state files (marks, membership, hard
+/// state), for the fuzz targets: bytes on disk are input too.
+#[doc(hidden)]
+pub mod state_files {
+    pub use super::conf_file::ConfFile;
+    pub use super::hard_state::HardStateFile;
+    pub use super::marks::MarkFile;
+}
+
 /// What a partition's Raft group needs of the partition it replicates.
 /// Called only from the Raft thread, so calls never interleave.
 pub trait ReplicaLog: Send + Sync {
