@@ -13,20 +13,12 @@ PEERS=$ROOT/bench/.peers
 mkdir -p "$PEERS"
 
 say() { echo "[peers-cluster] $*" >&2; }
+source bench/peers/install.sh
 
 need=()
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need+=(maven)
-if ((${#need[@]})); then
-  say "apt-get install ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-if [ ! -f "$PEERS/kafka/libs/kafka_2.13-4.4.0.jar" ] || [ ! -f "$PEERS/kafka/libs/kafka-tools-4.4.0.jar" ]; then
-  say "fetching Kafka 4.4.0 jars"
-  mvn -q -B -f bench/peers/kafka/pom.xml dependency:copy-dependencies \
-    -DoutputDirectory="$PEERS/kafka/libs" -DincludeScope=runtime
-fi
+if ((${#need[@]})); then apt_install "${need[@]}"; fi
+fetch_kafka
 
 exec /usr/bin/python3 bench/peers/cluster.py "$@"

@@ -14,23 +14,13 @@ mkdir -p "$PEERS/bin"
 
 say() { echo "[peers] $*" >&2; }
 
+source bench/peers/install.sh
+
 # 1. Debian packages: the non-Kafka peers, iperf3 for loopback, matplotlib for the chart.
-need=()
-for p in nats-server rabbitmq-server redis-server iperf3 python3-matplotlib; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if ((${#need[@]})); then
-  say "apt-get install ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install nats-server rabbitmq-server redis-server iperf3 python3-matplotlib
 
 # 2. Apache Kafka 4.4.0 (broker, storage tool, perf tools) from Maven Central.
-if [ ! -f "$PEERS/kafka/libs/kafka_2.13-4.4.0.jar" ] || [ ! -f "$PEERS/kafka/libs/kafka-tools-4.4.0.jar" ]; then
-  say "fetching Kafka 4.4.0 jars"
-  mvn -q -B -f bench/peers/kafka/pom.xml dependency:copy-dependencies \
-    -DoutputDirectory="$PEERS/kafka/libs" -DincludeScope=runtime
-fi
+fetch_kafka
 
 # 3. nisshi (formerly tansu) from crates.io. 0.8.1 needs rustc >= 1.96 (its
 #    rama dependency), so use a nightly toolchain when stable is older.
