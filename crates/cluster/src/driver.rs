@@ -311,13 +311,15 @@ impl Driver {
     fn drive_reassignments(&mut self) {
         let state = self.node.state();
         let mut done = Vec::new();
-        for (id, g) in self.groups.iter_mut() {
-            let Some(m) = state.move_of(*id) else { continue };
+        // Moves are few: walk them, not every group this broker runs.
+        let moves = state.topics.values().flat_map(|t| t.moving.iter().filter_map(|(p, m)| Some((*t.groups.get(*p as usize)?, m))));
+        for (id, m) in moves {
+            let Some(g) = self.groups.get_mut(&id) else { continue };
             if let Some(first) = m.target.first() {
                 g.set_preferred(*first);
             }
             if g.reassign(&m.target) == ReassignStep::Done {
-                done.push((*id, m.target.clone()));
+                done.push((id, m.target.clone()));
             }
         }
         for (group, replicas) in done {

@@ -38,7 +38,7 @@ pub async fn register(cluster: Arc<Cluster>, host: String, port: i32) {
 pub async fn reconcile_topics(engine: Arc<Engine>, cluster: Arc<Cluster>) {
     let mut rx = cluster.watch_state();
     let mut seen: BTreeMap<String, Uuid> = BTreeMap::new();
-    let mut replicas = Replicas { opened: BTreeMap::new() };
+    let mut replicas = Replicas { opened: BTreeMap::new(), examined: BTreeSet::new() };
     loop {
         let state = rx.borrow_and_update().clone();
         reconcile(&engine, &state, &mut seen, &cluster, &mut replicas).await;
@@ -51,6 +51,9 @@ pub async fn reconcile_topics(engine: Arc<Engine>, cluster: Arc<Cluster>) {
 /// The partition groups this broker runs, by topic.
 struct Replicas {
     opened: BTreeMap<String, BTreeSet<u64>>,
+    /// Groups already looked at once: only then can a replica this broker
+    /// lost while it was away be found on disk.
+    examined: BTreeSet<u64>,
 }
 
 impl Replicas {
@@ -76,6 +79,7 @@ impl Replicas {
             return;
         }
         let opened = self.opened.entry(name.to_string()).or_default();
+        let examined = &mut self.examined;
         for index in 0..topic.partition_count() {
             let Some(set) = state.replica_set(name, index) else { continue };
             let group = set.group;
@@ -87,7 +91,8 @@ impl Replicas {
             }
             // A replica this broker held before it restarted, moved off
             // while it was away: opened only to be left, which empties it.
-            let stale = !mine && state_path.exists();
+            let first_look = examined.insert(group);
+            let stale = !mine && first_look && state_path.exists();
             if (!mine && !stale) || opened.contains(&group) {
                 continue;
             }
