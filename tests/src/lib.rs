@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cluster;
 pub mod netns;
 pub mod raw;
+pub mod reassign;
 
 /// Path of the binary under test: `FERRY_BIN`, else the workspace's release
 /// build, else its debug build.
@@ -98,6 +99,19 @@ impl Ferry {
             b.wait_listening();
         }
         brokers
+    }
+
+    /// A broker outside `cluster`'s voters (Kafka: a broker that is not a
+    /// controller), started to join it as node `node_id`.
+    pub fn join_cluster(cluster: &[Ferry], node_id: u64, args: &[&str]) -> Ferry {
+        let at = cluster[0].extra_args.iter().position(|a| a == "--cluster-voters").expect("a cluster member");
+        let voters = cluster[0].extra_args[at + 1].clone();
+        let (node_id, cluster_listen) = (node_id.to_string(), format!("127.0.0.1:{}", free_port()));
+        let mut all = vec!["--node-id", &node_id, "--cluster-listen", &cluster_listen, "--cluster-voters", &voters];
+        all.extend_from_slice(args);
+        let mut broker = Ferry::unstarted(free_port(), &all, &[]);
+        broker.spawn_and_wait();
+        broker
     }
 
     /// Is the process still running?

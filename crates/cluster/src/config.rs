@@ -92,17 +92,33 @@ impl ClusterConfig {
     }
 
     pub fn validate(&self) -> Result<(), ClusterError> {
-        if !self.voters.iter().any(|v| v.id == self.node_id) {
-            return Err(ClusterError::Config(format!(
-                "--node-id {} is not among --cluster-voters ({})",
-                self.node_id,
-                self.voters.iter().map(|v| format!("{}@{}", v.id, v.addr)).collect::<Vec<_>>().join(",")
-            )));
-        }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(ClusterError::Config("election ticks must exceed heartbeat ticks".into()));
         }
+        if self.listen.ip().is_unspecified() && !self.is_voter() {
+            // A joining broker tells the others where to reach it; a
+            // wildcard address reaches nobody.
+            return Err(ClusterError::Config(format!(
+                "--cluster-listen {} is a wildcard address; a broker outside --cluster-voters must listen on the address the others reach it at",
+                self.listen
+            )));
+        }
         Ok(())
+    }
+
+    /// Is this broker one of the metadata group's voters? A broker outside
+    /// `--cluster-voters` joins the cluster as an observer (Kafka: a broker
+    /// that is not a controller), a learner of the metadata group.
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|v| v.id == self.node_id)
+    }
+
+    /// The address this broker gives the others to reach it at.
+    pub fn advertised_addr(&self) -> String {
+        match self.voters.iter().find(|v| v.id == self.node_id) {
+            Some(me) => me.addr.clone(),
+            None => self.listen.to_string(),
+        }
     }
 
     pub fn voter_ids(&self) -> Vec<u64> {

@@ -47,6 +47,9 @@ struct LeaderReport {
 
 pub enum Input {
     Raft { group: u64, msg: Message },
+    /// A peer connected and said where it listens (a broker joining, or
+    /// one restarted at another address).
+    PeerHello { node_id: u64, addr: String },
     Propose { command: Command, reply: Reply },
     /// Starts this broker's replica of a partition (nothing if it runs).
     OpenGroup(GroupSpec),
@@ -85,6 +88,8 @@ pub struct QuorumInfo {
     pub commit_index: u64,
     pub is_leader: bool,
     pub voters: Vec<VoterInfo>,
+    /// Brokers that joined as learners (Kafka's observers).
+    pub observers: Vec<VoterInfo>,
 }
 
 pub struct Driver {
@@ -103,6 +108,9 @@ pub struct Driver {
     reports: Vec<LeaderReport>,
     /// Groups whose last report failed, and when to make it again.
     report_retry_at: HashMap<u64, Instant>,
+    /// Brokers outside the voters that said hello and are not members of
+    /// the metadata group yet; the leader admits them (`admit_joiners`).
+    joiners: HashMap<u64, String>,
     logger: slog::Logger,
 }
 
@@ -137,6 +145,7 @@ impl Driver {
             statuses,
             reports: Vec::new(),
             report_retry_at: HashMap::new(),
+            joiners: HashMap::new(),
             logger,
         }
     }
@@ -172,6 +181,7 @@ impl Driver {
                 }
                 if ticks.is_multiple_of(REASSIGN_CHECK_TICKS) {
                     self.drive_reassignments();
+                    self.admit_joiners();
                 }
                 if ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS) {
                     for g in self.groups.values_mut() {
@@ -192,6 +202,7 @@ impl Driver {
             self.report_leaders();
             self.publish_group_statuses();
             if self.node.take_state_changed() {
+                self.connect_registered_brokers();
                 self.state_tx.send_replace(Arc::new(self.node.state().clone()));
             }
             self.publish_status();
@@ -231,6 +242,7 @@ impl Driver {
                 // closed: the sender retransmits.
                 None => tracing::debug!(group, "message for a raft group this broker does not run"),
             },
+            Input::PeerHello { node_id, addr } => self.peer_hello(node_id, addr),
             Input::Propose { command, reply } => self.node.propose(command, reply),
             Input::OpenGroup(spec) => self.open_group(spec),
             Input::CloseGroup { group } => {
@@ -302,6 +314,49 @@ impl Driver {
         for id in failed {
             self.groups.remove(&id);
             self.statuses.write().remove(&id);
+        }
+    }
+
+    /// A voter's address is the configuration's; any other broker is dialed
+    /// back where it says it listens, and is a joiner until it is a member.
+    fn peer_hello(&mut self, node_id: u64, addr: String) {
+        if self.config.voters.iter().any(|v| v.id == node_id) {
+            return;
+        }
+        self.transport.add_peer(node_id, &addr);
+        if !self.node.is_member(node_id) && (self.joiners.contains_key(&node_id) || self.joiners.len() < crate::transport::MAX_PEERS) {
+            info!(node_id, %addr, "a broker asks to join the cluster");
+            self.joiners.insert(node_id, addr);
+        }
+    }
+
+    /// Leader: the next joiner becomes a learner of the metadata group, so
+    /// it receives the whole metadata log and can register. One membership
+    /// change at a time (raft-rs drops a second one while one is pending).
+    fn admit_joiners(&mut self) {
+        let node = &self.node;
+        self.joiners.retain(|id, _| !node.is_member(*id));
+        if !self.node.is_leader() {
+            return;
+        }
+        if let Some(id) = self.joiners.keys().min().copied() {
+            match self.node.propose_join(id) {
+                Ok(()) => info!(node_id = id, "proposed: broker joins the metadata group as a learner"),
+                Err(e) => warn!(node_id = id, error = %e, "cannot admit a joining broker yet"),
+            }
+        }
+    }
+
+    /// Every registered broker outside the voters is a peer: partition
+    /// groups place replicas on it, and any broker may lead those.
+    fn connect_registered_brokers(&mut self) {
+        let state = self.node.state();
+        for (id, b) in &state.brokers {
+            if let Some(addr) = &b.cluster_addr {
+                if !self.config.voters.iter().any(|v| v.id == *id) {
+                    self.transport.add_peer(*id, addr);
+                }
+            }
         }
     }
 
@@ -445,7 +500,17 @@ impl Driver {
                 VoterInfo { id, log_end: matched, last_contact_ms: wall_ms(last_heard), caught_up_ms: wall_ms(self.caught_up.get(&id)) }
             })
             .collect();
-        QuorumInfo { leader_id: raft.leader_id, term: raft.term, commit_index: raft.raft_log.committed, is_leader, voters }
+        let observers = self
+            .node
+            .state()
+            .observers
+            .iter()
+            .map(|id| {
+                let matched = if is_leader { raft.prs().get(*id).map(|p| p.matched as i64).unwrap_or(-1) } else { -1 };
+                VoterInfo { id: *id, log_end: matched, last_contact_ms: wall_ms(self.node.last_heard.get(id)), caught_up_ms: -1 }
+            })
+            .collect();
+        QuorumInfo { leader_id: raft.leader_id, term: raft.term, commit_index: raft.raft_log.committed, is_leader, voters, observers }
     }
 
     fn publish_status(&mut self) {

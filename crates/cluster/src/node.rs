@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use raft::eraftpb::{Entry, EntryType, HardState, Message};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState, Message};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::error::ClusterError;
 use crate::state::{Applied, ClusterState, Command};
@@ -100,7 +101,10 @@ pub struct MetadataNode<S: LogStore> {
 impl<S: LogStore> MetadataNode<S> {
     /// A member restarted from what its store recovered (nothing, the first time).
     pub fn open(options: NodeOptions, store: S, recovered: Recovered, logger: &slog::Logger) -> Result<MetadataNode<S>, ClusterError> {
-        let storage = MemStorage::new_with_conf_state((options.voters.clone(), vec![]));
+        // A broker outside the voters starts as a learner of its own; the
+        // leader adds it when it asks to join (see `propose_join`).
+        let learners = if options.voters.contains(&options.node_id) { vec![] } else { vec![options.node_id] };
+        let storage = MemStorage::new_with_conf_state((options.voters.clone(), learners));
         {
             let mut core = storage.wl();
             core.append(&recovered.entries).map_err(|e| ClusterError::Storage(e.to_string()))?;
@@ -163,6 +167,22 @@ impl<S: LogStore> MetadataNode<S> {
 
     pub fn tick(&mut self) {
         self.raw.tick();
+    }
+
+    /// Is `id` a voter or learner of the metadata group, as last applied?
+    pub fn is_member(&self, id: u64) -> bool {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        conf.voters.contains(&id) || conf.learners.contains(&id)
+    }
+
+    /// Leader: proposes that broker `id`, outside the voters, join the
+    /// metadata group as a learner. raft-rs drops it while another
+    /// membership change is pending; the caller asks again later.
+    pub fn propose_join(&mut self, id: u64) -> Result<(), ClusterError> {
+        let mut change = ConfChange::default();
+        change.set_change_type(ConfChangeType::AddLearnerNode);
+        change.node_id = id;
+        self.raw.propose_conf_change(Vec::new(), change).map_err(|e| ClusterError::NoLeader(format!("membership change refused: {e}")))
     }
 
     pub fn step(&mut self, msg: Message) -> Result<(), ClusterError> {
@@ -261,8 +281,12 @@ impl<S: LogStore> MetadataNode<S> {
                 h.push((entry.index, entry.term, entry.data.to_vec()));
             }
             self.state_changed = true;
+            if entry.get_entry_type() == EntryType::EntryConfChange {
+                self.apply_conf_change(&entry);
+                continue;
+            }
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
-                // A new leader's empty entry; conf changes are not proposed yet.
+                // A new leader's empty entry.
                 self.state.applied_index = entry.index;
                 continue;
             }
@@ -280,6 +304,33 @@ impl<S: LogStore> MetadataNode<S> {
                     let _ = reply.send(result.map_err(ClusterError::from));
                 }
             }
+        }
+    }
+
+    /// A committed membership change (a broker joining as a learner): raft-rs
+    /// switches to it, and the state records the learner so every broker
+    /// knows the members alike.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        self.state.applied_index = entry.index;
+        let change = match ConfChange::parse_from_bytes(&entry.data) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(index = entry.index, error = %e, "metadata membership change cannot be decoded; skipped");
+                return;
+            }
+        };
+        match self.raw.apply_conf_change(&change) {
+            Ok(conf) => {
+                info!(index = entry.index, voters = ?conf.voters, learners = ?conf.learners, "metadata group members changed");
+                // From the change, not raft-rs's view: a joining broker
+                // counts itself a learner from its start.
+                match change.get_change_type() {
+                    ConfChangeType::AddLearnerNode => self.state.observers.insert(change.node_id),
+                    _ => self.state.observers.remove(&change.node_id),
+                };
+                self.raw.mut_store().wl().set_conf_state(conf);
+            }
+            Err(e) => error!(index = entry.index, error = %e, "metadata membership change refused"),
         }
     }
 }

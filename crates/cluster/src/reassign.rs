@@ -134,7 +134,7 @@ mod tests {
     fn cluster_with_topic() -> ClusterState {
         let mut s = ClusterState::default();
         for id in 1..=3 {
-            s.apply(id, &Command::RegisterBroker { node_id: id, host: "h".into(), port: 9000 + id as i32 }).unwrap();
+            s.apply(id, &Command::RegisterBroker { node_id: id, host: "h".into(), port: 9000 + id as i32, cluster_addr: None }).unwrap();
         }
         let create = Command::CreateTopic { name: "t".into(), id: Uuid::nil(), partitions: 1, replication_factor: 2, configs: BTreeMap::new() };
         s.apply(4, &create).unwrap();

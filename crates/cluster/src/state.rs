@@ -14,6 +14,9 @@ pub struct BrokerInfo {
     /// Where Kafka clients reach this broker (its advertised listener).
     pub host: String,
     pub port: i32,
+    /// Where the other brokers reach it (its `--cluster-listen`).
+    #[serde(default)]
+    pub cluster_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,10 @@ pub struct ClusterState {
     /// Partition group → its leader as last reported.
     #[serde(default)]
     pub partition_leaders: BTreeMap<u64, PartitionLeader>,
+    /// Brokers outside `--cluster-voters` that joined as learners of the
+    /// metadata group (Kafka's observers).
+    #[serde(default)]
+    pub observers: std::collections::BTreeSet<u64>,
     /// The last applied entry of the metadata log.
     pub applied_index: u64,
 }
@@ -62,7 +69,13 @@ pub struct ClusterState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    RegisterBroker { node_id: u64, host: String, port: i32 },
+    RegisterBroker {
+        node_id: u64,
+        host: String,
+        port: i32,
+        #[serde(default)]
+        cluster_addr: Option<String>,
+    },
     CreateTopic { name: String, id: Uuid, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String> },
     DeleteTopic { name: String },
     CreatePartitions { name: String, count: i32 },
@@ -117,8 +130,8 @@ impl ClusterState {
         debug_assert!(index > self.applied_index, "metadata entries applied out of order");
         self.applied_index = index;
         match command {
-            Command::RegisterBroker { node_id, host, port } => {
-                self.brokers.insert(*node_id, BrokerInfo { host: host.clone(), port: *port });
+            Command::RegisterBroker { node_id, host, port, cluster_addr } => {
+                self.brokers.insert(*node_id, BrokerInfo { host: host.clone(), port: *port, cluster_addr: cluster_addr.clone() });
                 Ok(Applied::Done)
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
@@ -224,7 +237,7 @@ mod tests {
     fn three_brokers() -> ClusterState {
         let mut s = ClusterState::default();
         for id in 1..=3 {
-            s.apply(id, &Command::RegisterBroker { node_id: id, host: "h".into(), port: 9000 + id as i32 }).unwrap();
+            s.apply(id, &Command::RegisterBroker { node_id: id, host: "h".into(), port: 9000 + id as i32, cluster_addr: None }).unwrap();
         }
         s
     }

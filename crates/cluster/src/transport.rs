@@ -31,56 +31,98 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Senders to each peer's writer task.
+/// Peers known at most: node ids are below 1024 (producer ids are spaced by
+/// node id), so more means something is wrong.
+pub const MAX_PEERS: usize = 1024;
+
+/// One peer's writer task and the queue to it.
+struct Peer {
+    addr: String,
+    tx: mpsc::Sender<Batch>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Senders to each peer's writer task. Peers are the voters from the
+/// configuration and, added at run time, brokers that joined.
 pub struct Transport {
-    peers: HashMap<u64, mpsc::Sender<Batch>>,
-    /// The accept loop (owning its connections' readers) and the writers;
-    /// aborted when the transport is dropped, which frees the port.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    node_id: u64,
+    /// Where the others reach this broker; sent in every hello.
+    advertised: String,
+    queue_len: usize,
+    runtime: tokio::runtime::Handle,
+    peers: HashMap<u64, Peer>,
+    /// The accept loop, owning its connections' readers; aborted when the
+    /// transport is dropped, which frees the port.
+    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.shutdown();
     }
 }
 
 impl Transport {
     /// Binds `--cluster-listen` (an error here stops the broker's start) and
-    /// starts the accept loop and one writer per peer.
+    /// starts the accept loop and one writer per voter.
     pub async fn start(config: &ClusterConfig, inbound: SyncSender<Input>) -> std::io::Result<Transport> {
         let listener = TcpListener::bind(config.listen).await?;
         info!(listen = %listener.local_addr()?, node_id = config.node_id, "accepting cluster connections");
-        let voters: Vec<u64> = config.voter_ids();
-        let mut tasks = vec![tokio::spawn(accept_loop(listener, voters, inbound))];
-        let mut peers = HashMap::new();
+        let accept = Some(tokio::spawn(accept_loop(listener, config.node_id, inbound)));
+        let mut transport = Transport {
+            node_id: config.node_id,
+            advertised: config.advertised_addr(),
+            queue_len: config.max_queued_messages_per_peer,
+            runtime: tokio::runtime::Handle::current(),
+            peers: HashMap::new(),
+            accept,
+        };
         for peer in config.peers() {
-            let (tx, rx) = mpsc::channel(config.max_queued_messages_per_peer);
-            tasks.push(tokio::spawn(write_loop(config.node_id, peer.id, peer.addr.clone(), rx)));
-            peers.insert(peer.id, tx);
+            transport.add_peer(peer.id, &peer.addr);
         }
-        Ok(Transport { peers, tasks })
+        Ok(transport)
+    }
+
+    /// Starts sending to `id` at `addr`; a peer known at another address
+    /// (a broker restarted elsewhere) is dialed at the new one. Callable
+    /// from outside the runtime (the Raft thread).
+    pub fn add_peer(&mut self, id: u64, addr: &str) {
+        if id == self.node_id || self.peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
+            warn!(peer = id, %addr, limit = MAX_PEERS, "too many cluster peers; this one is ignored");
+            return;
+        }
+        if let Some(old) = self.peers.remove(&id) {
+            info!(peer = id, from = %old.addr, to = %addr, "cluster peer moved");
+            old.task.abort();
+        }
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        let task = self.runtime.spawn(write_loop(self.node_id, self.advertised.clone(), id, addr.to_string(), rx));
+        self.peers.insert(id, Peer { addr: addr.to_string(), tx, task });
     }
 
     /// Stops accepting and sending; frees the cluster port.
     pub fn shutdown(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        for (_, p) in self.peers.drain() {
+            p.task.abort();
         }
     }
 
     /// Queues one batch for a peer; false if it was dropped.
     pub fn send(&self, to: u64, batch: Batch) -> bool {
         match self.peers.get(&to) {
-            Some(tx) => tx.try_send(batch).is_ok(),
+            Some(p) => p.tx.try_send(batch).is_ok(),
             None => false,
         }
     }
 }
 
-async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receiver<Batch>) {
+async fn write_loop(node_id: u64, advertised: String, peer: u64, addr: String, mut rx: mpsc::Receiver<Batch>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await;
@@ -100,7 +142,7 @@ async fn write_loop(node_id: u64, peer: u64, addr: String, mut rx: mpsc::Receive
             warn!(peer, %addr, error = %e, "cannot set TCP_USER_TIMEOUT; a healed link may stay silent longer");
         }
         backoff = Duration::from_millis(50);
-        if write_frame(&mut stream, &Frame::Hello { node_id }).await.is_err() {
+        if write_frame(&mut stream, &Frame::Hello { node_id, addr: advertised.clone() }).await.is_err() {
             continue;
         }
         info!(peer, %addr, "connected to peer");
@@ -125,7 +167,7 @@ async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> std::io::Result<(
     }
 }
 
-async fn accept_loop(listener: TcpListener, voters: Vec<u64>, inbound: SyncSender<Input>) {
+async fn accept_loop(listener: TcpListener, node_id: u64, inbound: SyncSender<Input>) {
     let mut readers = tokio::task::JoinSet::new();
     loop {
         // Reap finished readers so the set does not grow with reconnects.
@@ -133,7 +175,7 @@ async fn accept_loop(listener: TcpListener, voters: Vec<u64>, inbound: SyncSende
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                readers.spawn(read_loop(stream, addr, voters.clone(), inbound.clone()));
+                readers.spawn(read_loop(stream, addr, node_id, inbound.clone()));
             }
             Err(e) => {
                 warn!(error = %e, "cluster accept failed");
@@ -152,11 +194,15 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Frame, String> {
     wire::decode(&body).map_err(|e| e.to_string())
 }
 
-async fn read_loop(mut stream: TcpStream, addr: std::net::SocketAddr, voters: Vec<u64>, inbound: SyncSender<Input>) {
+async fn read_loop(mut stream: TcpStream, addr: std::net::SocketAddr, me: u64, inbound: SyncSender<Input>) {
     let peer = match read_frame(&mut stream).await {
-        Ok(Frame::Hello { node_id }) if voters.contains(&node_id) => node_id,
+        Ok(Frame::Hello { node_id, addr: listen }) if node_id != 0 && node_id != me => {
+            // The driver dials back the brokers it does not know (one joining).
+            let _ = inbound.try_send(Input::PeerHello { node_id, addr: listen });
+            node_id
+        }
         Ok(other) => {
-            warn!(%addr, frame = ?other, "cluster connection did not introduce a voter; closing");
+            warn!(%addr, frame = ?other, "cluster connection did not introduce another broker; closing");
             return;
         }
         Err(e) => {

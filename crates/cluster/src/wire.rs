@@ -9,13 +9,18 @@ use raft::eraftpb::Message;
 /// Larger frames close the connection: a peer sending one is broken.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
+/// A `host:port` longer than this is refused (DNS names end at 253).
+pub const MAX_ADDR_BYTES: usize = 300;
+
 const KIND_HELLO: u8 = 1;
 const KIND_RAFT: u8 = 2;
 
 #[derive(Debug)]
 pub enum Frame {
-    /// First frame on a connection: who is calling.
-    Hello { node_id: u64 },
+    /// First frame on a connection: who is calling, and where it listens
+    /// for the others' connections (how a broker joining learns nothing
+    /// else is needed: the others reach it there).
+    Hello { node_id: u64, addr: String },
     Raft(Vec<(u64, Message)>),
 }
 
@@ -30,9 +35,12 @@ pub enum WireError {
 pub fn encode(frame: &Frame) -> Bytes {
     let mut body = BytesMut::new();
     match frame {
-        Frame::Hello { node_id } => {
+        Frame::Hello { node_id, addr } => {
             body.put_u8(KIND_HELLO);
             body.put_u64(*node_id);
+            let addr = &addr.as_bytes()[..addr.len().min(MAX_ADDR_BYTES)];
+            body.put_u16(addr.len() as u16);
+            body.put_slice(addr);
         }
         Frame::Raft(messages) => {
             body.put_u8(KIND_RAFT);
@@ -71,10 +79,16 @@ pub fn decode(mut body: &[u8]) -> Result<Frame, WireError> {
     }
     match body.get_u8() {
         KIND_HELLO => {
-            if body.remaining() != 8 {
-                return Err(WireError::Malformed("hello frame must carry a node id".into()));
+            if body.remaining() < 10 {
+                return Err(WireError::Malformed("hello frame must carry a node id and an address".into()));
             }
-            Ok(Frame::Hello { node_id: body.get_u64() })
+            let node_id = body.get_u64();
+            let len = body.get_u16() as usize;
+            if len > MAX_ADDR_BYTES || body.remaining() != len {
+                return Err(WireError::Malformed(format!("hello frame's address of {len} bytes does not fit the frame")));
+            }
+            let addr = std::str::from_utf8(body).map_err(|_| WireError::Malformed("hello frame's address is not UTF-8".into()))?;
+            Ok(Frame::Hello { node_id, addr: addr.to_string() })
         }
         KIND_RAFT => {
             if body.remaining() < 4 {
@@ -137,5 +151,15 @@ mod tests {
         assert!(decode(&[KIND_RAFT, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(decode(&[KIND_RAFT, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 1]).is_err());
         assert!(decode(&[KIND_HELLO, 1]).is_err());
+        assert!(decode(&[KIND_HELLO, 0, 0, 0, 0, 0, 0, 0, 4, 0, 9, b'h']).is_err(), "address longer than the frame");
+    }
+
+    #[test]
+    fn hello_carries_the_address() {
+        let bytes = encode(&Frame::Hello { node_id: 4, addr: "10.0.0.4:9195".into() });
+        match decode(&bytes[4..]).unwrap() {
+            Frame::Hello { node_id, addr } => assert_eq!((node_id, addr.as_str()), (4, "10.0.0.4:9195")),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -230,7 +230,7 @@ impl Sim {
         self.proposals += 1;
         // A distinct key per proposal, so a lost one shows as a missing key.
         let name = self.proposals.to_string();
-        let command = Command::RegisterBroker { node_id: self.proposals, host: format!("h{}", self.proposals), port: 9092 };
+        let command = Command::RegisterBroker { node_id: self.proposals, host: format!("h{}", self.proposals), port: 9092, cluster_addr: None };
         let (reply, rx) = oneshot::channel();
         node.propose(command, reply);
         self.waiting.push((name, rx));

@@ -67,7 +67,7 @@ async fn elects_replicates_fails_over_and_catches_up() {
     let first = leader(&nodes).await;
     for id in 1..=3u64 {
         let node = nodes[id as usize - 1].as_ref().unwrap();
-        propose_retrying(node, Command::RegisterBroker { node_id: id, host: "127.0.0.1".into(), port: 9000 + id as i32 }).await.unwrap();
+        propose_retrying(node, Command::RegisterBroker { node_id: id, host: "127.0.0.1".into(), port: 9000 + id as i32, cluster_addr: None }).await.unwrap();
     }
     // Proposed on a follower, applied everywhere.
     let follower = (1..=3).find(|id| *id != first).unwrap();

@@ -15,12 +15,14 @@ use uuid::Uuid;
 /// group commits it (at start there may be no leader yet).
 pub async fn register(cluster: Arc<Cluster>, host: String, port: i32) {
     let node_id = cluster.node_id();
+    let cluster_addr = Some(cluster.config().advertised_addr());
     loop {
-        let known = cluster.state().brokers.get(&node_id).is_some_and(|b| b.host == host && b.port == port);
+        let known = cluster.state().brokers.get(&node_id).is_some_and(|b| b.host == host && b.port == port && b.cluster_addr == cluster_addr);
         if known {
             return;
         }
-        match cluster.propose(Command::RegisterBroker { node_id, host: host.clone(), port }).await {
+        let command = Command::RegisterBroker { node_id, host: host.clone(), port, cluster_addr: cluster_addr.clone() };
+        match cluster.propose(command).await {
             Ok(_) => {
                 info!(node_id, %host, port, "broker registered in the cluster metadata");
                 return;

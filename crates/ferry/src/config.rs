@@ -392,16 +392,19 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
         return Ok(None);
     };
     let voters = ferry_cluster::config::parse_voters(&voters).map_err(|e| anyhow::anyhow!("cluster_voters: {e}"))?;
-    let me = u64::try_from(node_id).ok().and_then(|id| voters.iter().find(|v| v.id == id));
-    let Some(me) = me else {
-        bail!("node_id {node_id} is not among cluster_voters");
-    };
     if let Some(v) = voters.iter().find(|v| v.id as i64 >= crate::serve::MAX_CLUSTER_NODE_ID) {
         bail!("cluster_voters: node id {} is too large; use ids below {}", v.id, crate::serve::MAX_CLUSTER_NODE_ID);
     }
-    let listen = match listen {
-        Some(l) => l,
-        None => me.addr.parse().with_context(|| format!("cluster_listen not set and this node's voter address {} is not IP:PORT", me.addr))?,
+    if node_id < 1 || node_id as i64 >= crate::serve::MAX_CLUSTER_NODE_ID {
+        bail!("node_id {node_id} is out of range for a cluster: use 1..{}", crate::serve::MAX_CLUSTER_NODE_ID);
+    }
+    // A broker outside the voters joins the running cluster as an observer
+    // (Kafka: a broker that is not a controller); it must say where it listens.
+    let me = u64::try_from(node_id).ok().and_then(|id| voters.iter().find(|v| v.id == id));
+    let listen = match (listen, me) {
+        (Some(l), _) => l,
+        (None, Some(me)) => me.addr.parse().with_context(|| format!("cluster_listen not set and this node's voter address {} is not IP:PORT", me.addr))?,
+        (None, None) => bail!("node_id {node_id} is not among cluster_voters, so it joins the cluster as an observer: set cluster_listen to where the others reach it"),
     };
     let auto_leader_rebalance_enable = args.auto_leader_rebalance_enable.or(file.auto_leader_rebalance_enable).unwrap_or(true);
     Ok(Some(ClusterSettings { listen, voters, auto_leader_rebalance_enable }))

@@ -1,0 +1,115 @@
+//! A fourth broker joins a running three-broker cluster (it is not among
+//! `--cluster-voters`: Kafka's broker that is not a controller) and a
+//! partition's replicas move onto it while a producer writes. It must then
+//! be a real replica: the partition's leader moves to it, it survives its
+//! own SIGKILL, and with one of the old replicas killed it is part of the
+//! majority that acknowledges new records.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferry_tests::cluster::{admin, create_topic_when_ready, leaders, wait_for_leaders, wait_until};
+use ferry_tests::kafka::{produce_all, producer, read_partition};
+use ferry_tests::reassign::{moves, reassign, replicas, spawn_writer};
+use ferry_tests::{raw, segment_files, Ferry};
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+/// The metadata group's voters and observers, as `addr` describes them
+/// in DescribeQuorum `version`.
+fn quorum(addr: &str, version: i16) -> (Vec<i32>, Vec<i32>) {
+    let topic = TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)]);
+    let resp: DescribeQuorumResponse = raw::call(addr, ApiKey::DescribeQuorum, version, &DescribeQuorumRequest::default().with_topics(vec![topic]));
+    let Some(p) = resp.topics.first().and_then(|t| t.partitions.first()) else { return (Vec::new(), Vec::new()) };
+    let ids = |v: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| v.iter().map(|r| r.replica_id.0).collect::<Vec<_>>();
+    (ids(&p.current_voters), ids(&p.observers))
+}
+
+/// The brokers Metadata lists, sorted.
+fn brokers_listed(bootstrap: &str) -> Vec<i32> {
+    let Ok(md) = admin(bootstrap).inner().fetch_metadata(None, Duration::from_secs(3)) else { return Vec::new() };
+    let mut ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_broker_joins_and_takes_over_a_replica() {
+    let mut brokers = Ferry::start_cluster(3, &[]);
+    let first = brokers[0].bootstrap();
+    let voters = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    create_topic_when_ready(&first, "grow", 1, 3).await;
+    let leader = wait_for_leaders(&voters, "grow", 1)[0];
+    let (stop, writer) = spawn_writer(&voters, &["grow"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Broker 4 joins while the producer writes: the metadata leader admits
+    // it as a learner, it replays the metadata log and registers.
+    brokers.push(Ferry::join_cluster(&brokers, 4, &[]));
+    wait_until("broker 4 to be listed by every broker", Duration::from_secs(30), || {
+        brokers.iter().all(|b| brokers_listed(&b.bootstrap()) == vec![1, 2, 3, 4])
+    });
+    assert_eq!(brokers_listed(&brokers[3].bootstrap()), vec![1, 2, 3, 4], "the joiner's own Metadata");
+    let mut seen = (Vec::new(), Vec::new());
+    wait_until("DescribeQuorum to list broker 4 as an observer", Duration::from_secs(10), || {
+        seen = quorum(&first, 2);
+        seen.1 == vec![4]
+    });
+    for version in [0, 1] {
+        assert_eq!(quorum(&first, version).1, vec![4], "DescribeQuorum v{version}");
+    }
+    let mut voter_ids = seen.0.clone();
+    voter_ids.sort();
+    assert_eq!(voter_ids, vec![1, 2, 3], "the voters stay the configured ones");
+
+    // The partition's leader leaves; broker 4 takes its place, first.
+    let kept: Vec<i32> = replicas(&voters, "grow").into_iter().filter(|r| *r != leader).collect();
+    let target = vec![4, kept[0], kept[1]];
+    assert_eq!(reassign(&brokers[3].bootstrap(), "grow", Some(target.clone())), 0, "asked at the new broker");
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    wait_until("the move onto broker 4 to finish", Duration::from_secs(60), || moves(&first).is_empty());
+    assert_eq!(replicas(&all, "grow"), target);
+    wait_until("broker 4, the preferred replica, to lead", Duration::from_secs(30), || leaders(&all, "grow") == vec![4]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = writer.await.expect("writer");
+    assert!(acked.len() >= 1_000, "too few records acknowledged: {}", acked.len());
+    let left = &brokers[leader as usize - 1];
+    wait_until("the replica that left to be emptied", Duration::from_secs(10), || {
+        segment_files(&left.partition_dir("grow", 0)).iter().all(|f| std::fs::metadata(f).map_or(0, |m| m.len()) == 0)
+    });
+
+    // A topic created now places replicas on the new broker too.
+    create_topic_when_ready(&first, "spread", 4, 1).await;
+    wait_for_leaders(&all, "spread", 4);
+    let spread: BTreeSet<i32> = leaders(&all, "spread").into_iter().collect();
+    assert_eq!(spread, BTreeSet::from([1, 2, 3, 4]), "one partition on each broker");
+
+    // Broker 4 is SIGKILLed and comes back from its own disk; then one of
+    // the old replicas dies, so no majority forms without broker 4.
+    brokers[3].kill9();
+    brokers[3].spawn_and_wait();
+    brokers[kept[0] as usize - 1].kill9();
+    let live: String = brokers.iter_mut().filter_map(|b| b.is_running().then(|| b.bootstrap())).collect::<Vec<_>>().join(",");
+    wait_for_leaders(&live, "grow", 1);
+    let p = producer(&live, &[("message.timeout.ms", "60000")]);
+    let values: Vec<String> = (0..2_000).map(|i| format!("after{i}")).collect();
+    let offsets = produce_all(&p, "grow", &values).await;
+    acked.extend(offsets.into_iter().zip(values).map(|(o, v)| ("grow", o, v)));
+
+    let read = read_partition(&live, "grow", 0, Duration::from_secs(5));
+    for (_, offset, v) in &acked {
+        assert_eq!(read.get(offset), Some(v), "offset {offset}");
+    }
+    assert_eq!(read.len(), read.values().collect::<BTreeSet<_>>().len(), "a value read twice");
+    eprintln!("{} acknowledged records at their offsets; replicas {target:?}, killed broker {}", acked.len(), kept[0]);
+    for b in &mut brokers {
+        if b.is_running() {
+            assert_eq!(b.terminate(), Some(0), "clean shutdown:\n{}", b.log());
+        }
+    }
+}
