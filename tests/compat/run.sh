@@ -51,7 +51,8 @@
 #   FERRY_COMPAT_TIMEOUT per-client timeout in seconds (default 60)
 #   FERRY_COMPAT_KEEP=1  keep the broker's temp dir (data + log) after the run
 #   FERRY_COMPAT_BROKERS=3  run the round trips and java-tools against a three-broker cluster
-#                        (--cluster-voters), bootstrapping from broker 1 only
+#                        (--cluster-voters) that a fourth broker joins (java-tools moves
+#                        a replica onto it), bootstrapping from broker 1 only
 # Installs what it needs (Python venv in tests/compat/.venv, kcat via apt,
 # npm ci, go build, mvn package); each step is skipped when already done.
 # Client output is kept in tests/compat/.logs/<client>.log, the broker's in
@@ -357,22 +358,31 @@ start_compat_cluster() {
     NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
     if ((i > 1)); then CLUSTER_PIDS+=($!); else BROKER_PID=$!; fi
   done
+  # One more broker outside the voters joins the running cluster (Kafka: a
+  # broker that is not a controller); java-tools moves a replica onto it.
+  i=$((COMPAT_BROKERS + 1))
+  PORT="$(free_port)" DATA="$WORK/data$i" BLOG="$WORK/ferry$i.log"
+  BROKER_FLAGS=("${saved_flags[@]}" --node-id "$i" --cluster-listen "127.0.0.1:$(free_port)" --cluster-voters "$voters" --http-listen none)
+  mkdir -p "$DATA"
+  NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
+  CLUSTER_PIDS+=($!)
+  export FERRY_COMPAT_OBSERVER="$i"
   BROKER_FLAGS=("${saved_flags[@]}")
   PORT="${ports[1]}" DATA="$WORK/data1" BLOG="$WORK/ferry1.log"
   for _ in $(seq 300); do
     local registered=0
-    for ((i = 1; i <= COMPAT_BROKERS; i++)); do
+    for ((i = 1; i <= COMPAT_BROKERS + 1; i++)); do
       grep -q "broker registered in the cluster metadata" "$WORK/ferry$i.log" 2>/dev/null && registered=$((registered + 1))
     done
-    if ((registered == COMPAT_BROKERS)); then
+    if ((registered == COMPAT_BROKERS + 1)); then
       BROKER_UP=1
       export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
-      say "compat: $COMPAT_BROKERS-broker cluster up (pids $BROKER_PID ${CLUSTER_PIDS[*]}); clients bootstrap from broker 1 at $FERRY_BOOTSTRAP"
+      say "compat: $COMPAT_BROKERS-voter cluster and broker $FERRY_COMPAT_OBSERVER joined up (pids $BROKER_PID ${CLUSTER_PIDS[*]}); clients bootstrap from broker 1 at $FERRY_BOOTSTRAP"
       return 0
     fi
     sleep 0.1
   done
-  say "compat: the $COMPAT_BROKERS brokers did not all register within 30 s"
+  say "compat: the $COMPAT_BROKERS voters and the joining broker did not all register within 30 s"
   BROKER_UP=0
   return 1
 }

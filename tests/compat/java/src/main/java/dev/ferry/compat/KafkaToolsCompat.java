@@ -156,12 +156,16 @@ public final class KafkaToolsCompat {
         OUT.log("leader-election: " + topic + "-0 already has its preferred leader");
     }
 
-    /** Moves the topic's only replica to another broker and waits until the tool calls it done. */
+    /**
+     * Moves the topic's only replica to another broker (the broker that joined the
+     * cluster after it started, when there is one) and waits until the tool calls it done.
+     */
     static void reassign(Admin admin, String topic) throws Exception {
         TopicPartition tp = new TopicPartition(topic, 0);
         int from = admin.describeTopics(List.of(topic)).allTopicNames().get(15, TimeUnit.SECONDS)
             .get(topic).partitions().get(0).replicas().get(0).id();
-        int to = from % 3 + 1;
+        String joined = System.getenv("FERRY_COMPAT_OBSERVER");
+        int to = joined != null && Integer.parseInt(joined) != from ? Integer.parseInt(joined) : from % 3 + 1;
         Path json = Files.createTempFile("reassign", ".json");
         Files.writeString(json, "{\"version\":1,\"partitions\":[{\"topic\":\"" + topic
             + "\",\"partition\":0,\"replicas\":[" + to + "],\"log_dirs\":[\"any\"]}]}");
@@ -229,6 +233,13 @@ public final class KafkaToolsCompat {
         if (listed != brokers) {
             OUT.fail("kafka-metadata-quorum lists " + listed + " voters, want " + brokers);
         }
-        OUT.log("metadata-quorum: leader " + leader.group(1) + ", " + listed + " voter(s)");
+        String joined = System.getenv("FERRY_COMPAT_OBSERVER");
+        if (joined != null) {
+            java.util.regex.Matcher observers = java.util.regex.Pattern.compile("CurrentObservers:\\s+\\[(.*)\\]").matcher(out);
+            if (!observers.find() || !observers.group(1).matches(".*\"id\":\\s*" + joined + "\\b.*")) {
+                OUT.fail("kafka-metadata-quorum does not list the joined broker " + joined + " among CurrentObservers:\n" + out);
+            }
+        }
+        OUT.log("metadata-quorum: leader " + leader.group(1) + ", " + listed + " voter(s)" + (joined != null ? ", observer " + joined : ""));
     }
 }
