@@ -169,6 +169,22 @@ impl<S: LogStore> MetadataNode<S> {
         self.raw.tick();
     }
 
+    /// raft-rs's view, for a failing simulation's report.
+    #[doc(hidden)]
+    pub fn describe_raft(&self) -> String {
+        let r = &self.raw.raft;
+        format!(
+            "role {:?} term {} committed {} applied {} last {} pending_conf {} conf {:?}",
+            r.state,
+            r.term,
+            r.raft_log.committed,
+            r.raft_log.applied,
+            r.raft_log.last_index(),
+            r.pending_conf_index,
+            r.prs().conf().to_conf_state()
+        )
+    }
+
     /// Is `id` a voter or learner of the metadata group, as last applied?
     pub fn is_member(&self, id: u64) -> bool {
         let conf = self.raw.raft.prs().conf().to_conf_state();

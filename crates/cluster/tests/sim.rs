@@ -3,17 +3,51 @@
 //! the disks simulated, every choice from one seed. Each schedule mixes
 //! message loss, duplication and delay (which reorders), a member cut off
 //! and healed, crashes that lose what was not fsynced (or only part of it)
-//! and restarts, while proposals arrive at random members. Checked all
-//! along: one leader per term, members agree on every applied entry; after
-//! the faults stop: every acknowledged proposal is applied everywhere and
-//! the states are equal.
+//! and restarts, while proposals arrive at random members. A fourth
+//! broker, outside the voters, starts partway and joins as a learner (the
+//! leader proposes it, as the Raft thread does for a broker that says
+//! hello); it takes faults and proposals like the others. Checked all
+//! along: one leader per term, never the learner, members agree on every
+//! applied entry; after the faults stop: every acknowledged proposal is
+//! applied everywhere, the learner included, and the states are equal.
 //!
 //!     cargo test --release -p ferry-cluster --test sim                       # 300 seeds (CI)
 //!     FERRY_SIM_SEEDS=20000 cargo test --release -p ferry-cluster --test sim # the long run
 //!     FERRY_SIM_SEED=1234 cargo test -p ferry-cluster --test sim             # replay one
+//!     FERRY_SIM_LOG=1 FERRY_SIM_SEED=1234 cargo test -p ferry-cluster --test sim -- --nocapture  # with raft-rs's log
 
 #[path = "common/rng.rs"]
 mod rng;
+
+/// raft-rs's log on stderr, for replaying one seed (`FERRY_SIM_LOG=1`).
+mod debug_log {
+    use std::fmt::Write;
+
+    pub struct Stderr;
+
+    struct Line(String);
+
+    impl slog::Serializer for Line {
+        fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments) -> slog::Result {
+            let _ = write!(self.0, " {key}={val}");
+            Ok(())
+        }
+    }
+
+    impl slog::Drain for Stderr {
+        type Ok = ();
+        type Err = slog::Never;
+
+        fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            use slog::KV;
+            let mut line = Line(format!("{}", record.msg()));
+            let _ = record.kv().serialize(record, &mut line);
+            let _ = values.serialize(record, &mut line);
+            eprintln!("{}", line.0);
+            Ok(())
+        }
+    }
+}
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +60,10 @@ use raft::eraftpb::{Entry, HardState, Message};
 use rng::Rng;
 use tokio::sync::oneshot;
 
+/// The voters.
 const MEMBERS: u64 = 3;
+/// The broker outside the voters that joins partway.
+const JOINER: u64 = MEMBERS + 1;
 
 enum Record {
     Entry(Entry),
@@ -81,6 +118,8 @@ impl LogStore for SimStore {
 
 struct Member {
     node: Option<MetadataNode<SimStore>>,
+    /// This incarnation's fixed election timeout, in ticks.
+    election_timeout: usize,
     disk: Rc<RefCell<Disk>>,
     down_until: u64,
 }
@@ -95,11 +134,30 @@ fn open(id: u64, disk: &Rc<RefCell<Disk>>, election_timeout: usize, incarnation:
         fixed_election_timeout: Some(election_timeout),
         incarnation,
     };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = if std::env::var("FERRY_SIM_LOG").is_ok() {
+        use slog::Drain;
+        slog::Logger::root(debug_log::Stderr.fuse(), slog::o!("node" => id))
+    } else {
+        slog::Logger::root(slog::Discard, slog::o!())
+    };
     let recovered = disk.borrow().recover();
     let mut node = MetadataNode::open(options, SimStore(disk.clone()), recovered, &logger).expect("member opens");
     node.history = Some(Vec::new());
     node
+}
+
+/// An election timeout in [10, 20) ticks that no other member has. raft-rs
+/// would draw a new random one at every election; a fixed one per
+/// incarnation replays, but two members with the same one can split every
+/// vote in lockstep forever (each vote also resets the third member's
+/// timer), which real randomness never sustains.
+fn distinct_timeout(rng: &mut Rng, members: &[Member]) -> usize {
+    loop {
+        let t = 10 + rng.below(10) as usize;
+        if !members.iter().any(|m| m.election_timeout == t) {
+            return t;
+        }
+    }
 }
 
 struct Sim {
@@ -122,12 +180,14 @@ struct Sim {
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng(seed);
-        let members = (1..=MEMBERS)
-            .map(|id| {
-                let disk = Rc::new(RefCell::new(Disk::default()));
-                Member { node: Some(open(id, &disk, 10 + rng.below(10) as usize, rng.next())), disk, down_until: 0 }
-            })
-            .collect();
+        let mut members: Vec<Member> = Vec::new();
+        for id in 1..=MEMBERS {
+            let disk = Rc::new(RefCell::new(Disk::default()));
+            let election_timeout = distinct_timeout(&mut rng, &members);
+            members.push(Member { node: Some(open(id, &disk, election_timeout, rng.next())), election_timeout, disk, down_until: 0 });
+        }
+        // The joiner starts later, as a restart of a member never up before.
+        members.push(Member { node: None, election_timeout: 0, disk: Rc::new(RefCell::new(Disk::default())), down_until: 100 + rng.below(500) });
         Sim {
             rng,
             seed,
@@ -151,7 +211,7 @@ impl Sim {
             .members
             .iter()
             .map(|m| match &m.node {
-                Some(n) => format!("{}: leader {} term {} commit {} applied {} keys {}", n.node_id(), n.leader_id(), n.term(), n.commit_index(), n.state().applied_index, n.state().brokers.len()),
+                Some(n) => format!("{}: leader {} applied {} keys {}; {}", n.node_id(), n.leader_id(), n.state().applied_index, n.state().brokers.len(), n.describe_raft()),
                 None => "down".into(),
             })
             .collect();
@@ -173,6 +233,9 @@ impl Sim {
         if self.faults && self.rng.chance(20) {
             self.propose();
         }
+        if self.step.is_multiple_of(10) {
+            self.admit_joiner();
+        }
         for i in 0..self.members.len() {
             self.ready(i);
         }
@@ -182,7 +245,7 @@ impl Sim {
     fn inject_faults(&mut self) {
         let roll = self.rng.below(1000);
         if roll < 8 {
-            let victim = self.rng.below(MEMBERS) as usize;
+            let victim = self.rng.below(JOINER) as usize;
             if let Some(node) = self.members[victim].node.take() {
                 drop(node);
                 self.crashes += 1;
@@ -192,7 +255,7 @@ impl Sim {
                 self.members[victim].down_until = self.step + 1 + self.rng.below(60);
             }
         } else if roll < 14 {
-            self.cut = if self.cut.is_some() { None } else { Some(1 + self.rng.below(MEMBERS)) };
+            self.cut = if self.cut.is_some() { None } else { Some(1 + self.rng.below(JOINER)) };
             self.cuts += u64::from(self.cut.is_some());
         }
     }
@@ -202,7 +265,8 @@ impl Sim {
             let m = &self.members[i];
             if m.node.is_none() && (m.down_until <= self.step || !self.faults) {
                 // Each incarnation draws its own election timeout, as raft-rs would.
-                let timeout = 10 + self.rng.below(10) as usize;
+                let timeout = distinct_timeout(&mut self.rng, &self.members);
+                self.members[i].election_timeout = timeout;
                 let incarnation = self.rng.next();
                 let node = open(i as u64 + 1, &self.members[i].disk, timeout, incarnation);
                 self.members[i].node = Some(node);
@@ -224,8 +288,21 @@ impl Sim {
         }
     }
 
+    /// The leader proposes the joiner as a learner once it is up and not
+    /// a member yet (the Raft thread's `admit_joiners`).
+    fn admit_joiner(&mut self) {
+        if self.members[JOINER as usize - 1].down_until > self.step {
+            return;
+        }
+        for m in &mut self.members {
+            if let Some(node) = m.node.as_mut().filter(|n| n.is_leader() && !n.is_member(JOINER)) {
+                let _ = node.propose_join(JOINER);
+            }
+        }
+    }
+
     fn propose(&mut self) {
-        let at = self.rng.below(MEMBERS) as usize;
+        let at = self.rng.below(JOINER) as usize;
         let Some(node) = self.members[at].node.as_mut() else { return };
         self.proposals += 1;
         // A distinct key per proposal, so a lost one shows as a missing key.
@@ -257,6 +334,9 @@ impl Sim {
             let Some(node) = self.members[i].node.as_mut() else { continue };
             if node.is_leader() {
                 let (term, id) = (node.term(), node.node_id());
+                if id == JOINER {
+                    self.fail(format!("the learner {id} leads term {term}"));
+                }
                 if let Some(other) = self.leaders.insert(term, id).filter(|o| *o != id) {
                     self.fail(format!("two leaders in term {term}: {other} and {id}"));
                 }
@@ -300,9 +380,12 @@ impl Sim {
             }
         }
         for (i, s) in states.iter().enumerate().skip(1) {
-            if s.brokers != states[0].brokers {
+            if s.brokers != states[0].brokers || s.observers != states[0].observers {
                 self.fail(format!("member {} and member 1 disagree after settling", i + 1));
             }
+        }
+        if !states[0].observers.contains(&JOINER) {
+            self.fail(format!("broker {JOINER} never joined: observers {:?}", states[0].observers));
         }
     }
 }
