@@ -88,6 +88,11 @@ impl Ferry {
                 let node_id = (i + 1).to_string();
                 let cluster_listen = format!("127.0.0.1:{}", raft_ports[i]);
                 let mut all = vec!["--node-id", &node_id, "--cluster-listen", &cluster_listen, "--cluster-voters", &voters];
+                // Each its own console and /metrics (the default port is one per host).
+                let http = format!("127.0.0.1:{}", free_port());
+                if !args.contains(&"--http-listen") {
+                    all.extend(["--http-listen", &http]);
+                }
                 all.extend_from_slice(args);
                 Ferry::unstarted(kafka_ports[i], &all, &[])
             })
@@ -107,11 +112,32 @@ impl Ferry {
         let at = cluster[0].extra_args.iter().position(|a| a == "--cluster-voters").expect("a cluster member");
         let voters = cluster[0].extra_args[at + 1].clone();
         let (node_id, cluster_listen) = (node_id.to_string(), format!("127.0.0.1:{}", free_port()));
+        let http = format!("127.0.0.1:{}", free_port());
         let mut all = vec!["--node-id", &node_id, "--cluster-listen", &cluster_listen, "--cluster-voters", &voters];
+        if !args.contains(&"--http-listen") {
+            all.extend(["--http-listen", &http]);
+        }
         all.extend_from_slice(args);
         let mut broker = Ferry::unstarted(free_port(), &all, &[]);
         broker.spawn_and_wait();
         broker
+    }
+
+    /// Where it serves `/metrics` and the console, if given `--http-listen`.
+    pub fn http_addr(&self) -> Option<&str> {
+        let at = self.extra_args.iter().position(|a| a == "--http-listen")?;
+        self.extra_args.get(at + 1).map(String::as_str)
+    }
+
+    /// One line of `GET /metrics` per series whose name and labels start
+    /// with `prefix`, as `(series, value)`.
+    pub fn metric(&self, prefix: &str) -> Vec<(String, f64)> {
+        let Some(addr) = self.http_addr() else { return Vec::new() };
+        let Some(body) = http_get(addr, "/metrics") else { return Vec::new() };
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+            .collect()
     }
 
     /// Is the process still running?
@@ -255,6 +281,17 @@ pub fn segment_bytes(dir: &Path) -> u64 {
 
 /// Sends raw bytes and reads one length-prefixed frame back, or None if the
 /// broker closed the connection.
+/// The body of a plain HTTP/1.1 GET (None when the broker does not answer 200).
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 pub fn raw_roundtrip(addr: &str, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");

@@ -12,7 +12,8 @@ use std::time::Duration;
 use ferry_tests::cluster::{admin, create_topic_when_ready, leaders, wait_for_leaders, wait_until};
 use ferry_tests::kafka::{produce_all, producer, read_partition};
 use ferry_tests::reassign::{moves, reassign, replicas, spawn_writer};
-use ferry_tests::{raw, segment_files, Ferry};
+use ferry_tests::{http_get, raw, segment_files, Ferry};
+use serde_json::{json, Value};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -74,6 +75,13 @@ async fn a_fourth_broker_joins_and_takes_over_a_replica() {
     wait_until("the move onto broker 4 to finish", Duration::from_secs(60), || moves(&first).is_empty());
     assert_eq!(replicas(&all, "grow"), target);
     wait_until("broker 4, the preferred replica, to lead", Duration::from_secs(30), || leaders(&all, "grow") == vec![4]);
+    // Any broker's console and /metrics show the partition as the cluster has it.
+    wait_until("broker 1's /api/cluster to show broker 4 leading with three in sync", Duration::from_secs(20), || {
+        let view = http_get(brokers[0].http_addr().expect("console"), "/api/cluster").and_then(|b| serde_json::from_str::<Value>(&b).ok());
+        let grow = view.as_ref().and_then(|v| v["partitions"].as_array()?.iter().find(|p| p["topic"] == "grow").cloned());
+        grow.is_some_and(|p| p["leader"] == 4 && p["replicas"] == json!(target) && p["in_sync_replicas"].as_array().map(Vec::len) == Some(3) && p["under_replicated"] == false)
+    });
+    assert_eq!(brokers[0].metric("ferry_partition_leader{topic=\"grow\",partition=\"0\"}"), vec![("ferry_partition_leader{topic=\"grow\",partition=\"0\"}".to_string(), 4.0)]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = writer.await.expect("writer");
@@ -100,6 +108,13 @@ async fn a_fourth_broker_joins_and_takes_over_a_replica() {
     let values: Vec<String> = (0..2_000).map(|i| format!("after{i}")).collect();
     let offsets = produce_all(&p, "grow", &values).await;
     acked.extend(offsets.into_iter().zip(values).map(|(o, v)| ("grow", o, v)));
+
+    // The killed replica drops out of the ISR; its leader counts the
+    // partition under-replicated (Kafka's UnderReplicatedPartitions).
+    wait_until("the partition to be counted under-replicated", Duration::from_secs(40), || {
+        let led: f64 = brokers.iter().flat_map(|b| b.metric("ferry_under_replicated_partitions ")).map(|(_, v)| v).sum();
+        led == 1.0 && brokers[3].metric("ferry_partition_under_replicated{topic=\"grow\"").first().map(|(_, v)| *v) == Some(1.0)
+    });
 
     let read = read_partition(&live, "grow", 0, Duration::from_secs(5));
     for (_, offset, v) in &acked {

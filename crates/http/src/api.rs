@@ -136,7 +136,7 @@ fn fsync(state: &State) -> Response<Full<Bytes>> {
 }
 
 async fn metrics(state: &State) -> Response<Full<Bytes>> {
-    match scrape::render(&state.engine, &state.metrics).await {
+    match scrape::render(&state.engine, &state.metrics, state.cluster.as_deref()).await {
         Ok(text) => body(StatusCode::OK, CONTENT_TYPE, text.into()),
         Err(e) => {
             warn!(error = %e, "cannot encode metrics");

@@ -5,8 +5,9 @@
 use std::sync::atomic::AtomicU64;
 
 use ferry_broker::{now_ms, Engine};
+use ferry_cluster::Cluster;
 use ferry_metrics::{Family, Gauge, Metrics, Registry, Unit, PREFIX};
-use labels::{GroupLabels, LagLabels};
+use labels::{GroupLabels, LagLabels, PartitionLabels};
 
 use crate::views;
 
@@ -25,12 +26,21 @@ mod labels {
     pub struct GroupLabels {
         pub group: String,
     }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct PartitionLabels {
+        pub topic: String,
+        pub partition: String,
+    }
 }
 
 /// The whole exposition, OpenMetrics text.
-pub async fn render(engine: &Engine, metrics: &Metrics) -> Result<String, std::fmt::Error> {
+pub async fn render(engine: &Engine, metrics: &Metrics, cluster: Option<&Cluster>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix(PREFIX);
     register_groups(engine, &mut registry);
+    if let Some(c) = cluster {
+        register_partitions(c, &mut registry);
+    }
     register_transactions(engine, &mut registry).await;
     metrics.encode(&registry)
 }
@@ -61,4 +71,32 @@ async fn register_transactions(engine: &Engine, registry: &mut Registry) {
     oldest.set(oldest_ms as f64 / 1000.0);
     registry.register("open_transactions", "Transactions begun and not yet completed", count);
     registry.register_with_unit("transaction_oldest_age", "Age of the oldest open transaction (0 when none)", Unit::Seconds, oldest);
+}
+
+/// On a cluster: every partition as the metadata group records it (the
+/// same on every broker), and how many of the partitions this broker leads
+/// are under-replicated (Kafka's UnderReplicatedPartitions: summed over the
+/// brokers, the cluster's count).
+fn register_partitions(cluster: &Cluster, registry: &mut Registry) {
+    let leader = Family::<PartitionLabels, Gauge>::default();
+    let replicas = Family::<PartitionLabels, Gauge>::default();
+    let in_sync = Family::<PartitionLabels, Gauge>::default();
+    let under = Family::<PartitionLabels, Gauge>::default();
+    let led_under = Gauge::<i64>::default();
+    let me = i32::try_from(cluster.node_id()).unwrap_or(-1);
+    for p in views::partition_leaders(&cluster.state()) {
+        let labels = PartitionLabels { topic: p.topic, partition: p.partition.to_string() };
+        leader.get_or_create(&labels).set(p.leader.map_or(-1, i64::from));
+        replicas.get_or_create(&labels).set(p.replicas.len() as i64);
+        in_sync.get_or_create(&labels).set(p.in_sync_replicas.len() as i64);
+        under.get_or_create(&labels).set(i64::from(p.under_replicated));
+        if p.under_replicated && p.leader == Some(me) {
+            led_under.inc();
+        }
+    }
+    registry.register("partition_leader", "Node id leading the partition (-1: none reported), from the cluster metadata", leader);
+    registry.register("partition_replicas", "Replicas of the partition", replicas);
+    registry.register("partition_in_sync_replicas", "Replicas caught up with the partition's leader (ISR), as the leader reported", in_sync);
+    registry.register("partition_under_replicated", "1 when fewer replicas are in sync than the partition has", under);
+    registry.register("under_replicated_partitions", "Partitions this broker leads with fewer replicas in sync than they have", led_under);
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ferry_broker::txn::{TxnMeta, TxnState};
 use ferry_broker::{now_ms, Engine, StorageKind};
-use ferry_cluster::Cluster;
+use ferry_cluster::{Cluster, ClusterState};
 use ferry_metrics::{Metrics, TopicCounts};
 use serde::Serialize;
 
@@ -224,10 +224,19 @@ pub struct BrokerView {
 pub struct LeaderView {
     pub topic: String,
     pub partition: i32,
-    /// Partitions are not replicated yet: the leader is the first replica
-    /// the metadata group placed it on, as Metadata answers clients.
+    /// The leader its Raft group reported to the metadata group; null
+    /// while none has (a new partition, or an election under way).
     pub leader: Option<i32>,
+    /// The leader epoch (the group's Raft term); null with no leader.
+    pub leader_epoch: Option<i64>,
+    /// Every replica, the preferred leader first (during a move: the
+    /// target's, then the leaving ones).
     pub replicas: Vec<i32>,
+    /// The replicas caught up with the leader (Kafka's ISR), as the leader
+    /// last reported them.
+    pub in_sync_replicas: Vec<i32>,
+    /// Fewer replicas in sync than there are replicas.
+    pub under_replicated: bool,
 }
 
 pub fn cluster(engine: &Engine, me: &Advertised, cluster: Option<&Cluster>) -> ClusterView {
@@ -241,31 +250,55 @@ fn single(engine: &Engine, me: &Advertised) -> ClusterView {
     let partitions = engine
         .topics()
         .iter()
-        .flat_map(|t| (0..t.partition_count()).map(|p| LeaderView { topic: t.name.clone(), partition: p, leader: Some(me.node_id), replicas: vec![me.node_id] }))
+        .flat_map(|t| {
+            (0..t.partition_count()).map(|p| LeaderView {
+                topic: t.name.clone(),
+                partition: p,
+                leader: Some(me.node_id),
+                leader_epoch: Some(0),
+                replicas: vec![me.node_id],
+                in_sync_replicas: vec![me.node_id],
+                under_replicated: false,
+            })
+        })
         .collect();
     let broker = BrokerView { node_id: me.node_id, host: me.host.clone(), port: me.port };
     ClusterView { mode: "single", node_id: me.node_id, controller_id: Some(me.node_id), brokers: vec![broker], partitions }
 }
 
+fn node_id(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(-1)
+}
+
+/// Every partition of the cluster as the metadata group records it.
+pub fn partition_leaders(state: &ClusterState) -> Vec<LeaderView> {
+    let mut out = Vec::new();
+    for (name, placement) in &state.topics {
+        for p in 0..placement.replicas.len() {
+            let partition = i32::try_from(p).unwrap_or(i32::MAX);
+            let Some(set) = state.replica_set(name, partition) else { continue };
+            let reported = state.partition_leaders.get(&set.group);
+            let in_sync: Vec<i32> = reported.map(|l| l.in_sync.iter().map(|n| node_id(*n)).collect()).unwrap_or_default();
+            out.push(LeaderView {
+                topic: name.clone(),
+                partition,
+                leader: reported.map(|l| node_id(l.leader)),
+                leader_epoch: reported.map(|l| i64::try_from(l.epoch).unwrap_or(i64::MAX)),
+                under_replicated: in_sync.len() < set.replicas.len(),
+                replicas: set.replicas.iter().map(|n| node_id(*n)).collect(),
+                in_sync_replicas: in_sync,
+            });
+        }
+    }
+    out
+}
+
 fn placed(cluster: &Cluster, me: &Advertised) -> ClusterView {
     let state = cluster.state();
-    let id = |n: u64| i32::try_from(n).unwrap_or(-1);
-    let brokers = state.brokers.iter().map(|(n, b)| BrokerView { node_id: id(*n), host: b.host.clone(), port: b.port }).collect();
-    let partitions = state
-        .topics
-        .iter()
-        .flat_map(|(name, placement)| {
-            placement.replicas.iter().enumerate().map(move |(p, replicas)| LeaderView {
-                topic: name.clone(),
-                partition: i32::try_from(p).unwrap_or(i32::MAX),
-                leader: replicas.first().map(|n| id(*n)),
-                replicas: replicas.iter().map(|n| id(*n)).collect(),
-            })
-        })
-        .collect();
+    let brokers = state.brokers.iter().map(|(n, b)| BrokerView { node_id: node_id(*n), host: b.host.clone(), port: b.port }).collect();
     let controller_id = match cluster.status().leader_id {
         0 => None,
-        n => Some(id(n)),
+        n => Some(node_id(n)),
     };
-    ClusterView { mode: "cluster", node_id: me.node_id, controller_id, brokers, partitions }
+    ClusterView { mode: "cluster", node_id: me.node_id, controller_id, brokers, partitions: partition_leaders(&state) }
 }

@@ -149,10 +149,15 @@ function renderTopics(topics, cluster) {
   });
   state.prevTopics = { at: now, counts: new Map(topics.map(t => [t.name, t])) };
   fillTable("topics", rows);
-  const leaders = new Map(cluster.partitions.map(p => [p.topic + "\u0000" + p.partition, p.leader]));
-  fillTable("partitions", topics.flatMap(t => t.partitions.map(p => row([t.name, p.partition,
-    leaders.get(t.name + "\u0000" + p.partition) ?? null, p.log_start_offset, p.log_end_offset,
-    p.last_stable_offset, num(bytes(p.size_bytes))]))));
+  const placed = new Map(cluster.partitions.map(p => [p.topic + "\u0000" + p.partition, p]));
+  fillTable("partitions", topics.flatMap(t => t.partitions.map(p => {
+    const c = placed.get(t.name + "\u0000" + p.partition);
+    const inSync = c ? c.in_sync_replicas.length + "/" + c.replicas.length : null;
+    const tr = row([t.name, p.partition, c ? c.leader : null, p.log_start_offset, p.log_end_offset,
+      p.last_stable_offset, num(bytes(p.size_bytes)), inSync]);
+    if (c && c.under_replicated) tr.classList.add("warn");
+    return tr;
+  })));
 }
 
 // One <article> per group, kept across polls (found by data-group, not a
