@@ -183,3 +183,44 @@ async fn librdkafka_is_slowed_to_producer_byte_rate_and_others_are_not() {
     println!("fast (no quota): {fast:.0} B/s");
     assert!(fast > 4.0 * quota, "another client id is not throttled: {fast:.0} B/s");
 }
+
+/// Metadata v4 on `conn`: (throttle_time_ms, ms until the answer came).
+fn metadata(conn: &mut TcpStream) -> (i32, u128) {
+    use bytes::Buf;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    use kafka_protocol::protocol::Decodable;
+    let started = Instant::now();
+    let body = roundtrip(conn, &raw::frame(ApiKey::Metadata, 4, 7, &MetadataRequest::default().with_topics(Some(vec![]))));
+    let mut b = bytes::Bytes::from(body);
+    b.advance(4); // correlation id
+    let resp = MetadataResponse::decode(&mut b, 4).expect("metadata answer");
+    (resp.throttle_time_ms, started.elapsed().as_millis())
+}
+
+#[test]
+fn request_percentage_throttles_handling_time_at_most_a_window_at_a_time() {
+    let ferry = Ferry::start();
+    let addr = ferry.bootstrap();
+    // A ten-thousandth of one percent of a thread: any request goes over.
+    assert_eq!(set_client_quota(&addr, "ferry-tests", "request_percentage", 0.0001, false), 0);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let (first, _) = metadata(&mut conn);
+    let (throttle, _) = metadata(&mut conn);
+    let (_, waited) = metadata(&mut conn);
+    println!("request_percentage=0.0001: throttle_time_ms {first} then {throttle}; the next answer came after {waited} ms");
+    assert_eq!(first, 0, "nothing was used before the first request");
+    // Kafka caps a request-time throttle at one window (quota.window.size.seconds).
+    assert!(throttle > 0 && throttle <= 1000, "throttle_time_ms {throttle}");
+    assert!(waited + 100 >= throttle as u128, "muted for the throttle time: {waited} ms");
+}
+
+#[test]
+fn the_quota_apis_need_cluster_configs_acls() {
+    let ferry = Ferry::start_with(&["--acls-enable", "true"], &[]);
+    let addr = ferry.bootstrap();
+    assert_eq!(set_client_quota(&addr, "x", "producer_byte_rate", 1.0, false), 31, "CLUSTER_AUTHORIZATION_FAILED without ALTER_CONFIGS");
+    let req = DescribeClientQuotasRequest::default();
+    let resp: DescribeClientQuotasResponse = call(&addr, ApiKey::DescribeClientQuotas, 1, &req);
+    assert_eq!(resp.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED without DESCRIBE_CONFIGS");
+}
