@@ -331,7 +331,9 @@ async fn wait_unmuted(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> bo
 /// first (quota.rs), and with request_percentage set, the time spent in its
 /// handler (and in the work it leaves running) recorded against it.
 async fn handle(ctx: &Context, peer: SocketAddr, header: RequestHeader, body: RequestKind, frame_len: usize) -> Dispatched {
-    let Some(quotas) = &ctx.quotas else { return handlers::dispatch(ctx, peer, header, body, 0).await };
+    let Some(quotas) = ctx.quotas.as_ref().filter(|q| q.any_active()) else {
+        return handlers::dispatch(ctx, peer, header, body, 0).await;
+    };
     let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
     let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let throttle = crate::quota::before_request(ctx, api, &client_id, frame_len);

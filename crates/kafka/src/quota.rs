@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,10 @@ pub fn user_of(principal: &str) -> &str {
 }
 
 /// Until when one connection is muted (KIP-219's channel throttling).
+/// `armed` lets an unthrottled connection skip the lock.
 #[derive(Debug, Default)]
 pub struct Mute {
+    armed: AtomicBool,
     until: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -49,15 +52,20 @@ impl Mute {
         if slot.is_none_or(|u| u < until) {
             *slot = Some(until);
         }
+        self.armed.store(true, Ordering::Release);
     }
 
     /// When the mute ends, if it has not yet.
     pub fn pending(&self) -> Option<tokio::time::Instant> {
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
         let mut slot = self.until.lock();
         match *slot {
             Some(u) if u > tokio::time::Instant::now() => Some(u),
             _ => {
                 *slot = None;
+                self.armed.store(false, Ordering::Release);
                 None
             }
         }

@@ -95,8 +95,15 @@ pub struct ClientQuotas {
     /// a request needs no quota work at all.
     active: [AtomicBool; 3],
     window: WindowConfig,
-    sensors: Mutex<HashMap<SensorKey, Rate>>,
+    sensors: Mutex<Sensors>,
     clock: Instant,
+}
+
+/// The sensors and when idle ones were last dropped.
+#[derive(Debug, Default)]
+struct Sensors {
+    map: HashMap<SensorKey, Rate>,
+    purged_ms: u64,
 }
 
 impl ClientQuotas {
@@ -109,7 +116,7 @@ impl ClientQuotas {
             writer: Mutex::new(()),
             active: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
             window,
-            sensors: Mutex::new(HashMap::new()),
+            sensors: Mutex::new(Sensors::default()),
             clock: Instant::now(),
         };
         quotas.install(config);
@@ -149,6 +156,12 @@ impl ClientQuotas {
     #[inline]
     pub fn is_active(&self, kind: Enforced) -> bool {
         self.active[kind.index()].load(Ordering::Acquire)
+    }
+
+    /// Whether any enforced quota is set at all.
+    #[inline]
+    pub fn any_active(&self) -> bool {
+        Enforced::ALL.into_iter().any(|k| self.is_active(k))
     }
 
     /// The current configuration (a snapshot).
@@ -242,7 +255,7 @@ impl ClientQuotas {
         let config = self.snapshot();
         let Some((bound, tags)) = resolve::quota_for(&config, kind.key(), user, client_id) else { return 0 };
         let mut sensors = self.sensors.lock();
-        match sensors.get_mut(&(kind, tags.0, tags.1)) {
+        match sensors.map.get_mut(&(kind, tags.0, tags.1)) {
             Some(rate) => self.bounded(kind, rate.throttle_ms(self.window, bound, now)),
             None => 0,
         }
@@ -253,7 +266,7 @@ impl ClientQuotas {
         let now = self.now_ms();
         let config = self.snapshot();
         let Some((_, tags)) = resolve::quota_for(&config, kind.key(), user, client_id) else { return };
-        if let Some(rate) = self.sensors.lock().get_mut(&(kind, tags.0, tags.1)) {
+        if let Some(rate) = self.sensors.lock().map.get_mut(&(kind, tags.0, tags.1)) {
             rate.record(self.window, -value, now);
         }
     }
@@ -277,17 +290,21 @@ impl ClientQuotas {
 }
 
 /// The sensor for `key`, created if need be. Idle sensors measure zero, so
-/// dropping them when the map is full loses nothing; None if it is still
-/// full of active ones (that client is not measured).
-fn sensor(sensors: &mut HashMap<SensorKey, Rate>, cfg: WindowConfig, key: SensorKey, now: u64) -> Option<&mut Rate> {
-    if !sensors.contains_key(&key) && sensors.len() >= MAX_SENSORS {
-        sensors.retain(|_, r| !r.is_idle(cfg, now));
-        if sensors.len() >= MAX_SENSORS {
+/// dropping them when the map is full loses nothing (at most once a window,
+/// so a flood of new client ids cannot make every request scan the map);
+/// None if it is still full of active ones (that client is not measured).
+fn sensor(sensors: &mut Sensors, cfg: WindowConfig, key: SensorKey, now: u64) -> Option<&mut Rate> {
+    if !sensors.map.contains_key(&key) && sensors.map.len() >= MAX_SENSORS {
+        if now.saturating_sub(sensors.purged_ms) >= cfg.window_ms {
+            sensors.purged_ms = now;
+            sensors.map.retain(|_, r| !r.is_idle(cfg, now));
+        }
+        if sensors.map.len() >= MAX_SENSORS {
             tracing::warn!(max = MAX_SENSORS, "too many active quota sensors; a new client is not measured");
             return None;
         }
     }
-    Some(sensors.entry(key).or_insert_with(|| Rate::new(now)))
+    Some(sensors.map.entry(key).or_insert_with(|| Rate::new(now)))
 }
 
 #[cfg(test)]

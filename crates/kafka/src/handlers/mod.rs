@@ -116,7 +116,9 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         }
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();
-            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            // Only a fetch under a quota needs its client id.
+            let quota = ctx.quotas.as_ref().is_some_and(|q| q.is_active(ferry_auth::quota::Enforced::Fetch));
+            let client_id = header.client_id.as_ref().filter(|_| quota).map(|c| c.to_string()).unwrap_or_default();
             return Dispatched::Waiting(Box::pin(async move {
                 let (resp, fetch_throttle) = crate::quota::fetch(&ctx, r, version, &client_id).await;
                 encode(&ctx.metrics, ApiKey::Fetch, version, cid, resp.into(), throttle_ms.max(fetch_throttle))
