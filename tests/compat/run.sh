@@ -39,6 +39,11 @@
 #                       --add-config 'SCRAM-SHA-512=[password=...]'; each
 #                       client is refused with a wrong password, then does
 #                       the round trip with SCRAM-SHA-512 over SASL_SSL)
+#           quotas:     java-quotas confluent-kafka-quotas (client quotas set
+#                       and described with Kafka's kafka-configs.sh and the
+#                       Java AdminClient; a Java producer, and a confluent-kafka
+#                       producer and consumer, slowed to their byte rates and
+#                       told the throttle time)
 #           (aliases: python = both Python round trips, confluent, franz-go,
 #           kafkajs; roundtrip = all round trips; group = all group checks;
 #           admin = both admin checks;
@@ -82,7 +87,8 @@ ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
 TOOL_CLIENTS=(java-tools)
 SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl java-ssl)
 SASL_CLIENTS=(java-sasl confluent-kafka-sasl)
-ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}" "${SASL_CLIENTS[@]}")
+QUOTA_CLIENTS=(java-quotas confluent-kafka-quotas)
+ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}" "${SASL_CLIENTS[@]}" "${QUOTA_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
 # first rebalance of every new or empty group that long, waiting for more
 # members. Each group check forms a new group, and the -kill checks form it
@@ -116,6 +122,7 @@ expand() { # name/alias -> canonical client names
     tools) echo "${TOOL_CLIENTS[@]}" ;;
     ssl | tls) echo "${SSL_CLIENTS[@]}" ;;
     sasl) echo "${SASL_CLIENTS[@]}" ;;
+    quotas) echo "${QUOTA_CLIENTS[@]}" ;;
     kill) echo confluent-kafka-group-kill kafka-python-group-kill go-group-kill node-group-kill \
       java-group-range-kill java-group-cooperative-kill ;;
     java-group) echo java-group-range java-group-cooperative java-group-range-kill java-group-cooperative-kill ;;
@@ -127,7 +134,7 @@ expand() { # name/alias -> canonical client names
     *)
       local k
       for k in "${ALL_CLIENTS[@]}"; do [[ "$1" == "$k" ]] && { echo "$1"; return; }; done
-      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools ssl sasl kill java-group python-group)"
+      die "unknown client '$1' (known: ${ALL_CLIENTS[*]} python roundtrip group promises admin tools ssl sasl quotas kill java-group python-group)"
       ;;
   esac
 }
@@ -230,6 +237,14 @@ client_cmd() { # sets CMD
     confluent-kafka-admin) CMD=("$py" "$HERE/python/test_confluent_kafka_admin.py") ;;
     java-admin) CMD=(java -cp "$jar" dev.ferry.compat.KafkaAdminCompat) ;;
     java-tools) CMD=(java -cp "$jar" dev.ferry.compat.KafkaToolsCompat) ;;
+    java-quotas) CMD=(java -cp "$jar" dev.ferry.compat.KafkaQuotasCompat) ;;
+    # confluent-kafka has no client-quota admin API: Kafka's kafka-configs.sh sets them.
+    confluent-kafka-quotas) CMD=(bash -c 'set -e
+      for c in producer:producer consumer:consumer; do
+        java -cp "$1" org.apache.kafka.tools.ConfigCommand --bootstrap-server "$FERRY_BOOTSTRAP" --alter \
+          --entity-type clients --entity-name "compat-quota-py-${c%%:*}" --add-config "${c#*:}_byte_rate=100000"
+      done
+      "$2" "$3/python/test_confluent_kafka_quotas.py"' _ "$jar" "$py" "$HERE") ;;
     confluent-kafka-group*) CMD=("$py" "$HERE/python/test_confluent_kafka_group.py" "$mode") ;;
     kafka-python-group*) CMD=("$py" "$HERE/python/test_kafka_python_group.py" "$mode") ;;
     go-group*) CMD=("$HERE/go/franz-go-compat" group "$mode") ;;
@@ -423,6 +438,7 @@ done
 SETUP_GROUPS=()
 for c in "${CLIENTS[@]}"; do SETUP_GROUPS+=("$(group_of "$c")"); done
 [[ -z "$SASL_PORT" ]] || SETUP_GROUPS+=(java)
+[[ -z "${WANT[confluent-kafka-quotas]:-}" ]] || SETUP_GROUPS+=(java)
 for g in "${SETUP_GROUPS[@]}"; do
   [[ -z "${SETUP_DONE[$g]:-}" ]] || continue
   SETUP_DONE[$g]=1

@@ -8,11 +8,13 @@
 //! - [`store`]: the user store, `<data-dir>/security/users.json`.
 //! - [`exchange`]: one connection's SASL exchange against the store.
 //! - [`acl`]: Kafka's ACLs, their store and the authorizer.
+//! - [`quota`]: Kafka's client quotas, their store and their sensors.
 
 pub mod acl;
 pub mod credential;
 pub mod exchange;
 pub mod mechanism;
+pub mod quota;
 pub mod store;
 
 pub use credential::ScramCredential;

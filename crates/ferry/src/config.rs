@@ -125,6 +125,12 @@ pub struct ServeArgs {
     /// Keep an empty group's committed offsets this long (Kafka: offsets.retention.minutes) [default: 10080].
     #[arg(long, env = "FERRY_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// Samples a client quota's rate is measured over (Kafka: quota.window.num) [default: 11].
+    #[arg(long, env = "FERRY_QUOTA_WINDOW_NUM")]
+    pub quota_window_num: Option<u32>,
+    /// Length of each quota sample in seconds (Kafka: quota.window.size.seconds) [default: 1].
+    #[arg(long, env = "FERRY_QUOTA_WINDOW_SIZE_SECONDS")]
+    pub quota_window_size_seconds: Option<u32>,
     /// Where this broker accepts other brokers' Raft traffic (default: its
     /// own entry in --cluster-voters).
     #[arg(long, env = "FERRY_CLUSTER_LISTEN")]
@@ -181,6 +187,8 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
+    quota_window_num: Option<u32>,
+    quota_window_size_seconds: Option<u32>,
     http_listen: Option<String>,
     cluster_listen: Option<SocketAddr>,
     cluster_voters: Option<String>,
@@ -211,6 +219,8 @@ pub struct Settings {
     pub connection_failed_authentication_delay_ms: u64,
     /// Set with `acls_enable`: the authorizer's settings.
     pub acls: Option<ferry_auth::acl::AuthorizerConfig>,
+    /// How client quota rates are measured (quota.window.num, quota.window.size.seconds).
+    pub quota_window: ferry_auth::quota::WindowConfig,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub auto_create_topics_enable: bool,
@@ -290,6 +300,7 @@ impl ServeArgs {
         if group.max_size == 0 {
             bail!("group_max_size must be at least 1");
         }
+        let quota_window = resolve_quota_window(&self, &file)?;
         Ok(Settings {
             group,
             cleaner,
@@ -299,6 +310,7 @@ impl ServeArgs {
             sasl_enabled_mechanisms,
             connection_failed_authentication_delay_ms,
             acls,
+            quota_window,
             advertised_host: host,
             advertised_port: port as i32,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
@@ -323,6 +335,21 @@ impl ServeArgs {
 }
 
 /// `--listen` and `--advertised-listener`.
+/// Kafka's bounds: quota.window.num at least 2 (the rate spans all but
+/// one sample), quota.window.size.seconds at least 1; at most an hour.
+fn resolve_quota_window(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ferry_auth::quota::WindowConfig> {
+    let defaults = ferry_auth::quota::WindowConfig::default();
+    let samples = args.quota_window_num.or(file.quota_window_num).unwrap_or(defaults.samples);
+    let seconds = args.quota_window_size_seconds.or(file.quota_window_size_seconds).unwrap_or((defaults.window_ms / 1000) as u32);
+    if !(2..=3600).contains(&samples) {
+        bail!("quota_window_num must be between 2 and 3600, got {samples}");
+    }
+    if !(1..=3600).contains(&seconds) {
+        bail!("quota_window_size_seconds must be between 1 and 3600, got {seconds}");
+    }
+    Ok(ferry_auth::quota::WindowConfig { samples, window_ms: u64::from(seconds) * 1000 })
+}
+
 fn resolve_listeners(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<ListenerPlan>> {
     let listen = args.listen.as_deref().or(file.listen.as_deref()).unwrap_or("127.0.0.1:9092");
     let advertised = args.advertised_listener.as_deref().or(file.advertised_listener.as_deref());

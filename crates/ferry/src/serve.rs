@@ -161,6 +161,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut ctx = Context::new(engine.clone(), server_config);
     ctx.cluster = cluster.clone();
     ctx.users = Some(users);
+    // Per broker, like users and ACLs: not replicated through the metadata group yet.
+    let quotas = ferry_auth::quota::ClientQuotas::open(&settings.data_dir, settings.quota_window).context("cannot open the client quota store")?;
+    if !quotas.is_empty() {
+        info!(entities = quotas.len(), "client quotas loaded");
+    }
+    ctx.quotas = Some(Arc::new(quotas));
     if let Some(config) = settings.acls.clone() {
         let authorizer = ferry_auth::acl::Authorizer::open(&settings.data_dir, config).context("cannot open the ACL store")?;
         info!(acls = authorizer.describe(&ferry_auth::acl::AclFilter::any()).len(), "ACLs enabled");

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{decode_request, Decoded};
 use crate::handlers::{self, Dispatched, Reply};
+use crate::quota::Timed;
 use crate::sasl::{SaslConfig, SaslGate, Screened};
 use crate::server::Context;
 
@@ -174,6 +175,7 @@ pub async fn serve_connection<S>(
     debug!(%peer, %principal, "connection opened");
     let mut identity = Identity { tls: principal, sasl: None };
     ctx.session = identity.session(peer);
+    ctx.mute = std::sync::Arc::new(crate::quota::Mute::default());
     let mut gate = sasl.map(SaslGate::new);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests_per_connection);
@@ -220,6 +222,10 @@ pub async fn serve_connection<S>(
             idle_limit = g.read_limit(idle_limit);
             max_frame = g.max_frame(max_frame);
         }
+        // A quota throttle mutes the connection: nothing is read meanwhile.
+        if !wait_unmuted(&ctx, &mut shutdown).await {
+            break;
+        }
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
             r = tokio::time::timeout(idle_limit, read_frame(&mut rd, max_frame)) => match r {
@@ -248,6 +254,10 @@ pub async fn serve_connection<S>(
                 _ = done => {}
             }
         }
+        // A fetch answered meanwhile may have muted the connection.
+        if !wait_unmuted(&ctx, &mut shutdown).await {
+            break;
+        }
         if let Some(g) = gate.as_mut().filter(|g| g.expects_raw_token()) {
             let screened = g.raw_token(frame).await;
             if !answer_sasl(screened, peer, &mut identity, &tx).await {
@@ -256,6 +266,7 @@ pub async fn serve_connection<S>(
             ctx.session = identity.session(peer);
             continue;
         }
+        let frame_len = frame.len();
         let pending = match decode_request(frame) {
             Ok(Decoded::Request(header, body)) => {
                 let api = ApiKey::try_from(header.request_api_key);
@@ -280,7 +291,8 @@ pub async fn serve_connection<S>(
                     Ok(ApiKey::EndTxn) => offsets_added = false,
                     _ => {}
                 }
-                queue(handlers::dispatch(&ctx, peer, header, body).await, &mut effects_pending)
+                let dispatched = handle(&ctx, peer, header, body, frame_len).await;
+                queue(dispatched, &mut effects_pending)
             }
             Ok(Decoded::UnsupportedVersion(prefix, api)) => {
                 if api != ApiKey::ApiVersions && gate.as_ref().is_some_and(|g| !g.is_done()) {
@@ -304,6 +316,46 @@ pub async fn serve_connection<S>(
     drop(tx);
     let _ = writer.await;
     debug!(%peer, principal = identity.principal(), "connection closed");
+}
+
+/// Waits out a quota mute; false when the broker shuts down meanwhile.
+async fn wait_unmuted(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let Some(until) = ctx.mute.pending() else { return true };
+    tokio::select! {
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep_until(until) => true,
+    }
+}
+
+/// Dispatches one request under the client quotas: its throttle decided
+/// first (quota.rs), and with request_percentage set, the time spent in its
+/// handler (and in the work it leaves running) recorded against it.
+async fn handle(ctx: &Context, peer: SocketAddr, header: RequestHeader, body: RequestKind, frame_len: usize) -> Dispatched {
+    let Some(quotas) = ctx.quotas.as_ref().filter(|q| q.any_active()) else {
+        return handlers::dispatch(ctx, peer, header, body, 0).await;
+    };
+    let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
+    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let throttle = crate::quota::before_request(ctx, api, &client_id, frame_len);
+    if !crate::quota::times_requests(ctx) {
+        return handlers::dispatch(ctx, peer, header, body, throttle).await;
+    }
+    let (dispatched, busy) = Timed::new(Box::pin(handlers::dispatch(ctx, peer, header, body, throttle))).await;
+    let principal = ctx.session.principal.clone();
+    crate::quota::record_request_time(quotas, &principal, &client_id, busy);
+    let timed = |work: handlers::ReplyFuture| -> handlers::ReplyFuture {
+        let quotas = quotas.clone();
+        Box::pin(async move {
+            let (reply, busy) = Timed::new(work).await;
+            crate::quota::record_request_time(&quotas, &principal, &client_id, busy);
+            reply
+        })
+    };
+    match dispatched {
+        Dispatched::Ready(reply) => Dispatched::Ready(reply),
+        Dispatched::Waiting(work) => Dispatched::Waiting(timed(work)),
+        Dispatched::Ordered(work) => Dispatched::Ordered(timed(work)),
+    }
 }
 
 /// Queues a SASL answer; records the login. False when the connection must close.

@@ -15,6 +15,7 @@ mod handlers;
 pub mod ip_limit;
 pub mod listener;
 pub mod metrics;
+pub mod quota;
 pub mod sasl;
 mod server;
 pub mod tls;

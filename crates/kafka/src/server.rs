@@ -74,6 +74,10 @@ pub struct Context {
     /// The authorizer (`--acls-enable true`); None: everything is allowed
     /// and the ACL APIs answer SECURITY_DISABLED.
     pub acls: Option<Arc<ferry_auth::acl::Authorizer>>,
+    /// Client quotas (always present on a broker; tests may run without).
+    pub quotas: Option<Arc<ferry_auth::quota::ClientQuotas>>,
+    /// This connection's quota mute (each connection sets its own).
+    pub mute: Arc<crate::quota::Mute>,
     /// Who this connection is (set by the connection, updated after SASL).
     pub session: Arc<ferry_auth::acl::Session>,
 }
@@ -83,7 +87,8 @@ impl Context {
     pub fn new(engine: Arc<Engine>, config: Arc<ServerConfig>) -> Context {
         let metrics = engine.config.metrics.clone().map(|m| Arc::new(WireMetrics::new(m)));
         let session = Arc::new(ferry_auth::acl::Session { principal: ANONYMOUS.to_string(), host: "0.0.0.0".to_string() });
-        Context { engine, config, metrics, cluster: None, users: None, acls: None, session }
+        let mute = Arc::new(crate::quota::Mute::default());
+        Context { engine, config, metrics, cluster: None, users: None, acls: None, quotas: None, mute, session }
     }
 }
 

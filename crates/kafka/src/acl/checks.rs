@@ -66,6 +66,13 @@ pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, Box<Respo
             Some(DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER).into())
         }
         RequestKind::AlterUserScramCredentials(r) if !cluster(ctx, Op::Alter) => Some(alter_users_refused(r).into()),
+        // Kafka: DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster.
+        RequestKind::DescribeClientQuotas(_) if !cluster(ctx, Op::DescribeConfigs) => Some(
+            DescribeClientQuotasResponse::default()
+                .with_error_code(CLUSTER)
+                .with_error_message(Some(str_bytes("Cluster authorization failed."))).into(),
+        ),
+        RequestKind::AlterClientQuotas(r) if !cluster(ctx, Op::AlterConfigs) => Some(alter_quotas_refused(r).into()),
         RequestKind::ElectLeaders(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::elect::refused(r, CLUSTER).into()),
         RequestKind::AlterPartitionReassignments(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::reassign::alter_refused(r, CLUSTER).into()),
         RequestKind::ListPartitionReassignments(_) if !cluster(ctx, Op::Describe) => {
@@ -213,4 +220,13 @@ pub fn configs(ctx: &Context, resource_type: i8, name: &str, op: Op) -> Option<i
         4 if !cluster(ctx, op) => Some(CLUSTER),
         _ => None,
     }
+}
+
+fn alter_quotas_refused(r: &AlterClientQuotasRequest) -> AlterClientQuotasResponse {
+    use kafka_protocol::messages::alter_client_quotas_response::{EntityData, EntryData};
+    let entries = r.entries.iter().map(|e| {
+        let entity = e.entity.iter().map(|p| EntityData::default().with_entity_type(p.entity_type.clone()).with_entity_name(p.entity_name.clone()));
+        EntryData::default().with_entity(entity.collect()).with_error_code(CLUSTER).with_error_message(Some(str_bytes("Cluster authorization failed.")))
+    });
+    AlterClientQuotasResponse::default().with_entries(entries.collect())
 }

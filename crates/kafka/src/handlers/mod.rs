@@ -6,6 +6,7 @@ mod api_versions;
 mod configs;
 pub(crate) mod elect;
 mod fetch;
+pub(crate) use fetch::handle as fetch_handle;
 mod groups;
 mod leader_epoch;
 mod list_offsets;
@@ -13,6 +14,7 @@ mod log_dirs;
 mod metadata;
 mod produce;
 mod quorum;
+mod quotas;
 pub(crate) mod reassign;
 mod txn;
 mod users;
@@ -42,7 +44,11 @@ pub enum Reply {
     Close(String),
 }
 
-fn encode(metrics: &Option<Arc<WireMetrics>>, api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
+/// Encodes an answer, with the request's quota throttle time when it has one.
+fn encode(metrics: &Option<Arc<WireMetrics>>, api: ApiKey, version: i16, correlation_id: i32, mut body: ResponseKind, throttle_ms: u64) -> Reply {
+    if throttle_ms > 0 {
+        crate::quota::set_throttle(&mut body, throttle_ms);
+    }
     if let Some(m) = metrics {
         m.count_errors(api, &body);
     }
@@ -78,14 +84,16 @@ pub enum Dispatched {
 /// Handles one request. Runs in the connection's reader, so everything
 /// that must happen in request order (appends, admin changes) happens here
 /// or in an [`Dispatched::Ordered`] future the reader waits for.
-pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: RequestHeader, body: RequestKind) -> Dispatched {
+/// `throttle_ms` is the quota throttle decided before handling (quota.rs);
+/// a fetch may add its own.
+pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: RequestHeader, body: RequestKind, throttle_ms: u64) -> Dispatched {
     let version = header.request_api_version;
     let cid = header.correlation_id;
     let body = match crate::acl::checks::refuse(ctx, body) {
         Ok(body) => body,
         Err(refused) => {
             let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
-            return Dispatched::Ready(encode(&ctx.metrics, api, version, cid, *refused));
+            return Dispatched::Ready(encode(&ctx.metrics, api, version, cid, *refused, throttle_ms));
         }
     };
     let (api, response): (ApiKey, ResponseKind) = match body {
@@ -96,7 +104,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let appended = produce::append(ctx, r, version);
             return Dispatched::Waiting(Box::pin(async move {
                 let reply = match produce::finish(appended).await {
-                    produce::Outcome::Respond(resp) => encode(&metrics, ApiKey::Produce, version, cid, resp.into()),
+                    produce::Outcome::Respond(resp) => encode(&metrics, ApiKey::Produce, version, cid, resp.into(), throttle_ms),
                     produce::Outcome::Silent => Reply::Nothing,
                     produce::Outcome::Close(reason) => Reply::Close(reason),
                 };
@@ -108,9 +116,12 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
         }
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();
+            // Only a fetch under a quota needs its client id.
+            let quota = ctx.quotas.as_ref().is_some_and(|q| q.is_active(ferry_auth::quota::Enforced::Fetch));
+            let client_id = header.client_id.as_ref().filter(|_| quota).map(|c| c.to_string()).unwrap_or_default();
             return Dispatched::Waiting(Box::pin(async move {
-                let resp = fetch::handle(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::Fetch, version, cid, resp.into())
+                let (resp, fetch_throttle) = crate::quota::fetch(&ctx, r, version, &client_id).await;
+                encode(&ctx.metrics, ApiKey::Fetch, version, cid, resp.into(), throttle_ms.max(fetch_throttle))
             }));
         }
         RequestKind::JoinGroup(r) => {
@@ -119,77 +130,77 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let client_host = format!("/{}", peer.ip());
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::join_group(&ctx, r, version, client_id, client_host).await;
-                encode(&ctx.metrics, ApiKey::JoinGroup, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::JoinGroup, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::SyncGroup(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::sync_group(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::SyncGroup, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::SyncGroup, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::OffsetCommit(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = groups::offset_commit(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::OffsetCommit, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::OffsetCommit, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::InitProducerId(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::init_producer_id(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::InitProducerId, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::InitProducerId, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::AddPartitionsToTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_partitions(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::AddPartitionsToTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::AddPartitionsToTxn, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::add_offsets(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::AddOffsetsToTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::AddOffsetsToTxn, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::TxnOffsetCommit(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::txn_offset_commit(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::TxnOffsetCommit, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::TxnOffsetCommit, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::EndTxn(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::end_txn(&ctx, r, version).await;
-                encode(&ctx.metrics, ApiKey::EndTxn, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::EndTxn, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::DeleteRecords(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = log_dirs::delete_records(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::DeleteRecords, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::DeleteRecords, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::CreateAcls(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = crate::acl::apis::create(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::CreateAcls, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::CreateAcls, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::DeleteAcls(r) => {
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = crate::acl::apis::delete(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::DeleteAcls, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::DeleteAcls, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::DescribeAcls(r) => (ApiKey::DescribeAcls, crate::acl::apis::describe(ctx, r).into()),
@@ -197,9 +208,17 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let ctx = ctx.clone();
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = users::alter(&ctx, r).await;
-                encode(&ctx.metrics, ApiKey::AlterUserScramCredentials, version, cid, resp.into())
+                encode(&ctx.metrics, ApiKey::AlterUserScramCredentials, version, cid, resp.into(), throttle_ms)
             }));
         }
+        RequestKind::AlterClientQuotas(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = quotas::alter(&ctx, r).await;
+                encode(&ctx.metrics, ApiKey::AlterClientQuotas, version, cid, resp.into(), throttle_ms)
+            }));
+        }
+        RequestKind::DescribeClientQuotas(r) => (ApiKey::DescribeClientQuotas, quotas::describe(ctx, r).into()),
         RequestKind::DescribeUserScramCredentials(r) => (ApiKey::DescribeUserScramCredentials, users::describe(ctx, r).into()),
         // Authenticated already, or a listener without SASL (sasl.rs screens the others).
         RequestKind::SaslHandshake(_) => (ApiKey::SaslHandshake, crate::sasl::illegal_state(ApiKey::SaslHandshake)),
@@ -248,7 +267,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             return Dispatched::Ready(Reply::Close(format!("no handler for {:?}", std::mem::discriminant(&other))));
         }
     };
-    Dispatched::Ready(encode(&ctx.metrics, api, version, cid, response))
+    Dispatched::Ready(encode(&ctx.metrics, api, version, cid, response, throttle_ms))
 }
 
 /// The answer to a request at a version Ferry does not serve. ApiVersions
@@ -259,7 +278,7 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
 pub fn unsupported_version(prefix: HeaderPrefix, api: ApiKey) -> Reply {
     if api == ApiKey::ApiVersions {
         let body = api_versions::handle(crate::codes::UNSUPPORTED_VERSION);
-        return encode(&None, api, 0, prefix.correlation_id, body.into());
+        return encode(&None, api, 0, prefix.correlation_id, body.into(), 0);
     }
     Reply::Close(format!("{api:?} v{} is not supported", prefix.api_version))
 }
