@@ -34,11 +34,18 @@
 #                       over the broker's SSL listener; certificates made with
 #                       openssl; the Python client also presents a client
 #                       certificate; Java reads the CA as a PEM truststore)
-#           sasl:       java-sasl confluent-kafka-sasl (a user made online
-#                       with Kafka's kafka-configs.sh --entity-type users
-#                       --add-config 'SCRAM-SHA-512=[password=...]'; each
-#                       client is refused with a wrong password, then does
-#                       the round trip with SCRAM-SHA-512 over SASL_SSL)
+#           sasl:       the round trip logged in as a user made online with
+#                       Kafka's kafka-configs.sh --entity-type users
+#                       --add-config 'SCRAM-SHA-256=[...],SCRAM-SHA-512=[...]',
+#                       each client with its own SASL and TLS settings:
+#                       java-sasl confluent-kafka-sasl go-sasl (SCRAM-SHA-512
+#                       over SASL_SSL), kafka-python-sasl node-sasl
+#                       (SCRAM-SHA-256 over SASL_SSL), kcat-sasl (PLAIN over
+#                       SASL_SSL), go-sasl-plaintext java-sasl-plaintext
+#                       (PLAIN over SASL_PLAINTEXT). A wrong password is
+#                       refused first with an authentication error:
+#                       java-sasl and confluent-kafka-sasl (SCRAM-SHA-512),
+#                       go-sasl (SCRAM-SHA-256), kcat-sasl (PLAIN).
 #           quotas:     java-quotas confluent-kafka-quotas (client quotas set
 #                       and described with Kafka's kafka-configs.sh and the
 #                       Java AdminClient; a Java producer, and a confluent-kafka
@@ -86,7 +93,7 @@ PROMISE_CLIENTS=(confluent-kafka-promises java-promises)
 ADMIN_CLIENTS=(confluent-kafka-admin java-admin)
 TOOL_CLIENTS=(java-tools)
 SSL_CLIENTS=(kcat-ssl confluent-kafka-ssl java-ssl)
-SASL_CLIENTS=(java-sasl confluent-kafka-sasl)
+SASL_CLIENTS=(java-sasl confluent-kafka-sasl go-sasl kafka-python-sasl node-sasl kcat-sasl go-sasl-plaintext java-sasl-plaintext)
 QUOTA_CLIENTS=(java-quotas confluent-kafka-quotas)
 ALL_CLIENTS=("${ROUNDTRIP_CLIENTS[@]}" "${GROUP_CLIENTS[@]}" "${PROMISE_CLIENTS[@]}" "${ADMIN_CLIENTS[@]}" "${TOOL_CLIENTS[@]}" "${SSL_CLIENTS[@]}" "${SASL_CLIENTS[@]}" "${QUOTA_CLIENTS[@]}")
 # --group-initial-rebalance-delay-ms 500: Kafka's default (3000 ms) holds the
@@ -227,6 +234,19 @@ client_cmd() { # sets CMD
       bash -c 'java -cp "$1" dev.ferry.compat.KafkaSaslCompat && java -jar "$1"' _ "$jar") ;;
     confluent-kafka-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_PROPS"
       bash -c '"$1" "$2/python/test_sasl_refused.py" && "$1" "$2/python/test_confluent_kafka.py"' _ "$py" "$HERE") ;;
+    kafka-python-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="security_protocol=SASL_SSL ssl_cafile=$TLS/ca.pem
+      sasl_mechanism=SCRAM-SHA-256 sasl_plain_username=$SASL_USER sasl_plain_password=$SASL_PASSWORD" "$py" "$HERE/python/test_kafka_python.py") ;;
+    kcat-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=PLAIN $SASL_LOGIN"
+      bash -c 'bash "$1/kcat/test_sasl_refused.sh" && bash "$1/kcat/test_kcat.sh"' _ "$HERE") ;;
+    go-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-512 $SASL_LOGIN"
+      bash -c 'FERRY_CLIENT_PROPS="$2" "$1" sasl-refused && "$1"' _ "$HERE/go/franz-go-compat" "$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-256 $SASL_LOGIN") ;;
+    go-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN $SASL_LOGIN"
+      "$HERE/go/franz-go-compat") ;;
+    node-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-256 $SASL_LOGIN"
+      node "$HERE/node/test_kafkajs.js") ;;
+    java-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN
+      sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule\u0020required\u0020username=\"$SASL_USER\"\u0020password=\"$SASL_PASSWORD\";"
+      java -jar "$jar") ;;
     kafka-python) CMD=("$py" "$HERE/python/test_kafka_python.py") ;;
     kcat) CMD=(bash "$HERE/kcat/test_kcat.sh") ;;
     go) CMD=("$HERE/go/franz-go-compat") ;;
@@ -310,13 +330,19 @@ for c in "${CLIENTS[@]}"; do
   fi
 done
 
-# With a SASL client selected the broker also gets a SASL_SSL listener, and
-# a SCRAM-SHA-512 user made online by Kafka's kafka-configs.sh (ConfigCommand,
-# from the Java check's jar) once the broker is up.
+# With a SASL client selected the broker also gets SASL_SSL and
+# SASL_PLAINTEXT listeners (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), and a
+# user with both SCRAM credentials made online by Kafka's kafka-configs.sh
+# (ConfigCommand, from the Java check's jar) once the broker is up; PLAIN
+# checks its password against them.
 SASL_PORT=""
+SASL_PLAINTEXT_PORT=""
 SASL_USER="compat-user"
 SASL_PASSWORD="compat-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-SASL_PROPS="security.protocol=SASL_SSL ssl.ca.location=$TLS/ca.pem sasl.mechanism=SCRAM-SHA-512 sasl.username=$SASL_USER sasl.password=$SASL_PASSWORD"
+# librdkafka's names (franz-go's and kafkajs's checks map them to their own options).
+SASL_SSL_LIBRDKAFKA="security.protocol=SASL_SSL ssl.ca.location=$TLS/ca.pem"
+SASL_LOGIN="sasl.username=$SASL_USER sasl.password=$SASL_PASSWORD"
+SASL_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-512 $SASL_LOGIN"
 # One word per property (FERRY_CLIENT_PROPS is split on spaces): the JAAS line has none.
 SASL_JAVA_PROPS="security.protocol=SASL_SSL ssl.truststore.type=PEM ssl.truststore.location=$TLS/ca.pem sasl.mechanism=SCRAM-SHA-512 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule\u0020required\u0020username=\"$SASL_USER\"\u0020password=\"$SASL_PASSWORD\";"
 for c in "${CLIENTS[@]}"; do
@@ -327,15 +353,17 @@ for c in "${CLIENTS[@]}"; do
       BROKER_FLAGS+=(--ssl-certificate-location "$TLS/server.pem" --ssl-key-location "$TLS/server.key")
     fi
     SASL_PORT="$(free_port)"
-    BROKER_FLAGS+=(--sasl-enabled-mechanisms SCRAM-SHA-512)
+    SASL_PLAINTEXT_PORT="$(free_port)"
+    BROKER_FLAGS+=(--sasl-enabled-mechanisms PLAIN,SCRAM-SHA-256,SCRAM-SHA-512)
   fi
 done
 
-# kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[...]' --entity-type users, as its
-# wrapper runs it (the class is in kafka-tools, in the Java check's jar).
+# kafka-configs.sh --alter --add-config 'SCRAM-SHA-256=[...],SCRAM-SHA-512=[...]' --entity-type users,
+# as its wrapper runs it (the class is in kafka-tools, in the Java check's jar).
 create_sasl_user() {
   java -cp "$HERE/java/target/ferry-compat-java.jar" org.apache.kafka.tools.ConfigCommand --bootstrap-server "127.0.0.1:$PORT" \
-    --alter --add-config "SCRAM-SHA-512=[iterations=8192,password=$SASL_PASSWORD]" --entity-type users --entity-name "$SASL_USER"
+    --alter --add-config "SCRAM-SHA-256=[iterations=4096,password=$SASL_PASSWORD],SCRAM-SHA-512=[iterations=8192,password=$SASL_PASSWORD]" \
+    --entity-type users --entity-name "$SASL_USER"
 }
 
 # A fresh port; the restarts after kills (lib.sh) keep it.
@@ -347,7 +375,7 @@ start_compat_broker() {
   PORT="$(free_port)"
   LISTEN="127.0.0.1:$PORT"
   [[ -z "$SSL_PORT" ]] || LISTEN="PLAINTEXT://127.0.0.1:$PORT,SSL://127.0.0.1:$SSL_PORT"
-  [[ -z "$SASL_PORT" ]] || LISTEN="${LISTEN/#127.0.0.1:/PLAINTEXT://127.0.0.1:},SASL_SSL://127.0.0.1:$SASL_PORT"
+  [[ -z "$SASL_PORT" ]] || LISTEN="${LISTEN/#127.0.0.1:/PLAINTEXT://127.0.0.1:},SASL_SSL://127.0.0.1:$SASL_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PLAINTEXT_PORT"
   start_broker || return 1
   export FERRY_BOOTSTRAP="127.0.0.1:$PORT"
   say "compat: ferry (pid $BROKER_PID) listening on $FERRY_BOOTSTRAP"

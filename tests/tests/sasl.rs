@@ -208,3 +208,50 @@ fn users_created_online_survive_a_restart_and_kafkas_error_codes_hold() {
     assert_eq!(alter(&ferry, vec![], vec![deletion("dave", 2)]), vec![("dave".into(), 0)]);
     assert!(metadata_port(&dave).is_err(), "a deleted user cannot log in");
 }
+
+/// `ferry bench` (and the other librdkafka subcommands) against a SASL_SSL
+/// listener with librdkafka's names as flags: measured and read back over
+/// SCRAM-SHA-512 and over PLAIN, the protocol named in the result; a wrong
+/// password is the broker's authentication error at once, for bench and for
+/// `ferry verify --bootstrap-server`, not "is a broker running?".
+#[test]
+fn bench_and_verify_reach_a_sasl_ssl_listener_and_a_wrong_password_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = certs::ca(dir.path(), "ca");
+    let server = ca.sign(dir.path(), "server", "localhost", true);
+    let (mut ferry, ports) = unstarted(&server, &[]);
+    assert!(ferry_user(&ferry.data_dir, &["add", "dave", "--mechanism", "SCRAM-SHA-512", "--password-stdin"], "dave-pw\n").0);
+    ferry.spawn_and_wait();
+    let bootstrap = format!("127.0.0.1:{}", ports.sasl_ssl);
+    let ca_file = ca.cert.to_string_lossy().into_owned();
+    let run = |cmd: &[&str], mechanism: &str, password: &str| {
+        let out = Command::new(ferry_bin())
+            .args(cmd)
+            .args(["--bootstrap-server", &bootstrap, "--security-protocol", "SASL_SSL", "--sasl-mechanism", mechanism])
+            .args(["--sasl-username", "dave", "--ssl-ca-location", &ca_file])
+            .env("FERRY_SASL_PASSWORD", password)
+            .output()
+            .expect("run ferry");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (mechanism, topic) in [("SCRAM-SHA-512", "bench-scram"), ("PLAIN", "bench-plain")] {
+        let (ok, stdout, stderr) = run(&["bench", "--topic", topic, "--records", "5000", "--consume", "--output", "json"], mechanism, "dave-pw");
+        assert!(ok, "{mechanism}: {stderr}\nlog:\n{}", ferry.log());
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+        assert_eq!((v["delivered"].as_u64(), v["consume"]["records"].as_u64()), (Some(5000), Some(5000)), "{v}");
+        assert_eq!((v["security_protocol"].as_str(), v["sasl_mechanism"].as_str()), (Some("SASL_SSL"), Some(mechanism)), "{v}");
+    }
+    let (ok, stdout, _) = run(&["topic", "list"], "SCRAM-SHA-512", "dave-pw");
+    assert!(ok && stdout.contains("bench-scram") && stdout.contains("bench-plain"), "{stdout}");
+
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = run(&["bench", "--records", "100"], "SCRAM-SHA-512", "not-dave-pw");
+    assert!(!ok && stderr.contains("refused the connection") && stderr.contains("Authentication failed"), "{stderr}");
+    let (ok, _, stderr) = run(&["verify", "--semantics", "at-least-once", "--faults", "none", "--records", "100"], "PLAIN", "not-dave-pw");
+    assert!(!ok && stderr.contains("refused the connection") && stderr.contains("Authentication failed"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(40), "refused at once, not after retries: {:?}", started.elapsed());
+    // The subcommands that speak Ferry's own PLAINTEXT client say so.
+    let (ok, _, stderr) = run(&["topic", "delete-records", "--topic", "bench-plain", "--partition", "0", "--offset", "1"], "PLAIN", "dave-pw");
+    assert!(!ok && stderr.contains("speaks PLAINTEXT only"), "{stderr}");
+    assert!(ferry.is_running());
+}

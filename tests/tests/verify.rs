@@ -118,3 +118,45 @@ fn verify_refuses_fewer_faults_than_kinds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--max-faults 2 is fewer than the 3 fault kinds"), "{stderr}");
 }
+
+/// `ferry verify --security-protocol SASL_SSL`: the broker it starts listens
+/// on SASL_SSL alone (a CA and certificate verify makes, the user added with
+/// `ferry user add` before the first start), so every client it runs —
+/// producers, transactional processors, group consumers, the final reads —
+/// logs in with SCRAM over TLS, again after each kill; exactly-once holds.
+#[test]
+fn verify_over_sasl_ssl_starts_its_broker_with_the_listener_and_the_promise_holds() {
+    let history = tempfile::tempdir().unwrap();
+    let out = Command::new(ferry_bin())
+        .args(["verify", "--semantics", "exactly-once", "--faults", "kill,disconnect", "--records", "3000", "--rate", "1500"])
+        .args(["--max-faults", "2", "--seed", "5", "--output", "json", "--history-dir"])
+        .arg(history.path())
+        .args(["--security-protocol", "SASL_SSL", "--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "verifier"])
+        .env_remove("FERRY_SASL_PASSWORD")
+        .output()
+        .expect("run ferry verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stderr.contains("over SASL_SSL SCRAM-SHA-256 as verifier"), "{stderr}");
+    let json_line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON output; stderr:\n{stderr}"));
+    let v: serde_json::Value = serde_json::from_str(json_line).expect("valid JSON");
+    let r = &v["results"][0];
+    assert_eq!(r["semantics"], "exactly-once", "{r}");
+    for kind in ["kill", "disconnect"] {
+        assert!(r["faults_by_kind"][kind].as_u64().unwrap_or(0) >= 1, "no {kind} fault injected: {r}");
+    }
+    assert_eq!(r["verdict"], "held", "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() >= 3000, "{r}");
+    assert_eq!((r["lost"].as_u64(), r["duplicated"].as_u64(), r["aborted_reads"].as_u64()), (Some(0), Some(0), Some(0)), "{r}");
+    assert!(out.status.success(), "exit status 0 when the promise held; stderr:\n{stderr}");
+
+    let log = std::fs::read_to_string(history.path().join("exactly-once-broker.log")).expect("the broker's log is kept");
+    let listeners: Vec<&str> = log.lines().filter(|l| l.contains("accepting Kafka connections")).collect();
+    assert!(!listeners.is_empty() && listeners.iter().all(|l| l.contains("SASL_SSL")), "SASL_SSL is the only listener, at every start:\n{}", listeners.join("\n"));
+    assert!(listeners.len() >= 2, "the broker was killed and restarted with the same listener: {listeners:?}");
+    let logins = log.lines().filter(|l| l.contains("SASL authenticated") && l.contains("User:verifier")).count();
+    // Two producers, two consumers with their transactional producers, the
+    // admin client and the final readers, each connection logging in.
+    assert!(logins >= 6, "only {logins} logins as User:verifier in the broker log");
+    assert!(!log.contains("SASL authentication failed"), "no login was refused");
+}

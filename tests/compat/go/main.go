@@ -6,10 +6,13 @@
 // checks offset, key and value of every record.
 //
 // `franz-go-compat group rebalance|kill` runs the consumer-group check
-// instead (group.go).
+// instead (group.go); `franz-go-compat sasl-refused` checks that a wrong SASL
+// password is refused (security.go).
 //
 // Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
-// FERRY_COMPAT_DEBUG=1 for franz-go debug logging, FERRY_CONTROL_DIR (set by
+// FERRY_CLIENT_PROPS (TLS and SASL settings with Kafka's names, e.g.
+// security.protocol=SASL_SSL sasl.mechanism=SCRAM-SHA-512 sasl.username=u
+// sasl.password=p ssl.ca.location=ca.pem; see security.go), FERRY_COMPAT_DEBUG=1 for franz-go debug logging, FERRY_CONTROL_DIR (set by
 // run.sh; needed for "group kill").
 package main
 
@@ -64,6 +67,10 @@ func main() {
 		groupMain(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "sasl-refused" {
+		saslRefusedMain()
+		return
+	}
 	bootstrap := os.Getenv("FERRY_BOOTSTRAP")
 	if bootstrap == "" {
 		bootstrap = "127.0.0.1:9092"
@@ -92,7 +99,15 @@ func main() {
 	if os.Getenv("FERRY_COMPAT_DEBUG") != "" {
 		common = append(common, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, nil)))
 	}
-	logf("franz-go %s, bootstrap %s, topic %s", franzVersion(), bootstrap, topic)
+	security, desc, err := securityOpts()
+	if err != nil {
+		fail("%v", err)
+	}
+	common = append(common, security...)
+	logf("franz-go %s, bootstrap %s (%s), topic %s", franzVersion(), bootstrap, desc, topic)
+	if len(security) > 0 {
+		checkConnects(ctx, common)
+	}
 
 	produce(ctx, common)
 	consume(ctx, common)

@@ -24,7 +24,8 @@ log() { echo "[$CLIENT $((SECONDS - START))s] $*"; }
 left() { local r=$((TIMEOUT - (SECONDS - START))); ((r > 1)) || r=1; echo "$r"; }
 
 command -v kcat >/dev/null || fail "kcat not installed (apt-get install -y kcat)"
-log "$(kcat -V 2>&1 | grep -m1 '^Version' || true), bootstrap $BOOTSTRAP, topic $TOPIC"
+SHOWN="$(tr ' ' '\n' <<<"${FERRY_CLIENT_PROPS:-}" | grep -v '^sasl.password=' | grep . | tr '\n' ' ' || true)"
+log "$(kcat -V 2>&1 | grep -m1 '^Version' || true), bootstrap $BOOTSTRAP${SHOWN:+ (${SHOWN% })}, topic $TOPIC"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -7,10 +7,16 @@
 // fromBeginning: true) and checks offset, key and value of every record.
 //
 // Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
+// FERRY_CLIENT_PROPS (space-separated key=value TLS and SASL settings with
+// Kafka's names, turned into kafkajs's own `ssl` and `sasl` options:
+// security.protocol=PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL,
+// sasl.mechanism=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512, sasl.username,
+// sasl.password, ssl.ca.location=<PEM file>; any other key is an error),
 // FERRY_COMPAT_LOGLEVEL=debug|info|warn|error (kafkajs log level, default warn).
 'use strict';
 
 const crypto = require('crypto');
+const fs = require('fs');
 const { Kafka, CompressionTypes, logLevel, Partitioners } = require('kafkajs');
 const kafkajsVersion = require('kafkajs/package.json').version;
 
@@ -50,6 +56,46 @@ function describeStall() {
   return `phase ${phase}, ${got} of ${N} records consumed`;
 }
 
+// FERRY_CLIENT_PROPS -> kafkajs's { ssl, sasl } (and a description for the log).
+function securityOptions() {
+  const props = {};
+  for (const kv of (process.env.FERRY_CLIENT_PROPS || '').split(/\s+/).filter(Boolean)) {
+    const i = kv.indexOf('=');
+    const key = i > 0 ? kv.slice(0, i) : kv;
+    if (!['security.protocol', 'sasl.mechanism', 'sasl.username', 'sasl.password', 'ssl.ca.location'].includes(key)) {
+      throw new Error(`FERRY_CLIENT_PROPS: the kafkajs check does not know '${kv}'`);
+    }
+    props[key] = kv.slice(i + 1);
+  }
+  const protocol = (props['security.protocol'] || 'PLAINTEXT').toUpperCase();
+  if (!['PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL'].includes(protocol)) {
+    throw new Error(`security.protocol '${protocol}' is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL`);
+  }
+  const options = {};
+  if (protocol.endsWith('SSL')) {
+    const ca = props['ssl.ca.location'];
+    options.ssl = ca ? { ca: [fs.readFileSync(ca, 'utf8')] } : true;
+  }
+  let what = protocol;
+  if (protocol.startsWith('SASL_')) {
+    const mechanism = (props['sasl.mechanism'] || '').toLowerCase();
+    if (!['plain', 'scram-sha-256', 'scram-sha-512'].includes(mechanism)) {
+      throw new Error(`sasl.mechanism '${props['sasl.mechanism']}' is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`);
+    }
+    options.sasl = { mechanism, username: props['sasl.username'], password: props['sasl.password'] };
+    what += ` ${mechanism.toUpperCase()} as ${props['sasl.username']}`;
+  }
+  return { options, what };
+}
+
+let security;
+try {
+  security = securityOptions();
+} catch (e) {
+  fail(e.message);
+  security = { options: {}, what: 'bad FERRY_CLIENT_PROPS' };
+}
+
 const levelName = (process.env.FERRY_COMPAT_LOGLEVEL || 'warn').toUpperCase();
 const kafka = new Kafka({
   clientId: 'ferry-compat-kafkajs',
@@ -58,6 +104,7 @@ const kafka = new Kafka({
   connectionTimeout: 5000,
   requestTimeout: 15000,
   retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
+  ...security.options,
 });
 
 async function produce() {
@@ -160,7 +207,7 @@ async function consume() {
 
 async function main() {
   const hard = setTimeout(() => fail(`timed out after ${TIMEOUT_S}s: ${describeStall()}`), DEADLINE - Date.now());
-  log(`kafkajs ${kafkajsVersion}, bootstrap ${BOOTSTRAP}, topic ${TOPIC}`);
+  log(`kafkajs ${kafkajsVersion}, bootstrap ${BOOTSTRAP} (${security.what}), topic ${TOPIC}`);
   await produce();
   await consume();
   clearTimeout(hard);

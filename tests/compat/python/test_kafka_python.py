@@ -5,7 +5,11 @@ Produces 10,000 records (gzip, acks=1) to partition 0 of a fresh topic
 (auto-created on first produce), then reads them back from offset 0 with
 assign() (no consumer group) and checks offset, key and value of every record.
 
-Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60).
+Env: FERRY_BOOTSTRAP (default 127.0.0.1:9092), FERRY_COMPAT_TIMEOUT (s, default 60),
+FERRY_CLIENT_PROPS (space-separated key=value settings with kafka-python's own
+keyword names, added to both clients, e.g. security_protocol=SASL_SSL
+sasl_mechanism=SCRAM-SHA-256 sasl_plain_username=u sasl_plain_password=p
+ssl_cafile=ca.pem).
 Exit 0 on success, 1 with a message on failure.
 """
 import logging
@@ -23,6 +27,7 @@ CLIENT = "kafka-python"
 N = 10_000
 BOOTSTRAP = os.environ.get("FERRY_BOOTSTRAP", "127.0.0.1:9092")
 TIMEOUT = float(os.environ.get("FERRY_COMPAT_TIMEOUT", "60"))
+EXTRA = dict(kv.split("=", 1) for kv in os.environ.get("FERRY_CLIENT_PROPS", "").split())
 TOPIC = f"compat-{CLIENT}-{uuid.uuid4().hex[:10]}"
 START = time.monotonic()
 DEADLINE = START + TIMEOUT
@@ -62,6 +67,7 @@ def produce():
         request_timeout_ms=15000,
         max_block_ms=20000,
         client_id="ferry-compat-kafka-python",
+        **EXTRA,
     )
     futures = []
     for i in range(N):
@@ -90,6 +96,7 @@ def consume():
         auto_offset_reset="earliest",
         request_timeout_ms=15000,
         client_id="ferry-compat-kafka-python",
+        **EXTRA,
     )
     tp = TopicPartition(TOPIC, 0)
     c.assign([tp])
@@ -125,7 +132,8 @@ def main():
     logging.basicConfig(level=os.environ.get("FERRY_COMPAT_LOGLEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     threading.Thread(target=watchdog, daemon=True).start()
-    log(f"kafka-python {kafka.__version__}, bootstrap {BOOTSTRAP}, topic {TOPIC}")
+    how = " ".join(f"{k}={v}" for k, v in EXTRA.items() if "password" not in k)
+    log(f"kafka-python {kafka.__version__}, bootstrap {BOOTSTRAP}{f' ({how})' if how else ''}, topic {TOPIC}")
     try:
         produce()
         consume()

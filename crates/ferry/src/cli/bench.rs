@@ -98,7 +98,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     runtime.block_on(super::topic::ensure(&args.connect, &topic, args.partitions))?;
 
     let reports = Arc::new(Reports { latencies_us: Mutex::new(Vec::with_capacity(args.records as usize)), failed: AtomicU64::new(0), first_error: Mutex::new(None) });
-    let mut config = args.connect.client_config();
+    let mut config = args.connect.client_config()?;
     config
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", "1000000")
@@ -155,8 +155,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let consumed = if args.consume { Some(consume(&args, &topic, delivered)?) } else { None };
     let mb = (delivered as f64 * args.record_size as f64) / (1024.0 * 1024.0);
+    // What the figures were measured over: TLS and SASL cost throughput.
+    let protocol = args.connect.security.protocol()?;
+    let mechanism = args.connect.client_config()?.get("sasl.mechanism").filter(|_| protocol.uses_sasl()).map(str::to_string);
     let summary = json!({
         "topic": topic, "semantics": args.semantics.name(), "acks": args.acks,
+        "security_protocol": protocol.name(), "sasl_mechanism": mechanism,
         "records": args.records, "record_size": args.record_size, "partitions": args.partitions,
         "delivered": delivered, "failed": failed, "first_error": *reports.first_error.lock(),
         "produce_seconds": produce_secs, "produce_records_per_sec": delivered as f64 / produce_secs,
@@ -167,6 +171,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.output {
         OutputFormat::Json => println!("{summary}"),
         OutputFormat::Text => {
+            if protocol != ferry_kafka::listener::SecurityProtocol::Plaintext {
+                println!("over     {protocol}{}", mechanism.as_deref().map(|m| format!(" ({m})")).unwrap_or_default());
+            }
             println!(
                 "produce  {delivered} records ({failed} failed) in {produce_secs:.2} s: {:.0} records/s, {:.1} MiB/s",
                 delivered as f64 / produce_secs,
@@ -191,7 +198,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Reads every partition from the start until `expected` records (or 10 s without any).
 fn consume(args: &BenchArgs, topic: &str, expected: u64) -> anyhow::Result<(u64, f64)> {
-    let mut config = args.connect.client_config();
+    let mut config = args.connect.client_config()?;
     config.set("group.id", format!("ferry-bench-{}", std::process::id())).set("enable.auto.commit", "false");
     if args.semantics == CliSemantics::ExactlyOnce {
         config.set("isolation.level", "read_committed");

@@ -216,7 +216,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let connect = ConnectArgs::from(&args.connect);
     let format = TextFormat::parse(&args.properties)?;
     let group = args.group.clone().unwrap_or_else(|| format!("console-consumer-{}", std::process::id()));
-    let mut config = connect.client_config();
+    let mut config = connect.client_config()?;
     config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")

@@ -78,7 +78,7 @@ fn parse_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
 
 fn consumer(connect: &ConnectArgs, group: &str) -> anyhow::Result<BaseConsumer> {
     connect
-        .client_config()
+        .client_config()?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -136,7 +136,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
             }
         }
         GroupCommand::Delete { group } => {
-            let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
+            let admin: AdminClient<DefaultClientContext> = connect.client_config()?.create().context("cannot create a Kafka client")?;
             let r = admin.delete_groups(&[&group], &AdminOptions::new()).await.map_err(|e| connect.explain(e))?;
             match r.first() {
                 Some(Ok(_)) => println!("group {group} deleted"),

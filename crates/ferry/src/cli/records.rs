@@ -90,7 +90,7 @@ fn key_separator(args: &ProduceArgs) -> anyhow::Result<Option<String>> {
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let topic = args.topic.clone().or(args.topic_flag.clone()).context("a topic is required")?;
     let key_separator = key_separator(&args)?;
-    let mut config = args.connect.client_config();
+    let mut config = args.connect.client_config()?;
     config.set("linger.ms", "5");
     args.semantics.configure_producer(&mut config, "ferry-cli");
     for p in &args.producer_properties {

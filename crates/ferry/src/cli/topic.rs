@@ -82,7 +82,7 @@ fn parse_configs(configs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 
 pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
     let connect = &args.connect;
-    let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
+    let admin: AdminClient<DefaultClientContext> = connect.client_config()?.create().context("cannot create a Kafka client")?;
     let opts = AdminOptions::new().request_timeout(Some(connect.timeout()));
     match args.command {
         TopicCommand::Create { name, partitions, replication_factor, configs } => {
@@ -219,7 +219,7 @@ async fn delete_records(connect: &ConnectArgs, output: OutputFormat, topic: &str
 
 /// Creates `name` with `partitions` partitions unless it exists.
 pub async fn ensure(connect: &ConnectArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = connect.client_config().create().context("cannot create a Kafka client")?;
+    let admin: AdminClient<DefaultClientContext> = connect.client_config()?.create().context("cannot create a Kafka client")?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(connect.timeout()));
     let result = admin.create_topics([&topic], &opts).await.map_err(|e| connect.explain(e))?;

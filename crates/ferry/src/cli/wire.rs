@@ -13,6 +13,12 @@ pub struct WireClient {
 
 impl WireClient {
     pub async fn connect(args: &ConnectArgs) -> anyhow::Result<WireClient> {
+        let protocol = args.security.protocol()?;
+        if protocol != ferry_kafka::listener::SecurityProtocol::Plaintext {
+            anyhow::bail!(
+                "this command speaks PLAINTEXT only, not {protocol}: run it against a PLAINTEXT listener (on loopback), or use Kafka's own tool over {protocol}"
+            );
+        }
         let inner = KafkaClient::connect(&args.bootstrap_server, args.timeout(), "ferry-cli").await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 args.explain("connection timed out")

@@ -8,8 +8,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use ferry_kafka::listener::SecurityProtocol;
 use ferry_verify::netlab::NetLab;
 
+use super::secure::BrokerSecurity;
+use super::workload::Endpoint;
 use super::Rng;
 
 /// The broker process verify controls.
@@ -20,7 +23,10 @@ pub struct Broker {
     port: u16,
     data_dir: PathBuf,
     log: PathBuf,
-    /// `serve` arguments beyond the listener and data dir (a cluster member's).
+    /// The listener's protocol (PLAINTEXT unless verify was asked for TLS or SASL).
+    protocol: SecurityProtocol,
+    /// `serve` arguments beyond the listener and data dir (a cluster member's,
+    /// the certificate's and the SASL mechanism's).
     extra_args: Vec<String>,
     /// Run inside this network namespace (`ip netns exec`).
     netns: Option<String>,
@@ -29,7 +35,17 @@ pub struct Broker {
 
 impl Broker {
     fn new(bin: PathBuf, dir: &Path, host: String, port: u16) -> Broker {
-        Broker { bin, host, port, data_dir: dir.join("data"), log: dir.join("broker.log"), extra_args: Vec::new(), netns: None, child: None }
+        Broker {
+            bin,
+            host,
+            port,
+            data_dir: dir.join("data"),
+            log: dir.join("broker.log"),
+            protocol: SecurityProtocol::Plaintext,
+            extra_args: Vec::new(),
+            netns: None,
+            child: None,
+        }
     }
     pub fn bootstrap(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -52,7 +68,8 @@ impl Broker {
             }
             None => Command::new(&self.bin),
         };
-        cmd.args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
+        let listen = format!("{}://{}", self.protocol, self.bootstrap());
+        cmd.args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--group-initial-rebalance-delay-ms", "200"])
             .args(&self.extra_args)
@@ -175,6 +192,8 @@ pub fn stop_brokers_on_signal() {
 /// cluster whose members live in network namespaces (for partition faults).
 pub struct Fleet {
     pub brokers: Vec<Broker>,
+    /// The clients' TLS and SASL properties (none for PLAINTEXT).
+    client_properties: Vec<(String, String)>,
     /// Dropped after the brokers (field order), which it hosts.
     lab: Option<NetLab>,
 }
@@ -184,8 +203,9 @@ const LAB_KAFKA_PORT: u16 = 9092;
 const LAB_RAFT_PORT: u16 = 9192;
 
 impl Fleet {
-    /// Starts `n` brokers under `dir`; in namespaces of their own when `isolated`.
-    pub fn start(bin: PathBuf, dir: &Path, n: usize, isolated: bool) -> anyhow::Result<Fleet> {
+    /// Starts `n` brokers under `dir`; in namespaces of their own when
+    /// `isolated`; with a TLS or SASL listener given `security`.
+    pub fn start(bin: PathBuf, dir: &Path, n: usize, isolated: bool, security: Option<&BrokerSecurity>) -> anyhow::Result<Fleet> {
         let lab = if isolated { Some(NetLab::new(n).context("partition faults need network namespaces (run as root)")?) } else { None };
         let mut brokers = Vec::new();
         let mut raft_addrs = Vec::new();
@@ -213,15 +233,28 @@ impl Fleet {
                 b.extra_args = ["--node-id", &node_id, "--cluster-listen", &raft_addrs[i], "--cluster-voters", &voters].map(String::from).to_vec();
             }
         }
-        let mut fleet = Fleet { brokers, lab };
+        let mut client_properties = Vec::new();
+        if let Some(security) = security {
+            let tls_dir = dir.join("tls");
+            let hosts: Vec<String> = brokers.iter().map(|b| b.host.clone()).collect();
+            let data_dirs: Vec<PathBuf> = brokers.iter().map(|b| b.data_dir.clone()).collect();
+            security.prepare(&bin, &tls_dir, &hosts, &data_dirs)?;
+            for b in &mut brokers {
+                b.protocol = security.protocol;
+                b.extra_args.extend(security.serve_args(&tls_dir));
+            }
+            client_properties = security.client_properties(&tls_dir);
+        }
+        let mut fleet = Fleet { brokers, client_properties, lab };
         for b in &mut fleet.brokers {
             b.spawn()?;
         }
         Ok(fleet)
     }
 
-    pub fn bootstrap(&self) -> String {
-        self.brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",")
+    /// Where and how the clients reach the brokers.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { bootstrap: self.brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(","), properties: self.client_properties.clone() }
     }
 
     /// Cuts broker `index` (0-based) off from the others and the clients.

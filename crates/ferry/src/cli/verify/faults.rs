@@ -8,11 +8,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferry_verify::Event;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::broker::{Broker, Fleet};
-use super::workload::Recorder;
+use super::workload::{Endpoint, Recorder};
 use super::Rng;
 
 /// Kinds a single broker takes, and kinds a cluster takes.
@@ -76,7 +75,7 @@ pub fn spawn(fleet: Arc<Mutex<Fleet>>, plan: FaultPlan, stop: Arc<AtomicBool>, f
         let mut rng = Rng(plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut schedule = FaultSchedule::new(&plan.kinds);
         let interval = plan.interval_ms.max(200);
-        let bootstrap = fleet.lock().expect("fleet lock").bootstrap();
+        let endpoint = fleet.lock().expect("fleet lock").endpoint();
         let mut injected = 0;
         while !stop.load(Ordering::SeqCst) && injected < plan.max_faults {
             // The first fault comes early, so even a short run has one.
@@ -87,7 +86,7 @@ pub fn spawn(fleet: Arc<Mutex<Fleet>>, plan: FaultPlan, stop: Arc<AtomicBool>, f
                 break;
             }
             let Some(kind) = schedule.next(&mut rng) else { break };
-            let target = pick_target(&fleet, &kind, &bootstrap, &plan, &mut rng);
+            let target = pick_target(&fleet, &kind, &endpoint, &plan, &mut rng);
             recorder.push(Event::Fault { kind: kind.clone(), time_ms: recorder.now_ms() });
             let mut fleet = fleet.lock().expect("fleet lock");
             if let Err(e) = inject(&mut fleet, target, &kind, &plan.topic, &mut rng) {
@@ -103,7 +102,7 @@ pub fn spawn(fleet: Arc<Mutex<Fleet>>, plan: FaultPlan, stop: Arc<AtomicBool>, f
 /// The broker a fault hits: the only one; on a cluster, for the kinds
 /// about leaders, the leader of a random partition of the topic (a random
 /// broker if none is known), else any broker.
-fn pick_target(fleet: &Mutex<Fleet>, kind: &str, bootstrap: &str, plan: &FaultPlan, rng: &mut Rng) -> usize {
+fn pick_target(fleet: &Mutex<Fleet>, kind: &str, endpoint: &Endpoint, plan: &FaultPlan, rng: &mut Rng) -> usize {
     let n = fleet.lock().expect("fleet lock").brokers.len();
     if n == 1 {
         return 0;
@@ -113,11 +112,11 @@ fn pick_target(fleet: &Mutex<Fleet>, kind: &str, bootstrap: &str, plan: &FaultPl
         return random;
     }
     let partition = (rng.next() % plan.partitions.max(1) as u64) as i32;
-    leader_of(bootstrap, &plan.topic, partition).filter(|id| (1..=n as i32).contains(id)).map(|id| id as usize - 1).unwrap_or(random)
+    leader_of(endpoint, &plan.topic, partition).filter(|id| (1..=n as i32).contains(id)).map(|id| id as usize - 1).unwrap_or(random)
 }
 
-fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> Option<i32> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().ok()?;
+fn leader_of(endpoint: &Endpoint, topic: &str, partition: i32) -> Option<i32> {
+    let c: BaseConsumer = endpoint.config().create().ok()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(3)).ok()?;
     let t = md.topics().iter().find(|t| t.name() == topic)?;
     t.partitions().iter().find(|p| p.id() == partition).map(|p| p.leader()).filter(|l| *l > 0)

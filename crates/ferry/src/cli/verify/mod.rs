@@ -5,6 +5,7 @@
 mod broker;
 mod faults;
 mod report;
+mod secure;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -17,10 +18,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use ferry_verify::{check, Event, Promise, Report};
 use serde_json::json;
 
-use super::OutputFormat;
+use super::{OutputFormat, SecurityArgs};
 use broker::Fleet;
 use faults::{FaultPlan, CLUSTER_FAULTS, FAULT_MAX_MS, SINGLE_NODE_FAULTS};
-use workload::Recorder;
+use secure::BrokerSecurity;
+use workload::{Endpoint, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Semantics {
@@ -31,6 +33,11 @@ pub enum Semantics {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "TLS and SASL: with --bootstrap-server the flags say how to reach that broker. \
+Otherwise the brokers verify starts listen on --security-protocol alone: SSL and SASL_SSL with a CA and \
+certificate verify makes (the openssl command); SASL with --sasl-mechanism (SCRAM-SHA-512 by default) \
+and the user --sasl-username (ferry-verify by default; the password --sasl-password or a random one), \
+added with `ferry user add` before the first start. Every client of the run uses them.")]
 pub struct VerifyArgs {
     #[command(subcommand)]
     command: Option<VerifyCommand>,
@@ -89,6 +96,10 @@ pub struct VerifyArgs {
     report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    // TLS and SASL. With --bootstrap-server: how to reach that broker. Otherwise the brokers
+    // verify starts listen on --security-protocol alone (see the help's last paragraph).
+    #[command(flatten, next_help_heading = "TLS and SASL")]
+    security: SecurityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +236,11 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
     }
     check_faults(&mut args)?;
     let semantics = semantics_to_run(&args)?;
+    // For the brokers verify starts, or the properties reaching the one given.
+    let (broker_security, given_properties) = match &args.bootstrap_server {
+        None => (BrokerSecurity::from_args(&args.security)?, Vec::new()),
+        Some(_) => (None, args.security.properties()?),
+    };
     if args.bootstrap_server.is_none() {
         broker::stop_brokers_on_signal();
     }
@@ -240,17 +256,23 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<Verdict> {
                     Some(b) => b.clone(),
                     None => std::env::current_exe()?,
                 };
-                Some(Arc::new(Mutex::new(Fleet::start(bin, &dir, args.brokers as usize, faults::cuts_links(&args.faults))?)))
+                let isolated = faults::cuts_links(&args.faults);
+                Some(Arc::new(Mutex::new(Fleet::start(bin, &dir, args.brokers as usize, isolated, broker_security.as_ref())?)))
             }
         };
-        let bootstrap = match (&args.bootstrap_server, &fleet) {
-            (Some(b), _) => b.clone(),
-            (None, Some(f)) => f.lock().expect("fleet lock").bootstrap(),
+        let endpoint = match (&args.bootstrap_server, &fleet) {
+            (Some(b), _) => Endpoint { bootstrap: b.clone(), properties: given_properties.clone() },
+            (None, Some(f)) => f.lock().expect("fleet lock").endpoint(),
             (None, None) => unreachable!("one of the two is set"),
         };
-        eprintln!("verify: {} against {bootstrap} ({} records, faults: {})", name_of(*s), args.records, args.faults.join(","));
+        let how = match (&broker_security, &args.bootstrap_server) {
+            (Some(sec), None) => format!(" over {}", sec.describe()),
+            (_, Some(_)) => args.security.protocol().map(|p| format!(" over {p}")).unwrap_or_default(),
+            (None, None) => String::new(),
+        };
+        eprintln!("verify: {} against {}{how} ({} records, faults: {})", name_of(*s), endpoint.bootstrap, args.records, args.faults.join(","));
         let keep = fleet.clone();
-        let result = run_one(*s, &args, &bootstrap, fleet, args.seed.wrapping_add(i as u64));
+        let result = run_one(*s, &args, &endpoint, fleet, args.seed.wrapping_add(i as u64));
         // A fault thread may have stopped holding the brokers only now: stop
         // them here, so no broker process outlives verify.
         if let Some(f) = &keep {
@@ -320,12 +342,12 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, fleet: Option<Arc<Mutex<Fleet>>>, seed: u64) -> anyhow::Result<(RunResult, Vec<Event>)> {
+fn run_one(s: Semantics, args: &VerifyArgs, endpoint: &Endpoint, fleet: Option<Arc<Mutex<Fleet>>>, seed: u64) -> anyhow::Result<(RunResult, Vec<Event>)> {
     let recorder = Arc::new(Recorder::new());
     let topic = format!("verify-{}-{seed}", name_of(s));
     let out_topic = format!("{topic}-out");
     let replication_factor = args.brokers.min(3) as i32;
-    workload::create_topics(bootstrap, &[&topic, &out_topic], args.partitions, replication_factor)?;
+    workload::create_topics(endpoint, &[&topic, &out_topic], args.partitions, replication_factor)?;
 
     let stop_faults = Arc::new(AtomicBool::new(false));
     // Producers go on past --records until every requested fault kind has
@@ -350,9 +372,9 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, fleet: Option<Arc<M
     // Consumers.
     let mut consumer_threads = Vec::new();
     for c in 0..args.consumers {
-        let (bootstrap, topic, out_topic, recorder) = (bootstrap.to_string(), topic.clone(), out_topic.clone(), recorder.clone());
+        let (endpoint, topic, out_topic, recorder) = (endpoint.clone(), topic.clone(), out_topic.clone(), recorder.clone());
         let produced_all = produced_all.clone();
-        consumer_threads.push(std::thread::spawn(move || workload::consume(s, c, &bootstrap, &topic, &out_topic, seed, &recorder, &produced_all)));
+        consumer_threads.push(std::thread::spawn(move || workload::consume(s, c, &endpoint, &topic, &out_topic, seed, &recorder, &produced_all)));
     }
     // Producers.
     let until = Arc::new(ProduceUntil {
@@ -363,9 +385,9 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, fleet: Option<Arc<M
     let pause = Duration::from_micros(1_000_000 * args.producers as u64 / args.rate.max(1));
     let mut producer_threads = Vec::new();
     for p in 0..args.producers {
-        let (bootstrap, topic, recorder, until) = (bootstrap.to_string(), topic.clone(), recorder.clone(), until.clone());
+        let (endpoint, topic, recorder, until) = (endpoint.clone(), topic.clone(), recorder.clone(), until.clone());
         let partitions = args.partitions;
-        producer_threads.push(std::thread::spawn(move || workload::produce(s, p, &bootstrap, &topic, partitions, &until, pause, seed, &recorder)));
+        producer_threads.push(std::thread::spawn(move || workload::produce(s, p, &endpoint, &topic, partitions, &until, pause, seed, &recorder)));
     }
     for t in producer_threads {
         t.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
@@ -380,10 +402,10 @@ fn run_one(s: Semantics, args: &VerifyArgs, bootstrap: &str, fleet: Option<Arc<M
         t.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
     }
     // The final full read of the log.
-    workload::final_read(bootstrap, &topic, args.partitions, s == Semantics::ExactlyOnce, &recorder)?;
+    workload::final_read(endpoint, &topic, args.partitions, s == Semantics::ExactlyOnce, &recorder)?;
     if s == Semantics::ExactlyOnce {
         // What processing produced, committed: the exactly-once output.
-        for (partition, _offset, value) in workload::read_all(bootstrap, &out_topic, args.partitions, true)? {
+        for (partition, _offset, value) in workload::read_all(endpoint, &out_topic, args.partitions, true)? {
             recorder.push(Event::Deliver { consumer: 0, partition, offset: -1, value, time_ms: recorder.now_ms() });
         }
     }

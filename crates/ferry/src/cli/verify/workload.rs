@@ -97,10 +97,30 @@ impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
 }
 
 
+/// Where the clients connect, and how: the bootstrap servers and the TLS
+/// and SASL properties every client of the run gets.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub bootstrap: String,
+    pub properties: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// A librdkafka configuration reaching the brokers.
+    pub fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
 /// Creates the topics and waits until each partition has a leader. A
 /// cluster just started may still be electing its metadata leader or
 /// registering brokers: creation is retried meanwhile.
-pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32, replication_factor: i32) -> anyhow::Result<()> {
+pub fn create_topics(endpoint: &Endpoint, topics: &[&str], partitions: i32, replication_factor: i32) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
     let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor))).collect();
@@ -110,7 +130,7 @@ pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32, replicat
     // one that saw none at first waits for it until the request times out.
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
     loop {
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = endpoint.config().create()?;
         let failed: Vec<(String, RDKafkaErrorCode)> = match rt.block_on(admin.create_topics(new.iter(), &options)) {
             Ok(results) => results.into_iter().filter_map(Result::err).filter(|(_, c)| *c != RDKafkaErrorCode::TopicAlreadyExists).collect(),
             Err(e) => vec![(topics.join(","), e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail))],
@@ -118,10 +138,18 @@ pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32, replicat
         match failed.first() {
             None => break,
             Some((t, code)) if Instant::now() >= deadline => bail!("cannot create topic {t}: {code}"),
-            Some(_) => std::thread::sleep(Duration::from_millis(500)),
+            Some(_) => {
+                // A refused login or TLS handshake does not go away by retrying.
+                if !endpoint.properties.is_empty() {
+                    if let Some(refusal) = crate::cli::security_refusal(&endpoint.config()) {
+                        bail!("the broker at {} refused the connection: {refusal}", endpoint.bootstrap);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let c: BaseConsumer = endpoint.config().create()?;
     for topic in topics {
         loop {
             let led = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok().is_some_and(|md| {
@@ -140,9 +168,9 @@ pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32, replicat
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i32, until: &ProduceUntil, pause: Duration, seed: u64, recorder: &Arc<Recorder>) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap).set("linger.ms", "5").set("message.timeout.ms", "30000");
+pub fn produce(s: Semantics, p: u32, endpoint: &Endpoint, topic: &str, partitions: i32, until: &ProduceUntil, pause: Duration, seed: u64, recorder: &Arc<Recorder>) -> anyhow::Result<()> {
+    let mut config = endpoint.config();
+    config.set("linger.ms", "5").set("message.timeout.ms", "30000");
     match s {
         Semantics::AtMostOnce => {
             config.set("acks", "0").set("message.send.max.retries", "0").set("enable.idempotence", "false");
@@ -250,16 +278,15 @@ pub fn produce(s: Semantics, p: u32, bootstrap: &str, topic: &str, partitions: i
 pub fn consume(
     s: Semantics,
     c: u32,
-    bootstrap: &str,
+    endpoint: &Endpoint,
     topic: &str,
     out_topic: &str,
     seed: u64,
     recorder: &Arc<Recorder>,
     produced_all: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new();
+    let mut config = endpoint.config();
     config
-        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("verify-{}-{seed}", name_of(s)))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -277,8 +304,8 @@ pub fn consume(
     let consumer: BaseConsumer<RebalanceCounter> = config.create_with_context(RebalanceCounter { rebalances: rebalances.clone() })?;
     consumer.subscribe(&[topic])?;
     let txn_producer: Option<BaseProducer> = if s == Semantics::ExactlyOnce {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let p: BaseProducer = endpoint
+            .config()
             .set("transactional.id", format!("verify-{seed}-ctp{c}"))
             .set("transaction.timeout.ms", "20000")
             .create()?;
@@ -379,8 +406,8 @@ pub fn consume(
                     // would lose them).
                     consumer.unsubscribe();
                     consumer.subscribe(&[topic])?;
-                    let fresh: BaseProducer = ClientConfig::new()
-                        .set("bootstrap.servers", bootstrap)
+                    let fresh: BaseProducer = endpoint
+                        .config()
                         .set("transactional.id", format!("verify-{seed}-ctp{c}"))
                         .set("transaction.timeout.ms", "20000")
                         .create()?;
@@ -420,9 +447,9 @@ fn init_with_retry(p: &BaseProducer) -> anyhow::Result<()> {
 }
 
 /// Every (partition, offset, value) of a topic.
-pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, committed: bool) -> anyhow::Result<Vec<(i32, i64, String)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+pub fn read_all(endpoint: &Endpoint, topic: &str, partitions: i32, committed: bool) -> anyhow::Result<Vec<(i32, i64, String)>> {
+    let c: BaseConsumer = endpoint
+        .config()
         .set("group.id", "verify-final-read")
         .set("enable.auto.commit", "false")
         .set("isolation.level", if committed { "read_committed" } else { "read_uncommitted" })
@@ -446,8 +473,8 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, committed: bool) 
     Ok(out)
 }
 
-pub fn final_read(bootstrap: &str, topic: &str, partitions: i32, committed: bool, recorder: &Recorder) -> anyhow::Result<()> {
-    for (partition, offset, value) in read_all(bootstrap, topic, partitions, committed)? {
+pub fn final_read(endpoint: &Endpoint, topic: &str, partitions: i32, committed: bool, recorder: &Recorder) -> anyhow::Result<()> {
+    for (partition, offset, value) in read_all(endpoint, topic, partitions, committed)? {
         recorder.push(Event::Final { partition, offset, value, committed });
     }
     Ok(())
