@@ -97,18 +97,12 @@ struct StoredCredential {
 impl UserStore {
     /// Opens (or starts empty) the store under `data_dir/security`, taking its lock.
     pub fn open(data_dir: &Path) -> Result<UserStore, StoreError> {
-        let dir = data_dir.join("security");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        let dir = security_dir(data_dir)?;
         let lock = take_lock(&dir.join("users.lock"))?;
         let path = dir.join("users.json");
-        let users = match std::fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Users::new(),
-            Err(e) => return Err(io(&path)(e)),
+        let users = match read_if_exists(&path)? {
+            Some(bytes) => decode(&path, &bytes)?,
+            None => Users::new(),
         };
         Ok(UserStore { path, users: RwLock::new(users), writing: Mutex::new(()), _lock: lock })
     }
@@ -264,6 +258,23 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
         return Err(StoreError::Io { path: path.to_path_buf(), source: err });
     }
     Ok(file)
+}
+
+/// `data_dir/security`, where every store keeps its file; made (mode 0700)
+/// when missing.
+pub(crate) fn security_dir(data_dir: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let dir = data_dir.join("security");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+/// A store file's bytes; None when it does not exist yet (a new store).
+pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io { path: path.to_path_buf(), source }),
+    }
 }
 
 /// temp file (mode 0600) → fsync → rename → directory fsync.

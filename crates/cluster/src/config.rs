@@ -28,6 +28,10 @@ impl FromStr for Voter {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(format!("{s:?}: expected ID@HOST:PORT"));
         }
+        // Brokers pass the address on in their hello, which bounds it.
+        if addr.len() > crate::wire::MAX_ADDR_BYTES {
+            return Err(format!("{s:?}: the address is longer than {} bytes", crate::wire::MAX_ADDR_BYTES));
+        }
         Ok(Voter { id, addr: addr.to_string() })
     }
 }
@@ -143,7 +147,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_voters() {
-        for bad in ["", "1@", "x@h:1", "0@h:1", "1@h", "1@h:99999", "1@h:1,1@h:2"] {
+        let long = format!("1@{}:1", "h".repeat(400));
+        for bad in ["", "1@", "x@h:1", "0@h:1", "1@h", "1@h:99999", "1@h:1,1@h:2", &long] {
             assert!(parse_voters(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -3,13 +3,12 @@
 //! the user store), so a crash leaves the old or the new set.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::model::{AclBinding, MAX_ACLS};
-use crate::store::{write_atomically, StoreError};
+use crate::store::{read_if_exists, security_dir, write_atomically, StoreError};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -30,17 +29,10 @@ impl AclStore {
     /// The store under `data_dir/security` and the ACLs it holds (none
     /// when the file does not exist yet).
     pub fn open(data_dir: &Path) -> Result<(AclStore, BTreeSet<AclBinding>), StoreError> {
-        let dir = data_dir.join("security");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-        let path = dir.join("acls.json");
-        let acls = match std::fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(io(&path)(e)),
+        let path = security_dir(data_dir)?.join("acls.json");
+        let acls = match read_if_exists(&path)? {
+            Some(bytes) => decode(&path, &bytes)?,
+            None => BTreeSet::new(),
         };
         Ok((AclStore { path }, acls))
     }

@@ -4,13 +4,12 @@
 //! new configuration.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::model::{QuotaEntity, Values, MAX_ENTITIES};
-use crate::store::{write_atomically, StoreError};
+use crate::store::{read_if_exists, security_dir, write_atomically, StoreError};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -40,17 +39,10 @@ impl QuotaStore {
     /// The store under `data_dir/security` and what it holds (nothing
     /// when the file does not exist yet).
     pub fn open(data_dir: &Path) -> Result<(QuotaStore, Config), StoreError> {
-        let dir = data_dir.join("security");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-        let path = dir.join("quotas.json");
-        let config = match std::fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::new(),
-            Err(e) => return Err(io(&path)(e)),
+        let path = security_dir(data_dir)?.join("quotas.json");
+        let config = match read_if_exists(&path)? {
+            Some(bytes) => decode(&path, &bytes)?,
+            None => Config::new(),
         };
         Ok((QuotaStore { path }, config))
     }
