@@ -72,8 +72,12 @@ async fn a_fourth_broker_joins_and_takes_over_a_replica() {
     let target = vec![4, kept[0], kept[1]];
     assert_eq!(reassign(&brokers[3].bootstrap(), "grow", Some(target.clone())), 0, "asked at the new broker");
     let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
-    wait_until("the move onto broker 4 to finish", Duration::from_secs(60), || moves(&first).is_empty());
-    assert_eq!(replicas(&all, "grow"), target);
+    // The move is committed before the answer, but each broker applies it
+    // from the metadata log in its own time: wait until all of them have
+    // seen it both start and finish.
+    wait_until("the move onto broker 4 to finish on every broker", Duration::from_secs(60), || {
+        brokers.iter().all(|b| moves(&b.bootstrap()).is_empty() && replicas(&b.bootstrap(), "grow") == target)
+    });
     wait_until("broker 4, the preferred replica, to lead", Duration::from_secs(30), || leaders(&all, "grow") == vec![4]);
     // Any broker's console and /metrics show the partition as the cluster has it.
     wait_until("broker 1's /api/cluster to show broker 4 leading with three in sync", Duration::from_secs(20), || {
