@@ -438,3 +438,4 @@ pub mod kafka {
         out
     }
 }
+

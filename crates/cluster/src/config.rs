@@ -76,6 +76,13 @@ pub struct ClusterConfig {
     /// Leaders hand leadership back to the preferred replica on their own
     /// (Kafka's auto.leader.rebalance.enable); without it only ElectLeaders does.
     pub auto_leader_rebalance_enable: bool,
+    /// How often each replica drops the head of its partitions' logs that
+    /// retention or DeleteRecords no longer keep (Kafka's
+    /// log.retention.check.interval.ms).
+    pub log_retention_check_interval_ms: u64,
+    /// Connections from other brokers must prove they know it (`secret.rs`);
+    /// None: any process that reaches `listen` is taken for a broker.
+    pub secret: Option<crate::ClusterSecret>,
 }
 
 impl ClusterConfig {
@@ -92,6 +99,8 @@ impl ClusterConfig {
             max_pending_proposals: 10_000,
             max_queued_messages_per_peer: 4096,
             auto_leader_rebalance_enable: true,
+            log_retention_check_interval_ms: 300_000,
+            secret: None,
         }
     }
 

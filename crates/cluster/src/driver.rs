@@ -154,6 +154,8 @@ impl Driver {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut next_tick = Instant::now() + tick;
         let mut ticks: u64 = 0;
+        let retention_every = Duration::from_millis(self.config.log_retention_check_interval_ms.max(100));
+        let mut next_retention_check = Instant::now() + retention_every;
         loop {
             match inputs.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => break,
@@ -183,6 +185,10 @@ impl Driver {
                     self.drive_reassignments();
                     self.admit_joiners();
                 }
+                if now >= next_retention_check {
+                    next_retention_check = now + retention_every;
+                    self.compact_logs();
+                }
                 if ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS) {
                     for g in self.groups.values_mut() {
                         g.refresh_in_sync(now);
@@ -208,6 +214,16 @@ impl Driver {
             self.publish_status();
         }
         self.stop();
+    }
+
+    /// Each group drops the head of its log that retention and
+    /// DeleteRecords no longer keep.
+    fn compact_logs(&mut self) {
+        for (id, g) in self.groups.iter_mut() {
+            if let Err(e) = g.compact_by_retention() {
+                warn!(group = id, error = %e, "cannot drop the head of the partition's log");
+            }
+        }
     }
 
     fn stop(&mut self) {

@@ -17,6 +17,7 @@ pub mod node;
 pub mod partition;
 mod slog_bridge;
 pub mod reassign;
+pub mod secret;
 pub mod state;
 mod transport;
 pub mod wal;
@@ -26,6 +27,7 @@ pub use config::{ClusterConfig, Voter};
 pub use driver::{QuorumInfo, VoterInfo};
 pub use node::{LogStore, MetadataNode, NodeOptions};
 pub use error::ClusterError;
+pub use secret::ClusterSecret;
 pub use handle::{Cluster, RaftStatus};
 pub use state::{Applied, BrokerInfo, ClusterState, Command, PartitionLeader, StateError, TopicPlacement};
 

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::driver::Input;
+use crate::secret::{self, ClusterSecret};
 use crate::wire::{self, Frame};
 
 pub type Batch = Vec<(u64, Message)>;
@@ -30,6 +31,9 @@ pub type Batch = Vec<(u64, Message)>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection that has not introduced itself by then is closed, so
+/// strangers cannot hold connections open.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Peers known at most: node ids are below 1024 (producer ids are spaced by
 /// node id), so more means something is wrong.
@@ -49,6 +53,7 @@ pub struct Transport {
     /// Where the others reach this broker; sent in every hello.
     advertised: String,
     queue_len: usize,
+    secret: Option<ClusterSecret>,
     runtime: tokio::runtime::Handle,
     peers: HashMap<u64, Peer>,
     /// The accept loop, owning its connections' readers; aborted when the
@@ -68,11 +73,15 @@ impl Transport {
     pub async fn start(config: &ClusterConfig, inbound: SyncSender<Input>) -> std::io::Result<Transport> {
         let listener = TcpListener::bind(config.listen).await?;
         info!(listen = %listener.local_addr()?, node_id = config.node_id, "accepting cluster connections");
-        let accept = Some(tokio::spawn(accept_loop(listener, config.node_id, inbound)));
+        if config.secret.is_none() {
+            warn!("cluster connections are not authenticated: any process that reaches the cluster listener is taken for a broker; set --cluster-secret-file");
+        }
+        let accept = Some(tokio::spawn(accept_loop(listener, config.node_id, config.secret.clone(), inbound)));
         let mut transport = Transport {
             node_id: config.node_id,
             advertised: config.advertised_addr(),
             queue_len: config.max_queued_messages_per_peer,
+            secret: config.secret.clone(),
             runtime: tokio::runtime::Handle::current(),
             peers: HashMap::new(),
             accept,
@@ -99,7 +108,8 @@ impl Transport {
             old.task.abort();
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
-        let task = self.runtime.spawn(write_loop(self.node_id, self.advertised.clone(), id, addr.to_string(), rx));
+        let me = Caller { node_id: self.node_id, advertised: self.advertised.clone(), secret: self.secret.clone() };
+        let task = self.runtime.spawn(write_loop(me, id, addr.to_string(), rx));
         self.peers.insert(id, Peer { addr: addr.to_string(), tx, task });
     }
 
@@ -122,7 +132,28 @@ impl Transport {
     }
 }
 
-async fn write_loop(node_id: u64, advertised: String, peer: u64, addr: String, mut rx: mpsc::Receiver<Batch>) {
+/// Who dials out: what goes in each hello.
+struct Caller {
+    node_id: u64,
+    advertised: String,
+    secret: Option<ClusterSecret>,
+}
+
+/// The hello that introduces `me`: with a secret, it first reads the
+/// peer's challenge and answers it.
+async fn hello(stream: &mut TcpStream, me: &Caller) -> Result<Frame, String> {
+    let Some(secret) = &me.secret else {
+        return Ok(Frame::Hello { node_id: me.node_id, addr: me.advertised.clone(), proof: Vec::new() });
+    };
+    match tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream)).await {
+        Ok(Ok(Frame::Challenge { nonce })) => Ok(Frame::Hello { node_id: me.node_id, addr: me.advertised.clone(), proof: secret.prove(&nonce, me.node_id, &me.advertised) }),
+        Ok(Ok(_)) => Err("the peer's first frame was not a challenge".into()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the peer did not ask for the cluster secret: set the same --cluster-secret-file on every broker".into()),
+    }
+}
+
+async fn write_loop(me: Caller, peer: u64, addr: String, mut rx: mpsc::Receiver<Batch>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await;
@@ -141,8 +172,16 @@ async fn write_loop(node_id: u64, advertised: String, peer: u64, addr: String, m
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
             warn!(peer, %addr, error = %e, "cannot set TCP_USER_TIMEOUT; a healed link may stay silent longer");
         }
+        let hello = match hello(&mut stream, &me).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(peer, %addr, error = %e, "cannot introduce this broker to the peer; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         backoff = Duration::from_millis(50);
-        if write_frame(&mut stream, &Frame::Hello { node_id, addr: advertised.clone() }).await.is_err() {
+        if write_frame(&mut stream, &hello).await.is_err() {
             continue;
         }
         info!(peer, %addr, "connected to peer");
@@ -167,7 +206,7 @@ async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> std::io::Result<(
     }
 }
 
-async fn accept_loop(listener: TcpListener, node_id: u64, inbound: SyncSender<Input>) {
+async fn accept_loop(listener: TcpListener, node_id: u64, secret: Option<ClusterSecret>, inbound: SyncSender<Input>) {
     let mut readers = tokio::task::JoinSet::new();
     loop {
         // Reap finished readers so the set does not grow with reconnects.
@@ -175,7 +214,7 @@ async fn accept_loop(listener: TcpListener, node_id: u64, inbound: SyncSender<In
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                readers.spawn(read_loop(stream, addr, node_id, inbound.clone()));
+                readers.spawn(read_loop(stream, addr, node_id, secret.clone(), inbound.clone()));
             }
             Err(e) => {
                 warn!(error = %e, "cluster accept failed");
@@ -194,19 +233,39 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Frame, String> {
     wire::decode(&body).map_err(|e| e.to_string())
 }
 
-async fn read_loop(mut stream: TcpStream, addr: std::net::SocketAddr, me: u64, inbound: SyncSender<Input>) {
-    let peer = match read_frame(&mut stream).await {
-        Ok(Frame::Hello { node_id, addr: listen }) if node_id != 0 && node_id != me => {
+/// The caller's hello, checked against our challenge when the cluster has
+/// a secret: its node id and listen address, or why it is refused.
+async fn introduction(stream: &mut TcpStream, me: u64, secret: Option<&ClusterSecret>) -> Result<(u64, String), String> {
+    let nonce = match secret {
+        Some(_) => {
+            let nonce = secret::nonce().map_err(|e| format!("no random nonce: {e}"))?;
+            write_frame(stream, &Frame::Challenge { nonce }).await.map_err(|e| e.to_string())?;
+            Some(nonce)
+        }
+        None => None,
+    };
+    let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream)).await.map_err(|_| "no hello in time".to_string())??;
+    let Frame::Hello { node_id, addr, proof } = frame else { return Err("the first frame was not a hello".into()) };
+    if node_id == 0 || node_id == me {
+        return Err(format!("the caller claims node id {node_id}"));
+    }
+    if let (Some(secret), Some(nonce)) = (secret, nonce) {
+        if !secret.verify(&nonce, node_id, &addr, &proof) {
+            return Err(format!("node {node_id} at {addr} does not know the cluster secret"));
+        }
+    }
+    Ok((node_id, addr))
+}
+
+async fn read_loop(mut stream: TcpStream, addr: std::net::SocketAddr, me: u64, secret: Option<ClusterSecret>, inbound: SyncSender<Input>) {
+    let peer = match introduction(&mut stream, me, secret.as_ref()).await {
+        Ok((node_id, listen)) => {
             // The driver dials back the brokers it does not know (one joining).
             let _ = inbound.try_send(Input::PeerHello { node_id, addr: listen });
             node_id
         }
-        Ok(other) => {
-            warn!(%addr, frame = ?other, "cluster connection did not introduce another broker; closing");
-            return;
-        }
         Err(e) => {
-            debug!(%addr, error = %e, "cluster connection closed before its hello");
+            warn!(%addr, error = %e, "refused a cluster connection");
             return;
         }
     };
@@ -224,7 +283,7 @@ async fn read_loop(mut stream: TcpStream, addr: std::net::SocketAddr, me: u64, i
                     }
                 }
             }
-            Ok(Frame::Hello { .. }) => warn!(%addr, peer, "second hello on a cluster connection; ignored"),
+            Ok(_) => warn!(%addr, peer, "a hello or challenge in the middle of a cluster connection; ignored"),
             Err(e) => {
                 debug!(%addr, peer, error = %e, "cluster connection closed");
                 return;

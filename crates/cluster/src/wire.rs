@@ -14,14 +14,23 @@ pub const MAX_ADDR_BYTES: usize = 300;
 
 const KIND_HELLO: u8 = 1;
 const KIND_RAFT: u8 = 2;
+const KIND_CHALLENGE: u8 = 3;
+
+/// Bytes of a challenge's nonce and of a hello's proof (HMAC-SHA-256).
+pub const NONCE_BYTES: usize = 32;
+pub const PROOF_BYTES: usize = 32;
 
 #[derive(Debug)]
 pub enum Frame {
     /// First frame on a connection: who is calling, and where it listens
     /// for the others' connections (how a broker joining learns nothing
-    /// else is needed: the others reach it there).
-    Hello { node_id: u64, addr: String },
+    /// else is needed: the others reach it there). With a cluster secret,
+    /// `proof` answers the challenge (see `secret.rs`); else it is empty.
+    Hello { node_id: u64, addr: String, proof: Vec<u8> },
     Raft(Vec<(u64, Message)>),
+    /// Sent by the accepting broker when the cluster has a secret: the
+    /// caller's hello must prove it knows the secret for this nonce.
+    Challenge { nonce: [u8; NONCE_BYTES] },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +44,20 @@ pub enum WireError {
 pub fn encode(frame: &Frame) -> Bytes {
     let mut body = BytesMut::new();
     match frame {
-        Frame::Hello { node_id, addr } => {
+        Frame::Hello { node_id, addr, proof } => {
             body.put_u8(KIND_HELLO);
             body.put_u64(*node_id);
             let addr = &addr.as_bytes()[..addr.len().min(MAX_ADDR_BYTES)];
             body.put_u16(addr.len() as u16);
             body.put_slice(addr);
+            // Absent when empty: a hello without a secret is as before.
+            if !proof.is_empty() {
+                body.put_slice(&proof[..proof.len().min(PROOF_BYTES)]);
+            }
+        }
+        Frame::Challenge { nonce } => {
+            body.put_u8(KIND_CHALLENGE);
+            body.put_slice(nonce);
         }
         Frame::Raft(messages) => {
             body.put_u8(KIND_RAFT);
@@ -84,11 +101,16 @@ pub fn decode(mut body: &[u8]) -> Result<Frame, WireError> {
             }
             let node_id = body.get_u64();
             let len = body.get_u16() as usize;
-            if len > MAX_ADDR_BYTES || body.remaining() != len {
+            let proof_len = body.remaining().wrapping_sub(len);
+            if len > MAX_ADDR_BYTES || body.remaining() < len || (proof_len != 0 && proof_len != PROOF_BYTES) {
                 return Err(WireError::Malformed(format!("hello frame's address of {len} bytes does not fit the frame")));
             }
-            let addr = std::str::from_utf8(body).map_err(|_| WireError::Malformed("hello frame's address is not UTF-8".into()))?;
-            Ok(Frame::Hello { node_id, addr: addr.to_string() })
+            let addr = std::str::from_utf8(&body[..len]).map_err(|_| WireError::Malformed("hello frame's address is not UTF-8".into()))?;
+            Ok(Frame::Hello { node_id, addr: addr.to_string(), proof: body[len..].to_vec() })
+        }
+        KIND_CHALLENGE => {
+            let nonce = body.try_into().map_err(|_| WireError::Malformed(format!("challenge frame must carry a {NONCE_BYTES}-byte nonce")))?;
+            Ok(Frame::Challenge { nonce })
         }
         KIND_RAFT => {
             if body.remaining() < 4 {
@@ -156,10 +178,21 @@ mod tests {
 
     #[test]
     fn hello_carries_the_address() {
-        let bytes = encode(&Frame::Hello { node_id: 4, addr: "10.0.0.4:9195".into() });
+        let bytes = encode(&Frame::Hello { node_id: 4, addr: "10.0.0.4:9195".into(), proof: Vec::new() });
         match decode(&bytes[4..]).unwrap() {
-            Frame::Hello { node_id, addr } => assert_eq!((node_id, addr.as_str()), (4, "10.0.0.4:9195")),
+            Frame::Hello { node_id, addr, proof } => assert_eq!((node_id, addr.as_str(), proof.len()), (4, "10.0.0.4:9195", 0)),
             other => panic!("{other:?}"),
         }
+        let bytes = encode(&Frame::Hello { node_id: 4, addr: "h:1".into(), proof: vec![7; PROOF_BYTES] });
+        match decode(&bytes[4..]).unwrap() {
+            Frame::Hello { addr, proof, .. } => assert_eq!((addr.as_str(), proof), ("h:1", vec![7; PROOF_BYTES])),
+            other => panic!("{other:?}"),
+        }
+        let mut cut = bytes[4..].to_vec();
+        cut.pop();
+        assert!(decode(&cut).is_err(), "a proof cut short");
+        let bytes = encode(&Frame::Challenge { nonce: [9; NONCE_BYTES] });
+        assert!(matches!(decode(&bytes[4..]).unwrap(), Frame::Challenge { nonce } if nonce == [9; NONCE_BYTES]));
+        assert!(decode(&bytes[4..bytes.len() - 1]).is_err(), "a nonce cut short");
     }
 }

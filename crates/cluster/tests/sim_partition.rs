@@ -12,7 +12,9 @@
 //! broker they believe leads (their requests arriving between the peers'
 //! messages), giving up waiting now and then, sending again what was not
 //! acknowledged (recognised by the partition's producer state), and
-//! DeleteRecords now and then.
+//! DeleteRecords now and then. In two seeds of three each replica also
+//! drops its log's head up to the log start every 50 ticks (as retention
+//! does), so a follower behind it is sent a snapshot and starts over there.
 //!
 //! Checked all along: one leader per term; each replica's high watermark
 //! never goes back while it is up and never covers unsynced data; the
@@ -26,7 +28,7 @@
 //! Not simulated: the real segments and their recovery (the hard state and
 //! marks files are real, in a temp directory; they are fsynced, so a crash
 //! keeps them whole), Kafka's producer sequence rules (a retry is known by
-//! its batch's id), snapshots (the group has none yet), the transport's
+//! its batch's id), the transport's
 //! batching, the metadata group and its leader reports. Brokers' clocks run
 //! at one rate, each missing a tick now and then.
 //!
@@ -115,6 +117,7 @@ struct Stats {
     cuts: u64,
     stalls: u64,
     leaders: u64,
+    snapshots: u64,
 }
 
 struct Sim {
@@ -187,6 +190,11 @@ impl Sim {
             stats: Stats::default(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         };
+        // Chosen after the brokers, so a seed's schedule otherwise stays
+        // the one it was before compaction existed.
+        if sim.rng.below(3) > 0 {
+            sim.brokers.iter().flat_map(|b| &b.replicas).for_each(|r| r.log.set_compacting(true));
+        }
         sim.restart_due();
         sim
     }
@@ -357,6 +365,9 @@ impl Sim {
                 if check {
                     g.refresh_in_sync(now);
                     g.rebalance_leadership_at(now);
+                    if let Err(e) = g.compact_by_retention() {
+                        panic!("seed {}: broker {} cannot compact group {}: {e}", self.seed, b + 1, g.id);
+                    }
                 }
             }
         }
@@ -446,9 +457,10 @@ fn seeded_schedules_keep_partitions_consistent_and_lose_nothing_acknowledged() {
         t.cuts += s.cuts;
         t.stalls += s.stalls;
         t.leaders += s.leaders;
+        t.snapshots += s.snapshots;
     }
     eprintln!(
-        "{} seeds x {steps} steps in {:.1?}: {} appends ({} retries), {} acknowledged acks=all and {} acks=1 ({} of those lost, as acks=1 may), {} DeleteRecords; \
+        "{} seeds x {steps} steps in {:.1?}: {} appends ({} retries), {} acknowledged acks=all and {} acks=1 ({} of those lost, as acks=1 may), {} DeleteRecords, {} snapshots installed; \
          {} leader terms, {} crashes ({} in an fsync), {} cuts, {} stalls",
         seeds.len(),
         started.elapsed(),
@@ -458,6 +470,7 @@ fn seeded_schedules_keep_partitions_consistent_and_lose_nothing_acknowledged() {
         t.acked_one,
         t.lost_one,
         t.deletes,
+        t.snapshots,
         t.leaders,
         t.crashes,
         t.died_in_fsync,

@@ -225,6 +225,24 @@ impl ReplicaLog for ReplicaAdapter {
         self.partition.replica_set_log_start(offset);
     }
 
+    fn start_offset(&self) -> Result<i64, ReplicaError> {
+        self.partition.replica_start_offset().map_err(storage_error)
+    }
+
+    fn retention_target(&self) -> Result<Option<i64>, ReplicaError> {
+        self.partition.replica_retention_target(now_ms()).map_err(storage_error)
+    }
+
+    fn compact(&self, offset: i64) -> Result<(), ReplicaError> {
+        self.partition.replica_compact(offset).map_err(storage_error)
+    }
+
+    fn reset(&self, offset: i64) -> Result<(), ReplicaError> {
+        self.partition.replica_reset(offset, now_ms()).map_err(storage_error)?;
+        self.engine.notify_data_arrived();
+        Ok(())
+    }
+
     fn clear(&self) -> Result<(), ReplicaError> {
         self.partition.replica_clear(now_ms()).map_err(storage_error)
     }

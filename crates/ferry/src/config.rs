@@ -139,6 +139,12 @@ pub struct ServeArgs {
     /// controller.quorum.voters). Without it Ferry runs as a single node.
     #[arg(long, env = "FERRY_CLUSTER_VOTERS")]
     pub cluster_voters: Option<String>,
+    /// A file holding the secret every broker of the cluster shares (at
+    /// least 16 bytes, e.g. `openssl rand -hex 32`): a connection to
+    /// --cluster-listen must prove it knows it. Without it any process that
+    /// reaches --cluster-listen is taken for a broker.
+    #[arg(long, env = "FERRY_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Replicas of a topic created without a replication factor (Kafka's
     /// default.replication.factor) [default: min(3, brokers)].
     #[arg(long, env = "FERRY_DEFAULT_REPLICATION_FACTOR")]
@@ -192,6 +198,7 @@ struct FileConfig {
     http_listen: Option<String>,
     cluster_listen: Option<SocketAddr>,
     cluster_voters: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
     default_replication_factor: Option<i16>,
     auto_leader_rebalance_enable: Option<bool>,
 }
@@ -202,6 +209,7 @@ pub struct ClusterSettings {
     pub listen: SocketAddr,
     pub voters: Vec<ferry_cluster::Voter>,
     pub auto_leader_rebalance_enable: bool,
+    pub secret: Option<ferry_cluster::ClusterSecret>,
 }
 
 /// The resolved settings.
@@ -416,6 +424,9 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
         if listen.is_some() {
             bail!("cluster_listen is set but cluster_voters is not: list every broker as ID@HOST:PORT");
         }
+        if args.cluster_secret_file.is_some() || file.cluster_secret_file.is_some() {
+            bail!("cluster_secret_file is set but cluster_voters is not: a single node has no cluster connections");
+        }
         return Ok(None);
     };
     let voters = ferry_cluster::config::parse_voters(&voters).map_err(|e| anyhow::anyhow!("cluster_voters: {e}"))?;
@@ -434,7 +445,11 @@ fn resolve_cluster(args: &ServeArgs, file: &FileConfig, node_id: i32) -> anyhow:
         (None, None) => bail!("node_id {node_id} is not among cluster_voters, so it joins the cluster as an observer: set cluster_listen to where the others reach it"),
     };
     let auto_leader_rebalance_enable = args.auto_leader_rebalance_enable.or(file.auto_leader_rebalance_enable).unwrap_or(true);
-    Ok(Some(ClusterSettings { listen, voters, auto_leader_rebalance_enable }))
+    let secret = match args.cluster_secret_file.as_ref().or(file.cluster_secret_file.as_ref()) {
+        Some(path) => Some(ferry_cluster::ClusterSecret::from_file(path).map_err(|e| anyhow::anyhow!("cluster_secret_file: {e}"))?),
+        None => None,
+    };
+    Ok(Some(ClusterSettings { listen, voters, auto_leader_rebalance_enable, secret }))
 }
 
 /// `max.connections.per.ip` and its overrides. As in Kafka, a limit of 0

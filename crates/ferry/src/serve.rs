@@ -74,6 +74,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(c) => {
             let mut config = ClusterConfig::new(settings.node_id as u64, c.listen, c.voters.clone(), settings.data_dir.join("cluster"));
             config.auto_leader_rebalance_enable = c.auto_leader_rebalance_enable;
+            config.log_retention_check_interval_ms = settings.log_retention_check_interval_ms;
+            config.secret = c.secret.clone();
             let cluster = Cluster::start(config).await.context("cannot start the cluster layer")?;
             tokio::spawn(crate::cluster_sync::register(cluster.clone(), settings.advertised_host.clone(), settings.advertised_port));
             tokio::spawn(crate::cluster_sync::reconcile_topics(engine.clone(), cluster.clone()));

@@ -164,6 +164,10 @@ impl DiskLog {
         Ok(log)
     }
 
+    pub(crate) fn active_size(&self) -> u64 {
+        self.active().size
+    }
+
     fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
@@ -373,24 +377,11 @@ impl DiskLog {
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`.
     /// Returns how many were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        let mut deleted = 0;
-        loop {
-            if self.segments.len() < 2 {
-                break;
-            }
-            let total = self.size_bytes();
-            let oldest = self.segments.values().next().expect("two segments");
-            let over_size = self.config.retention_bytes >= 0
-                && total.saturating_sub(oldest.size) >= self.config.retention_bytes as u64;
-            let over_age = self.config.retention_ms >= 0
-                && oldest.max_timestamp >= 0
-                && now_ms - oldest.max_timestamp > self.config.retention_ms;
-            if !(over_size || over_age) {
-                break;
-            }
-            let base = oldest.base_offset;
-            let path = segment_path(&self.dir, base);
-            self.segments.remove(&base);
+        let Some(cut) = self.retention_cut(now_ms) else { return Ok(0) };
+        let doomed: Vec<i64> = self.segments.range(..cut).map(|(b, _)| *b).collect();
+        for base in &doomed {
+            let path = segment_path(&self.dir, *base);
+            self.segments.remove(base);
             // The next segment's base, not the removed one's end: after
             // compaction the two may differ.
             // Never below a start DeleteRecords set inside the next segment.
@@ -398,9 +389,29 @@ impl DiskLog {
             self.log_start_offset = self.log_start_offset.max(next_base);
             self.storage.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
             info!(file = %path.display(), log_start_offset = self.log_start_offset, "retention deleted segment");
-            deleted += 1;
         }
-        Ok(deleted)
+        Ok(doomed.len())
+    }
+
+    /// Where retention would have the log start now: the base of the first
+    /// segment `retention.ms` / `retention.bytes` keep; None when it keeps
+    /// every segment. The active segment is always kept. A replicated log
+    /// asks this and moves its start through its Raft group instead.
+    pub fn retention_cut(&self, now_ms: i64) -> Option<i64> {
+        let mut total = self.size_bytes();
+        let mut cut = None;
+        let mut sealed = self.segments.values().peekable();
+        while let Some(oldest) = sealed.next() {
+            let Some(next) = sealed.peek() else { break };
+            let over_size = self.config.retention_bytes >= 0 && total.saturating_sub(oldest.size) >= self.config.retention_bytes as u64;
+            let over_age = self.config.retention_ms >= 0 && oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > self.config.retention_ms;
+            if !(over_size || over_age) {
+                break;
+            }
+            total -= oldest.size;
+            cut = Some(next.base_offset);
+        }
+        cut
     }
 
     /// Removes the whole log directory (topic deletion).

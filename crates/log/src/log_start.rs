@@ -78,6 +78,38 @@ impl DiskLog {
         Ok(offset)
     }
 
+    /// Empties the log and starts it, empty, at `offset`: a Raft follower
+    /// installing its leader's snapshot, whose log no longer holds what
+    /// this replica lacks. Durable when it returns. The old segments go
+    /// first, so a crash part way leaves an empty log at 0 or at `offset`
+    /// (never overlapping segments); the caller knows from its own record
+    /// of the snapshot to do it again.
+    pub fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: self.next_offset() });
+        }
+        if self.poisoned.is_some() {
+            return Err(LogError::Poisoned { path: self.dir.clone(), reason: self.poisoned.clone().unwrap_or_default() });
+        }
+        for base in self.segments.keys().copied().collect::<Vec<_>>() {
+            let path = segment_path(&self.dir, base);
+            self.segments.remove(&base);
+            self.storage.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        }
+        self.storage.sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        let path = segment_path(&self.dir, offset);
+        let file = self.storage.open(&path, true).map_err(|e| LogError::io(&path, e))?;
+        self.storage.sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        self.segments.insert(offset, crate::segment::Segment::new(offset, file));
+        save_checkpoint(&self.dir, self.storage.as_ref(), offset)?;
+        self.retain_unsynced(|_| false);
+        self.log_start_offset = offset;
+        self.durable_offset = offset;
+        self.clean_state.first_dirty_offset = offset;
+        info!(dir = %self.dir.display(), log_start_offset = offset, "log emptied to start at a new offset");
+        Ok(())
+    }
+
     /// Deletes sealed segments whose every offset is below the log start:
     /// those followed by a segment starting at or before it. The active
     /// segment always stays.

@@ -25,9 +25,44 @@ impl DiskLog {
             }
             next = h.last_offset() + 1;
         }
-        self.maybe_roll(payload.len() as u64, now_ms)?;
-        self.write_stamped(payload, headers, now_ms)?;
+        // A round's entries can be megabytes: the segment rolls between
+        // batches, as a producer's appends would roll it.
+        let mut written = 0;
+        for (start, end) in self.chunks_by_segment(headers) {
+            let bytes: usize = headers[start..end].iter().map(|h| h.total_len()).sum();
+            let result = self.maybe_roll(bytes as u64, now_ms).and_then(|()| self.write_stamped(&payload[written..written + bytes], &headers[start..end], now_ms));
+            if let Err(e) = result {
+                // All or nothing: the batches written before go again.
+                if written > 0 {
+                    self.truncate_to(base_offset)?;
+                }
+                return Err(e);
+            }
+            written += bytes;
+        }
         Ok(AppendInfo { base_offset, last_offset: next - 1, log_start_offset: self.log_start_offset })
+    }
+
+    /// The batches split into runs that each fit the segment they go in
+    /// (a run of one batch when a batch alone is larger).
+    fn chunks_by_segment(&self, headers: &[BatchHeader]) -> Vec<(usize, usize)> {
+        let limit = self.config.segment_bytes;
+        let mut filled = self.active_size();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0u64;
+        for (i, h) in headers.iter().enumerate() {
+            let len = h.total_len() as u64;
+            if i > start && filled + bytes + len > limit {
+                chunks.push((start, i));
+                (start, bytes, filled) = (i, 0, 0);
+            }
+            bytes += len;
+        }
+        if start < headers.len() {
+            chunks.push((start, headers.len()));
+        }
+        chunks
     }
 
     /// Calls `visit` with every batch (header and whole bytes) that ends at
@@ -85,5 +120,24 @@ mod tests {
         drop(log);
         let reopened = DiskLog::open(dir.path(), Arc::new(FsStorage), LogConfig::default()).unwrap();
         assert_eq!(reopened.next_offset(), 3);
+    }
+
+    #[test]
+    fn one_large_append_rolls_segments_between_its_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 700, ..LogConfig::default() };
+        let mut log = DiskLog::open(dir.path(), Arc::new(FsStorage), config.clone()).unwrap();
+        let (mut payload, mut headers) = (Vec::new(), Vec::new());
+        for i in 0..50 {
+            let b = make_batch(i, &[format!("value {i}").as_bytes()]);
+            headers.push(header(&b));
+            payload.extend_from_slice(&b);
+        }
+        log.append_verbatim(&payload, &headers, 0).unwrap();
+        assert!(log.segments.len() >= payload.len() / 700, "{} segments for {} bytes", log.segments.len(), payload.len());
+        assert!(log.segments.values().all(|s| s.size <= 700), "every segment within segment.bytes");
+        drop(log);
+        let reopened = DiskLog::open(dir.path(), Arc::new(FsStorage), config).unwrap();
+        assert_eq!(reopened.next_offset(), 50);
     }
 }

@@ -170,12 +170,7 @@ impl Partition {
     /// log. Readers are refused here meanwhile (not a replica: not leader).
     pub fn replica_clear(&self, now_ms: i64) -> EngineResult<()> {
         let mut inner = self.inner.lock();
-        let log = disk(&mut inner)?;
-        let start = log.log_start_offset();
-        if start != 0 {
-            return Err(EngineError::Storage(format!("cannot empty a replica whose log starts at {start}")));
-        }
-        log.truncate_to(0)?;
+        disk(&mut inner)?.reset_to(0)?;
         self.replica_high_watermark.store(0, Ordering::Release);
         self.replica_log_start.store(0, Ordering::Release);
         Self::rebuild_producers(&mut inner, now_ms)
@@ -213,6 +208,50 @@ impl Partition {
                 Ok(bytes.to_vec())
             }
         }
+    }
+
+    /// Where this replica's batches start on disk (not the log start
+    /// readers see, which a DeleteRecords may have moved past it).
+    pub fn replica_start_offset(&self) -> EngineResult<i64> {
+        Ok(disk(&mut self.inner.lock())?.log_start_offset())
+    }
+
+    /// Below which offset this replica may drop its batches now: what
+    /// retention (`retention.ms`, `retention.bytes`) and a committed
+    /// DeleteRecords no longer keep, but never at or past the high
+    /// watermark or the first offset of an open transaction, whose start a
+    /// replica rebuilding from this point must see. None: nothing to drop.
+    pub fn replica_retention_target(&self, now_ms: i64) -> EngineResult<Option<i64>> {
+        let committed = self.replica_high_watermark.load(Ordering::Acquire);
+        let mut inner = self.inner.lock();
+        let stable = inner.producers.first_unstable_offset().unwrap_or(committed).min(committed);
+        let log = disk(&mut inner)?;
+        let wanted = log.retention_cut(now_ms).unwrap_or(0).max(self.replica_log_start.load(Ordering::Acquire));
+        let target = wanted.min(stable);
+        Ok((target > log.log_start_offset()).then_some(target))
+    }
+
+    /// Drops the batches below `offset` (a batch start at or below the high
+    /// watermark): the segments wholly below it are deleted and the log
+    /// starts there for readers too.
+    pub fn replica_compact(&self, offset: i64) -> EngineResult<()> {
+        let committed = self.replica_high_watermark.load(Ordering::Acquire);
+        assert!(offset <= committed, "compacting past the high watermark ({offset} > {committed})");
+        disk(&mut self.inner.lock())?.delete_records(offset)?;
+        self.replica_log_start.fetch_max(offset, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Installs a leader's snapshot: every batch goes and the log starts,
+    /// empty and committed, at `offset`; what follows comes from the
+    /// leader's log. The producer state starts empty, as a log that begins
+    /// there would rebuild it.
+    pub fn replica_reset(&self, offset: i64, now_ms: i64) -> EngineResult<()> {
+        let mut inner = self.inner.lock();
+        disk(&mut inner)?.reset_to(offset)?;
+        self.replica_high_watermark.fetch_max(offset, Ordering::AcqRel);
+        self.replica_log_start.fetch_max(offset, Ordering::AcqRel);
+        Self::rebuild_producers(&mut inner, now_ms)
     }
 
     /// A committed DeleteRecords: readers see nothing below `offset`.

@@ -1,67 +1,73 @@
-//! A partition group's replicas as of its last applied membership change
-//! (raft-rs's `ConfState`), with that change's entry index:
-//! `[u64 index][u32 len][ConfState protobuf][u32 crc32c of all before]`,
-//! replaced atomically. Absent until the group's replicas first change.
+//! A partition group's replicas after each membership change it applied
+//! (raft-rs's `ConfState`) with the change's entry index, oldest first:
+//! records of `[u64 index][u32 len][ConfState protobuf][u32 crc32c of the
+//! record before it]`, the file replaced atomically. Absent until the
+//! group's replicas first change. The history, not just the last change,
+//! because a snapshot at an earlier index carries the replicas as of that
+//! index; compacting the log drops the records it covers.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use protobuf::Message as _;
 use raft::eraftpb::ConfState;
+
+/// Changes kept at most: more means the file is not ours (a group
+/// changes its replicas a few times between compactions).
+const MAX_RECORDS: usize = 10_000;
 
 #[derive(Debug)]
 pub struct ConfFile {
     path: PathBuf,
 }
 
+pub type ConfHistory = Vec<(u64, ConfState)>;
+
 impl ConfFile {
     pub fn new(path: PathBuf) -> ConfFile {
         ConfFile { path }
     }
 
-    /// The last saved membership and the index of the entry that made it.
-    pub fn load(&self) -> Result<Option<(u64, ConfState)>, String> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
-        };
+    /// Every saved membership with the index of the entry that made it.
+    pub fn load(&self) -> Result<ConfHistory, String> {
+        let Some(bytes) = super::files::read(&self.path)? else { return Ok(Vec::new()) };
         let damaged = || format!("{} is damaged; refusing to guess the partition's replicas", self.path.display());
-        if bytes.len() < 16 {
-            return Err(damaged());
+        let mut history = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let head = rest.get(..12).ok_or_else(damaged)?;
+            let index = u64::from_be_bytes(head[0..8].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+            let record = rest.get(..12 + len + 4).ok_or_else(damaged)?;
+            let (body, crc) = record.split_at(12 + len);
+            if crc32c::crc32c(body).to_be_bytes() != crc || history.len() >= MAX_RECORDS {
+                return Err(damaged());
+            }
+            history.push((index, ConfState::parse_from_bytes(&body[12..]).map_err(|_| damaged())?));
+            rest = &rest[record.len()..];
         }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body).to_be_bytes() != crc {
-            return Err(damaged());
-        }
-        let index = u64::from_be_bytes(body[0..8].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
-        if body.len() != 12 + len {
-            return Err(damaged());
-        }
-        let conf = ConfState::parse_from_bytes(&body[12..]).map_err(|_| damaged())?;
-        Ok(Some((index, conf)))
+        Ok(history)
     }
 
-    pub fn save(&self, index: u64, conf: &ConfState) -> Result<(), String> {
-        let io = |e: std::io::Error| format!("cannot save {}: {e}", self.path.display());
-        let encoded = conf.write_to_bytes().map_err(|e| format!("cannot encode the replicas of {}: {e}", self.path.display()))?;
-        let mut bytes = Vec::with_capacity(16 + encoded.len());
-        bytes.extend_from_slice(&index.to_be_bytes());
-        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&encoded);
-        bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_be_bytes());
-        let tmp = self.path.with_extension("conf.tmp");
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        fs::File::open(self.path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all()).map_err(io)
+    pub fn save(&self, history: &[(u64, ConfState)]) -> Result<(), String> {
+        if history.is_empty() {
+            self.remove();
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for (index, conf) in history {
+            let encoded = conf.write_to_bytes().map_err(|e| format!("cannot encode the replicas of {}: {e}", self.path.display()))?;
+            let start = bytes.len();
+            bytes.extend_from_slice(&index.to_be_bytes());
+            bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&encoded);
+            let crc = crc32c::crc32c(&bytes[start..]);
+            bytes.extend_from_slice(&crc.to_be_bytes());
+        }
+        super::files::replace(&self.path, &bytes)
     }
 
     pub fn remove(&self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -74,13 +80,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("7.conf");
         let f = ConfFile::new(path.clone());
-        assert_eq!(f.load().unwrap(), None);
-        let conf = ConfState::from((vec![2, 3], vec![4]));
-        f.save(12, &conf).unwrap();
-        assert_eq!(f.load().unwrap(), Some((12, conf)));
-        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(f.load().unwrap(), vec![]);
+        let history = vec![(12, ConfState::from((vec![2, 3], vec![4]))), (15, ConfState::from((vec![2, 3, 4], vec![])))];
+        f.save(&history).unwrap();
+        assert_eq!(f.load().unwrap(), history);
+        let mut bytes = std::fs::read(&path).unwrap();
         bytes[9] ^= 1;
-        fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         assert!(f.load().is_err());
+        bytes[9] ^= 1;
+        bytes.pop();
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(f.load().is_err(), "cut short");
+        f.save(&[]).unwrap();
+        assert!(!path.exists());
     }
 }

@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use ferry_log::batch::BatchHeader;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message};
-use raft::{GetEntriesContext, RawNode, StateRole};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole};
 
-use super::conf_file::ConfFile;
+use super::anchor::{Anchor, AnchorFile, AnchorKind};
+use super::conf_file::{ConfFile, ConfHistory};
 use super::hard_state::HardStateFile;
 use super::index::EntryIndex;
 use super::marks::{Mark, MarkFile, MarkKind};
-use super::storage::{ReplicaStorage, LOG_START_CONTEXT};
+use super::storage::{snapshot_offset, ReplicaStorage, LOG_START_CONTEXT};
 use super::{AppendError, AppendReply, GroupStatus, Placed, Prepared, ReplicaError, ReplicaLog};
 use crate::error::ClusterError;
 
@@ -108,7 +109,13 @@ pub struct PartitionGroup {
     hard_state_file: HardStateFile,
     mark_file: MarkFile,
     conf_file: ConfFile,
-    /// The entry of the last membership change applied (0: none yet).
+    anchor_file: AnchorFile,
+    /// The replicas after each membership change applied above the anchor.
+    conf_history: ConfHistory,
+    /// The replicas the log starts from (the placement at creation).
+    initial_conf: ConfState,
+    /// The entry of the last membership change applied (the anchor's when
+    /// it is newer; 0: none yet).
     conf_index: u64,
     /// The last entry applied (its offsets are below the high watermark).
     applied_index: u64,
@@ -148,17 +155,25 @@ fn entry_offsets(e: &Entry) -> i64 {
 }
 
 /// The entry index from the partition's batches and the marks between
-/// them. A mark past the end (written, but the batches before it were
-/// lost in a crash) is dropped; the file is rewritten without it.
-fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Result<EntryIndex, ClusterError> {
-    let mut marks = mark_file.load().map_err(ClusterError::Storage)?.into_iter().peekable();
-    let mut index = EntryIndex::default();
+/// them, from the anchor on. A mark past the end (written, but the batches
+/// before it were lost in a crash) is dropped; the file is rewritten
+/// without it.
+fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile, anchor: Option<&Anchor>) -> Result<EntryIndex, ClusterError> {
+    let mut index = anchor.map_or_else(EntryIndex::default, |a| EntryIndex::starting_after(a.index, a.term, a.offset));
+    let (first, start_offset) = (index.first_index(), index.end_offset(index.first_index() - 1));
+    let loaded = mark_file.load().map_err(ClusterError::Storage)?;
+    let stale_marks = loaded.iter().any(|m| m.index < first);
+    let mut marks = loaded.into_iter().filter(|m| m.index >= first).peekable();
     let mut bad = None;
     log.batches(&mut |b| {
+        if b.last_offset < start_offset {
+            return; // below the anchor: its segment is about to go
+        }
         while let Some(m) = marks.next_if(|m| m.index == index.last_index() + 1) {
             index.push_mark(m.term, m.kind.clone());
         }
-        if bad.is_none() && (b.leader_epoch < 1 || marks.peek().is_some_and(|m| m.index <= index.last_index())) {
+        let continues = b.base_offset == index.end_offset(index.last_index());
+        if bad.is_none() && (b.leader_epoch < 1 || !continues || marks.peek().is_some_and(|m| m.index <= index.last_index())) {
             bad = Some(b.base_offset);
         }
         if bad.is_none() {
@@ -174,9 +189,27 @@ fn rebuild_index(group: u64, log: &dyn ReplicaLog, mark_file: &MarkFile) -> Resu
     }
     if marks.peek().is_some() {
         tracing::warn!(group, "dropping marks written after the last batch that survived a crash");
+    }
+    if marks.peek().is_some() || stale_marks {
         mark_file.rewrite(index.marks()).map_err(ClusterError::Storage)?;
     }
     Ok(index)
+}
+
+/// Brings the log in line with its anchor after a crash: a head this
+/// replica dropped itself goes again; a leader's snapshot whose install
+/// did not finish is installed again.
+fn settle_anchor(log: &dyn ReplicaLog, anchor: &Anchor) -> Result<(), ClusterError> {
+    let start = log.start_offset().map_err(replica_error)?;
+    if start >= anchor.offset {
+        return Ok(());
+    }
+    tracing::info!(offset = anchor.offset, start, kind = ?anchor.kind, "finishing a move of the log start a crash interrupted");
+    match anchor.kind {
+        AnchorKind::Compacted => log.compact(anchor.offset),
+        AnchorKind::Installed => log.reset(anchor.offset),
+    }
+    .map_err(replica_error)
 }
 
 /// A new partition's first leader is its preferred replica, as in Kafka:
@@ -193,9 +226,21 @@ impl PartitionGroup {
         let mut hard_state = hard_state_file.load().map_err(ClusterError::Storage)?;
         let mark_file = MarkFile::new(spec.state_path.with_extension("marks"));
         let conf_file = ConfFile::new(spec.state_path.with_extension("conf"));
-        let index = rebuild_index(spec.group, spec.log.as_ref(), &mark_file)?;
-        hard_state.commit = hard_state.commit.min(index.last_index());
-        let (conf_index, conf_state) = conf_file.load().map_err(ClusterError::Storage)?.unwrap_or_else(|| (0, ConfState::from((spec.voters.clone(), vec![]))));
+        let anchor_file = AnchorFile::new(spec.state_path.with_extension("snap"));
+        let anchor = anchor_file.load().map_err(ClusterError::Storage)?;
+        if let Some(a) = &anchor {
+            settle_anchor(spec.log.as_ref(), a)?;
+        }
+        let index = rebuild_index(spec.group, spec.log.as_ref(), &mark_file, anchor.as_ref())?;
+        hard_state.commit = hard_state.commit.clamp(index.first_index() - 1, index.last_index());
+        let initial_conf = ConfState::from((spec.voters.clone(), vec![]));
+        let mut conf_history = conf_file.load().map_err(ClusterError::Storage)?;
+        conf_history.retain(|(i, _)| anchor.as_ref().is_none_or(|a| *i > a.index));
+        let (conf_index, conf_state) = match (conf_history.last(), &anchor) {
+            (Some((i, conf)), _) => (*i, conf.clone()),
+            (None, Some(a)) => (a.index, a.conf.clone()),
+            (None, None) => (0, initial_conf.clone()),
+        };
         let high_watermark = index.end_offset(hard_state.commit);
         // Raft hands back the committed entries from the first membership
         // change not in the saved one, so it is applied again.
@@ -210,10 +255,11 @@ impl PartitionGroup {
                 MarkKind::LogStart(offset) => Some(offset),
                 MarkKind::LeaderChange | MarkKind::ConfChange(_) => None,
             })
+            .chain(anchor.as_ref().map(|a| a.offset))
             .max()
             .unwrap_or(0);
         spec.log.set_log_start(log_start);
-        let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state };
+        let storage = ReplicaStorage { index, log: spec.log.clone(), hard_state, conf_state, anchor };
         let config = options.raft_config(applied);
         let logger = logger.new(slog::o!("group" => spec.group));
         let mut raw = RawNode::new(&config, storage, &logger).map_err(|e| ClusterError::Config(e.to_string()))?;
@@ -227,6 +273,9 @@ impl PartitionGroup {
             hard_state_file,
             mark_file,
             conf_file,
+            anchor_file,
+            conf_history,
+            initial_conf,
             conf_index,
             applied_index: applied,
             preferred,
@@ -248,8 +297,16 @@ impl PartitionGroup {
         GroupStatus { leader_id: raft.leader_id, term: raft.term, is_leader: raft.state == StateRole::Leader, high_watermark: self.high_watermark }
     }
 
+    /// The messages to send. A snapshot counts as delivered once handed
+    /// over: if it is lost, the next heartbeat's answer finds the follower
+    /// still behind and raft-rs sends it again, where waiting for a report
+    /// that never comes would leave the follower stuck.
     pub fn take_outbox(&mut self) -> Vec<Message> {
-        std::mem::take(&mut self.outbox)
+        let out = std::mem::take(&mut self.outbox);
+        for m in out.iter().filter(|m| m.get_msg_type() == MessageType::MsgSnapshot) {
+            self.raw.report_snapshot(m.to, SnapshotStatus::Finish);
+        }
+        out
     }
 
     fn not_leader(&self) -> AppendError {
@@ -457,7 +514,7 @@ impl PartitionGroup {
         let mut ready = self.raw.ready();
         self.outbox.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(ClusterError::Storage(format!("group {}: received a snapshot; partition snapshots are not supported yet", self.id)));
+            self.install_snapshot(ready.snapshot())?;
         }
         let committed = ready.take_committed_entries();
         self.apply(&committed)?;
@@ -484,6 +541,72 @@ impl PartitionGroup {
         self.raw.advance_apply();
         self.settle_waiters();
         Ok(())
+    }
+
+    /// A follower behind the leader's anchor: the leader no longer has the
+    /// entries it lacks, so its log starts over, empty, where the leader's
+    /// does. The anchor is saved first: a crash part way installs it again.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ClusterError> {
+        let meta = snapshot.get_metadata();
+        let offset = snapshot_offset(snapshot).ok_or_else(|| ClusterError::Storage(format!("group {}: a snapshot without a start offset", self.id)))?;
+        let anchor = Anchor { index: meta.index, term: meta.term, offset, kind: AnchorKind::Installed, conf: meta.get_conf_state().clone() };
+        assert!(anchor.index >= self.applied_index, "group {}: a snapshot below what was applied", self.id);
+        tracing::info!(group = self.id, index = anchor.index, offset, "installing the leader's snapshot: this replica's log starts over there");
+        self.anchor_file.save(&anchor).map_err(ClusterError::Storage)?;
+        let store = self.raw.mut_store();
+        store.log.reset(offset).map_err(replica_error)?;
+        store.index = EntryIndex::starting_after(anchor.index, anchor.term, offset);
+        store.conf_state = anchor.conf.clone();
+        store.hard_state.commit = store.hard_state.commit.max(anchor.index);
+        self.mark_file.rewrite(&[]).map_err(ClusterError::Storage)?;
+        self.conf_history.clear();
+        self.conf_file.save(&[]).map_err(ClusterError::Storage)?;
+        self.conf_index = anchor.index;
+        self.applied_index = anchor.index;
+        self.high_watermark = self.high_watermark.max(offset);
+        self.log_start = self.log_start.max(offset);
+        self.raw.mut_store().anchor = Some(anchor);
+        Ok(())
+    }
+
+    /// Drops the head of the log that retention or a DeleteRecords no
+    /// longer keeps (never past what this replica applied): the anchor is
+    /// saved, then the entries and their batches go. A follower that
+    /// needs them gets the anchor as a snapshot.
+    pub fn compact_by_retention(&mut self) -> Result<(), ClusterError> {
+        let Some(target) = self.raw.store().log.retention_target().map_err(replica_error)? else { return Ok(()) };
+        self.compact_to(target)
+    }
+
+    fn compact_to(&mut self, offset: i64) -> Result<(), ClusterError> {
+        let store = self.raw.store();
+        let index = store.index.last_ending_by(offset.min(self.high_watermark), self.applied_index);
+        if index < store.index.first_index() {
+            return Ok(());
+        }
+        let term = store.index.term(index).expect("inside the index");
+        let anchor = Anchor { index, term, offset: store.index.end_offset(index), kind: AnchorKind::Compacted, conf: self.conf_at(index) };
+        self.anchor_file.save(&anchor).map_err(ClusterError::Storage)?;
+        let before = self.conf_history.len();
+        self.conf_history.retain(|(i, _)| *i > index);
+        if self.conf_history.len() != before {
+            self.conf_file.save(&self.conf_history).map_err(ClusterError::Storage)?;
+        }
+        let store = self.raw.mut_store();
+        store.index.compact(index);
+        self.mark_file.rewrite(store.index.marks()).map_err(ClusterError::Storage)?;
+        store.log.compact(anchor.offset).map_err(replica_error)?;
+        tracing::debug!(group = self.id, index, offset = anchor.offset, "dropped the head of the partition's log");
+        store.anchor = Some(anchor);
+        Ok(())
+    }
+
+    /// The replicas as of entry `index` (at or above the anchor).
+    fn conf_at(&self, index: u64) -> ConfState {
+        match self.conf_history.iter().rev().find(|(i, _)| *i <= index) {
+            Some((_, conf)) => conf.clone(),
+            None => self.raw.store().anchor.as_ref().map_or_else(|| self.initial_conf.clone(), |a| a.conf.clone()),
+        }
     }
 
     /// A leader's proposals replaced before they were written (it stepped
@@ -602,7 +725,8 @@ impl PartitionGroup {
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), ClusterError> {
         let change = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| ClusterError::Storage(format!("group {}: entry {} holds no membership change: {err}", self.id, e.index)))?;
         let conf = self.raw.apply_conf_change(&change).map_err(|err| ClusterError::Storage(format!("group {}: membership change at entry {}: {err}", self.id, e.index)))?;
-        self.conf_file.save(e.index, &conf).map_err(ClusterError::Storage)?;
+        self.conf_history.push((e.index, conf.clone()));
+        self.conf_file.save(&self.conf_history).map_err(ClusterError::Storage)?;
         tracing::info!(group = self.id, voters = ?conf.voters, learners = ?conf.learners, outgoing = ?conf.voters_outgoing, "partition replicas changed");
         self.raw.mut_store().conf_state = conf;
         self.conf_index = e.index;
@@ -727,5 +851,6 @@ impl PartitionGroup {
         self.hard_state_file.remove();
         self.mark_file.remove();
         self.conf_file.remove();
+        self.anchor_file.remove();
     }
 }

@@ -2,9 +2,7 @@
 //! of its own: `[u64 term][u64 vote][u64 commit][u32 crc32c]`, replaced
 //! atomically (written beside, fsynced, renamed, directory fsynced).
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use raft::eraftpb::HardState;
 
@@ -24,11 +22,7 @@ impl HardStateFile {
     /// that fails its check is an error: guessing a term or a vote could
     /// let this replica vote twice in one term.
     pub fn load(&self) -> Result<HardState, String> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
-        };
+        let Some(bytes) = super::files::read(&self.path)? else { return Ok(HardState::default()) };
         if bytes.len() != LEN || crc32c::crc32c(&bytes[..24]).to_be_bytes() != bytes[24..] {
             return Err(format!("{} is damaged ({} bytes); refusing to guess the Raft term and vote", self.path.display(), bytes.len()));
         }
@@ -46,27 +40,18 @@ impl HardStateFile {
             bytes.extend_from_slice(&w.to_be_bytes());
         }
         bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_be_bytes());
-        let tmp = self.path.with_extension("tmp");
-        let io = |e: std::io::Error| format!("cannot save {}: {e}", self.path.display());
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)
+        super::files::replace(&self.path, &bytes)
     }
 
     pub fn remove(&self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn saves_loads_and_refuses_damage() {

@@ -8,9 +8,11 @@
 //! The broker's partition implements [`ReplicaLog`]; this module drives
 //! raft-rs over it and never looks inside a batch beyond its header.
 
+mod anchor;
+mod conf_file;
+mod files;
 mod group;
 mod hard_state;
-mod conf_file;
 mod index;
 mod marks;
 mod storage;
@@ -23,6 +25,7 @@ pub use group::{Election, GroupSpec, PartitionGroup, ReassignStep};
 /// state), for the fuzz targets: bytes on disk are input too.
 #[doc(hidden)]
 pub mod state_files {
+    pub use super::anchor::{Anchor, AnchorFile, AnchorKind};
     pub use super::conf_file::ConfFile;
     pub use super::hard_state::HardStateFile;
     pub use super::marks::MarkFile;
@@ -51,8 +54,20 @@ pub trait ReplicaLog: Send + Sync {
     /// Everything below `high_watermark` is committed.
     fn commit(&self, high_watermark: i64);
     /// A committed DeleteRecords: readers see nothing below `offset`. The
-    /// segments stay (Raft may still need them) until snapshots exist.
+    /// batches stay until the group compacts its log up to there.
     fn set_log_start(&self, offset: i64);
+    /// Where the batches on disk start.
+    fn start_offset(&self) -> Result<i64, ReplicaError>;
+    /// Below which offset the log would drop its batches now (retention,
+    /// a committed DeleteRecords), never past the high watermark or an
+    /// open transaction's first offset; None: nothing to drop.
+    fn retention_target(&self) -> Result<Option<i64>, ReplicaError>;
+    /// Drops the batches below `offset`, a batch start at or below the
+    /// high watermark, durably.
+    fn compact(&self, offset: i64) -> Result<(), ReplicaError>;
+    /// Installs a leader's snapshot: drops every batch and starts the log,
+    /// empty and committed, at `offset`, durably.
+    fn reset(&self, offset: i64) -> Result<(), ReplicaError>;
     /// This broker no longer holds a replica (its replicas moved): drops
     /// every batch and the committed state, so a later return starts from
     /// an empty log, durably.

@@ -8,6 +8,7 @@ use ferry_log::batch::BatchHeader;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::anchor::Anchor;
 use super::index::EntryIndex;
 use super::marks::MarkKind;
 use super::ReplicaLog;
@@ -20,6 +21,9 @@ pub struct ReplicaStorage {
     pub log: Arc<dyn ReplicaLog>,
     pub hard_state: HardState,
     pub conf_state: ConfState,
+    /// Where the log starts once its head was dropped: the snapshot a
+    /// follower that needs older entries gets.
+    pub anchor: Option<Anchor>,
 }
 
 impl ReplicaStorage {
@@ -58,7 +62,7 @@ impl raft::Storage for ReplicaStorage {
     }
 
     fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
-        if low < 1 {
+        if low < self.index.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         assert!(high <= self.index.last_index() + 1, "entries past the last index asked for");
@@ -108,19 +112,37 @@ impl raft::Storage for ReplicaStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx + 1 < self.index.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
         self.index.term(idx).ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.index.first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
         Ok(self.index.last_index())
     }
 
+    /// The anchor: the records below its offset are gone on every replica
+    /// that has it, so the snapshot is where to start, not data.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted below what Raft needs yet.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        let Some(anchor) = &self.anchor else {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.data = Bytes::copy_from_slice(&anchor.offset.to_be_bytes());
+        let meta = snapshot.mut_metadata();
+        meta.index = anchor.index;
+        meta.term = anchor.term;
+        meta.set_conf_state(anchor.conf.clone());
+        Ok(snapshot)
     }
+}
+
+/// The offset a snapshot's log starts at.
+pub fn snapshot_offset(snapshot: &Snapshot) -> Option<i64> {
+    snapshot.data.as_ref().try_into().ok().map(i64::from_be_bytes).filter(|o| *o >= 0)
 }

@@ -65,20 +65,41 @@ struct Disk {
     /// truncation, a discard or a restart: the broker's partition does so.
     producers: BTreeMap<u64, (i64, i64)>,
     recorded_through: i64,
+    /// Where the first batch starts (or the log end, with none): past 0
+    /// once the head was dropped or a snapshot installed.
+    base_offset: i64,
+    /// Drop the head up to the log start (as retention would); off, the
+    /// log keeps every batch.
+    compacting: bool,
+    /// Snapshots installed.
+    resets: u64,
 }
 
 impl Disk {
     fn end_offset(&self) -> i64 {
-        self.spans.last().map_or(0, |s| s.last + 1)
+        self.spans.last().map_or(self.base_offset, |s| s.last + 1)
     }
 
     fn durable_end_offset(&self) -> i64 {
-        self.spans.iter().rev().find(|s| s.end <= self.durable).map_or(0, |s| s.last + 1)
+        self.spans.iter().rev().find(|s| s.end <= self.durable).map_or(self.base_offset, |s| s.last + 1)
     }
 
     fn rebuild_producers(&mut self) {
         self.producers = self.spans.iter().map(|s| (batch_id(&self.bytes[s.start..s.end]), (s.base, s.last))).collect();
         self.recorded_through = self.end_offset();
+    }
+
+    /// Drops the batches before span `first`, durably.
+    fn drop_head(&mut self, first: usize) {
+        let Some(cut) = self.spans.get(first).map(|s| s.start).or((first == self.spans.len()).then_some(self.bytes.len())) else { return };
+        self.base_offset = self.spans.get(first).map_or(self.end_offset(), |s| s.base);
+        self.spans.drain(..first);
+        for s in &mut self.spans {
+            s.start -= cut;
+            s.end -= cut;
+        }
+        self.bytes.drain(..cut);
+        self.durable = self.durable.saturating_sub(cut);
     }
 
     fn cut(&mut self, keep_spans: usize) {
@@ -150,6 +171,20 @@ impl MemLog {
         self.disk().log_start
     }
 
+    /// Where the batches this replica holds start.
+    pub fn base_offset(&self) -> i64 {
+        self.disk().base_offset
+    }
+
+    pub fn resets(&self) -> u64 {
+        self.disk().resets
+    }
+
+    /// Whether the head up to the log start is dropped (as retention would).
+    pub fn set_compacting(&self, on: bool) {
+        self.disk().compacting = on;
+    }
+
     /// The batches from the one at `from` on, while they start below `below`.
     pub fn batches_from(&self, from: i64, below: i64) -> Vec<(Span, Vec<u8>)> {
         let d = self.disk();
@@ -163,16 +198,11 @@ impl MemLog {
     pub fn producer_state_error(&self) -> Option<String> {
         let d = self.disk();
         let end = d.end_offset();
-        d.producers.iter().filter(|(_, (base, _))| *base < end).find_map(|(id, (base, last))| {
+        d.producers.iter().filter(|(_, (base, _))| *base >= d.base_offset && *base < end).find_map(|(id, (base, last))| {
             let i = d.spans.partition_point(|s| s.base < *base);
             let there = d.spans.get(i).map(|s| (s.base, s.last, batch_id(&d.bytes[s.start..s.end])));
             (there != Some((*base, *last, *id))).then(|| format!("the producer state has batch {id} at {base}..={last}, the log {there:?}"))
         })
-    }
-
-    /// Every byte of the log.
-    pub fn contents(&self) -> Vec<u8> {
-        self.disk().bytes.clone()
     }
 }
 
@@ -243,7 +273,8 @@ impl ReplicaLog for MemLog {
     }
 
     fn clear(&self) -> Result<(), ReplicaError> {
-        *self.disk() = Disk::default();
+        let mut d = self.disk();
+        *d = Disk { compacting: d.compacting, resets: d.resets, ..Disk::default() };
         Ok(())
     }
 
@@ -285,6 +316,46 @@ impl ReplicaLog for MemLog {
             self.fail(format!("high watermark {high_watermark} past the durable log end {}", d.durable_end_offset()));
         }
         d.high_watermark = high_watermark;
+    }
+
+    fn start_offset(&self) -> Result<i64, ReplicaError> {
+        Ok(self.disk().base_offset)
+    }
+
+    fn retention_target(&self) -> Result<Option<i64>, ReplicaError> {
+        let d = self.disk();
+        let target = d.log_start.min(d.high_watermark);
+        Ok((d.compacting && target > d.base_offset).then_some(target))
+    }
+
+    fn compact(&self, offset: i64) -> Result<(), ReplicaError> {
+        let mut d = self.disk();
+        if offset > d.high_watermark {
+            self.fail(format!("compacting to {offset}, past the high watermark {}", d.high_watermark));
+        }
+        let first = d.spans.partition_point(|s| s.base < offset);
+        let at_a_start = d.spans.get(first).map_or(offset == d.end_offset(), |s| s.base == offset);
+        if !at_a_start {
+            self.fail(format!("compacting to {offset}, not a batch start"));
+        }
+        d.drop_head(first);
+        d.base_offset = d.base_offset.max(offset);
+        Ok(())
+    }
+
+    fn reset(&self, offset: i64) -> Result<(), ReplicaError> {
+        let mut d = self.disk();
+        if offset < d.high_watermark {
+            self.fail(format!("a snapshot at {offset}, below the high watermark {}", d.high_watermark));
+        }
+        let n = d.spans.len();
+        d.drop_head(n);
+        d.base_offset = offset;
+        d.high_watermark = offset;
+        d.log_start = d.log_start.max(offset);
+        d.resets += 1;
+        d.rebuild_producers();
+        Ok(())
     }
 
     fn set_log_start(&self, offset: i64) {

@@ -72,20 +72,30 @@ impl PartitionRecord {
     /// acks=1 batch there or gone (Kafka's acks=1 may lose it), no batch
     /// twice. Returns how many acks=1 batches were lost.
     pub fn check_final(&self, log: &MemLog) -> Result<usize, String> {
+        // Below its base the replica dropped the head (retention, or a
+        // snapshot): never past what readers may still see.
+        let base = log.base_offset();
+        if base > log.log_start().max(self.log_start) {
+            return Err(format!("the log's head was dropped up to {base}, past the log start {}", log.log_start()));
+        }
         let mut at: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
         for (span, bytes) in log.batches_from(0, i64::MAX) {
             if let Some(before) = at.insert(batch_id(&bytes), (span.base, span.last)) {
                 return Err(format!("batch {} is in the log twice: at {before:?} and at {}..={}", batch_id(&bytes), span.base, span.last));
             }
         }
-        for (base, (last, id)) in &self.acked_all {
-            if at.get(id) != Some(&(*base, *last)) {
-                return Err(format!("batch {id} acknowledged (acks=all) at {base}..={last} is at {:?}", at.get(id)));
+        for (first, (last, id)) in &self.acked_all {
+            if *last < base {
+                continue;
+            }
+            if at.get(id) != Some(&(*first, *last)) {
+                return Err(format!("batch {id} acknowledged (acks=all) at {first}..={last} is at {:?}", at.get(id)));
             }
         }
         let mut lost = 0;
         for (id, placed) in &self.acked_one {
             match at.get(id) {
+                None if placed.last_offset < base => {}
                 None => lost += 1,
                 Some(&(base, last)) if (base, last) == (placed.base_offset, placed.last_offset) => {}
                 Some(other) => return Err(format!("batch {id} acknowledged (acks=1) at {placed:?} is at {other:?}")),

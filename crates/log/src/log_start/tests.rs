@@ -92,3 +92,53 @@ fn memory_log_delete_records() {
     assert!(log.delete_records(11).is_err());
     assert_eq!(log.offset_for_timestamp(0).unwrap().map(|t| t.offset), Some(4));
 }
+
+#[test]
+fn reset_to_empties_the_log_at_a_new_start_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    append_n(&mut log, 100);
+    log.reset_to(250).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset(), log.segments.len()), (250, 250, 1));
+    assert!(log.read_plan(250).unwrap().is_none(), "nothing to read yet");
+    append_n(&mut log, 3);
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.next_offset()), (250, 253), "reopened as left");
+    assert!(matches!(log.read_plan(249), Err(LogError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn a_reset_cut_short_leaves_an_empty_log_not_overlapping_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    append_n(&mut log, 100);
+    drop(log);
+    // As if the old segments were removed and the process died before the
+    // new one was made: an empty log the caller resets again.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let mut log = open(dir.path());
+    assert_eq!(log.next_offset(), 0);
+    log.reset_to(70).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (70, 70));
+}
+
+#[test]
+fn retention_cut_names_the_first_segment_kept_without_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    append_n(&mut log, 100);
+    assert_eq!(log.retention_cut(T0), None, "retention off");
+    log.config.retention_bytes = 700;
+    let cut = log.retention_cut(T0).expect("over the size limit");
+    let count = log.segments.len();
+    assert!(log.segments.contains_key(&cut) && cut > 0);
+    assert_eq!(log.segments.len(), count, "nothing deleted");
+    log.apply_retention(T0).unwrap();
+    assert_eq!(*log.segments.keys().next().unwrap(), cut, "apply_retention deletes up to the cut");
+}

@@ -172,8 +172,11 @@ async fn librdkafka_is_slowed_to_producer_byte_rate_and_others_are_not() {
     let (overall, steady) = (rate(0.0, 22.0), rate(12.0, 22.0));
     let max_throttle = throttled.load(Ordering::Relaxed);
     println!("slow: {} records, overall {overall:.0} B/s, from 12 s {steady:.0} B/s (quota {quota}), largest throttle_time_ms librdkafka saw {max_throttle}", acked.len());
-    // Once the first 10 s window is spent, the rate is the quota's.
-    assert!(steady > 0.4 * quota && steady < 1.3 * quota, "steady rate {steady:.0} B/s");
+    // Once the first 10 s window is spent, the rate is the quota's. The
+    // margin is for the suite's other tests sharing two cores: answers held
+    // up by them arrive in bursts (measured 1.39x once); an unthrottled
+    // client runs at well over 4x.
+    assert!(steady > 0.4 * quota && steady < 1.6 * quota, "steady rate {steady:.0} B/s");
     // At most a first window's burst above it.
     assert!(overall < 2.0 * quota, "overall {overall:.0} B/s");
     assert!(max_throttle > 0, "librdkafka reports the broker's throttle_time_ms");

@@ -132,3 +132,39 @@ async fn a_fourth_broker_joins_and_takes_over_a_replica() {
         }
     }
 }
+
+/// With `--cluster-secret-file`, a process that reaches the cluster
+/// listener but does not know the secret is refused before any of its
+/// messages is taken: it does not join, and the cluster carries on. A
+/// broker given the same secret joins as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_the_cluster_secret_cannot_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (good, wrong) = (dir.path().join("secret"), dir.path().join("wrong"));
+    std::fs::write(&good, "8c1f0e4b6d2a9c7e5f3b1d0a2c4e6f8a\n").expect("write");
+    std::fs::write(&wrong, "0000000000000000000000000000000000\n").expect("write");
+    let (good, wrong) = (good.to_str().expect("utf-8"), wrong.to_str().expect("utf-8"));
+    let mut brokers = Ferry::start_cluster(3, &["--cluster-secret-file", good]);
+    let first = brokers[0].bootstrap();
+    create_topic_when_ready(&first, "guarded", 1, 3).await;
+    let voters = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    wait_for_leaders(&voters, "guarded", 1);
+
+    let mut strangers = vec![Ferry::join_cluster(&brokers, 4, &["--cluster-secret-file", wrong]), Ferry::join_cluster(&brokers, 5, &[])];
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(brokers_listed(&first), vec![1, 2, 3], "a broker without the secret was let in");
+    let refusals = brokers.iter().map(|b| b.log()).collect::<String>();
+    assert!(refusals.contains("node 4 at") && refusals.contains("does not know the cluster secret"), "the wrong secret is named:\n{refusals}");
+    assert!(refusals.contains("node 5 at"), "a hello without a proof is refused too:\n{refusals}");
+    assert!(strangers[1].log().contains("cluster connections are not authenticated"), "the broker without a secret is warned:\n{}", strangers[1].log());
+
+    // The cluster carries on, and the right secret lets a broker in.
+    let p = producer(&voters, &[]);
+    let values: Vec<String> = (0..100).map(|i| format!("g{i}")).collect();
+    produce_all(&p, "guarded", &values).await;
+    brokers.push(Ferry::join_cluster(&brokers, 6, &["--cluster-secret-file", good]));
+    wait_until("broker 6, with the secret, to be listed", Duration::from_secs(30), || brokers_listed(&first) == vec![1, 2, 3, 6]);
+    for b in brokers.iter_mut().chain(strangers.iter_mut()) {
+        assert_eq!(b.terminate(), Some(0), "clean shutdown:\n{}", b.log());
+    }
+}
