@@ -40,7 +40,8 @@
 #                       each client with its own SASL and TLS settings:
 #                       java-sasl confluent-kafka-sasl go-sasl (SCRAM-SHA-512
 #                       over SASL_SSL), kafka-python-sasl node-sasl
-#                       (SCRAM-SHA-256 over SASL_SSL), kcat-sasl (PLAIN over
+#                       (SCRAM-SHA-512, then SCRAM-SHA-256, over SASL_SSL),
+#                       kcat-sasl (PLAIN over
 #                       SASL_SSL), go-sasl-plaintext java-sasl-plaintext
 #                       (PLAIN over SASL_PLAINTEXT). A wrong password is
 #                       refused first with an authentication error:
@@ -234,16 +235,18 @@ client_cmd() { # sets CMD
       bash -c 'java -cp "$1" dev.ferry.compat.KafkaSaslCompat && java -jar "$1"' _ "$jar") ;;
     confluent-kafka-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_PROPS"
       bash -c '"$1" "$2/python/test_sasl_refused.py" && "$1" "$2/python/test_confluent_kafka.py"' _ "$py" "$HERE") ;;
-    kafka-python-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="security_protocol=SASL_SSL ssl_cafile=$TLS/ca.pem
-      sasl_mechanism=SCRAM-SHA-256 sasl_plain_username=$SASL_USER sasl_plain_password=$SASL_PASSWORD" "$py" "$HERE/python/test_kafka_python.py") ;;
+    # kafka-python and kafkajs: SCRAM-SHA-512, then SCRAM-SHA-256 (both of each client's mechanisms).
+    kafka-python-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT"
+      bash -c 'for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$3 sasl_mechanism=$m" "$1" "$2" || exit 1; done' _ "$py" "$HERE/python/test_kafka_python.py"
+      "security_protocol=SASL_SSL ssl_cafile=$TLS/ca.pem sasl_plain_username=$SASL_USER sasl_plain_password=$SASL_PASSWORD") ;;
     kcat-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=PLAIN $SASL_LOGIN"
       bash -c 'bash "$1/kcat/test_sasl_refused.sh" && bash "$1/kcat/test_kcat.sh"' _ "$HERE") ;;
     go-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-512 $SASL_LOGIN"
       bash -c 'FERRY_CLIENT_PROPS="$2" "$1" sasl-refused && "$1"' _ "$HERE/go/franz-go-compat" "$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-256 $SASL_LOGIN") ;;
     go-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN $SASL_LOGIN"
       "$HERE/go/franz-go-compat") ;;
-    node-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=SCRAM-SHA-256 $SASL_LOGIN"
-      node "$HERE/node/test_kafkajs.js") ;;
+    node-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT"
+      bash -c 'for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$2 sasl.mechanism=$m" node "$1" || exit 1; done' _ "$HERE/node/test_kafkajs.js" "$SASL_SSL_LIBRDKAFKA $SASL_LOGIN") ;;
     java-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN
       sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule\u0020required\u0020username=\"$SASL_USER\"\u0020password=\"$SASL_PASSWORD\";"
       java -jar "$jar") ;;

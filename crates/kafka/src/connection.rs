@@ -362,8 +362,8 @@ async fn handle(ctx: &Context, peer: SocketAddr, header: RequestHeader, body: Re
 async fn answer_sasl(screened: Screened, peer: SocketAddr, identity: &mut Identity, tx: &mpsc::Sender<Pending>) -> bool {
     let (reply, keep_open) = match screened {
         Screened::Answer(reply) => (Some(reply), true),
-        Screened::Authenticated(reply, principal) => {
-            info!(%peer, %principal, tls_principal = %identity.tls, "SASL authenticated");
+        Screened::Authenticated { reply, principal, mechanism } => {
+            info!(%peer, %principal, %mechanism, tls_principal = %identity.tls, "SASL authenticated");
             identity.sasl = Some(principal);
             (Some(reply), true)
         }

@@ -52,8 +52,8 @@ pub enum Screened {
     Pass(RequestHeader, Box<RequestKind>),
     /// Send this; go on reading.
     Answer(Reply),
-    /// Authenticated as this principal; send the answer.
-    Authenticated(Reply, String),
+    /// Authenticated as `principal` with `mechanism`; send the answer.
+    Authenticated { reply: Reply, principal: String, mechanism: String },
     /// Send the answer (if any), then close.
     Refuse(Option<Reply>, String),
 }
@@ -63,11 +63,13 @@ pub struct SaslGate {
     config: SaslConfig,
     state: State,
     deadline: Instant,
+    /// The mechanism the client chose (for the log).
+    mechanism: String,
 }
 
 impl SaslGate {
     pub fn new(config: SaslConfig) -> SaslGate {
-        SaslGate { config, state: State::Handshake, deadline: Instant::now() + AUTHENTICATION_TIMEOUT }
+        SaslGate { config, state: State::Handshake, deadline: Instant::now() + AUTHENTICATION_TIMEOUT, mechanism: String::new() }
     }
 
     pub fn is_done(&self) -> bool {
@@ -108,6 +110,7 @@ impl SaslGate {
         };
         match self.config.authenticator.start(mechanism) {
             Ok(exchange) => {
+                self.mechanism = mechanism.to_string();
                 self.state = if header.request_api_version == 0 { State::RawTokens(exchange) } else { State::Authenticate(exchange) };
                 Screened::Answer(answer(0))
             }
@@ -145,13 +148,17 @@ impl SaslGate {
         };
         match self.step(token).await {
             Ok(Step::Continue(challenge)) => Screened::Answer(answer(0, None, challenge)),
-            Ok(Step::Done { user, reply }) => Screened::Authenticated(answer(0, None, reply), format!("User:{user}")),
+            Ok(Step::Done { user, reply }) => self.authenticated(answer(0, None, reply), &user),
             Err(e) => {
                 let code = if matches!(e, AuthError::Setup(_)) { ILLEGAL_SASL_STATE } else { SASL_AUTHENTICATION_FAILED };
                 self.refuse_after_delay(&e).await;
                 Screened::Refuse(Some(answer(code, Some(e.to_string()), Vec::new())), e.to_string())
             }
         }
+    }
+
+    fn authenticated(&self, reply: Reply, user: &str) -> Screened {
+        Screened::Authenticated { reply, principal: format!("User:{user}"), mechanism: self.mechanism.clone() }
     }
 
     /// A bare token after SaslHandshake v0; the answer is a bare token too.
@@ -164,7 +171,7 @@ impl SaslGate {
         };
         match self.step(token).await {
             Ok(Step::Continue(challenge)) => Screened::Answer(frame(&challenge)),
-            Ok(Step::Done { user, reply }) => Screened::Authenticated(frame(&reply), format!("User:{user}")),
+            Ok(Step::Done { user, reply }) => self.authenticated(frame(&reply), &user),
             // v0 has no way to say why: Kafka closes the connection too.
             Err(e) => {
                 self.refuse_after_delay(&e).await;
