@@ -146,3 +146,18 @@ serve_kill_requests() { # NAME DIR
     sleep 0.05
   done
 }
+
+# A CA, a server certificate for 127.0.0.1 and a client certificate, in DIR.
+make_test_certs() { # DIR
+  local d="$1" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) n
+  mkdir -p "$d"
+  openssl req -x509 "${ec[@]}" -days 2 -subj /CN=ferry-test-ca -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  printf 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/server.ext"
+  printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+  for n in server client; do
+    openssl req "${ec[@]}" -subj "/CN=ferry-test-$n" -keyout "$d/$n.key" -out "$d/$n.csr" 2>/dev/null
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/$n.ext" -out "$d/$n.pem" 2>/dev/null
+  done
+}
