@@ -3,7 +3,8 @@
 # PLAINTEXT listener and over SASL_SSL (TLS 1.3 from rustls, SCRAM-SHA-512),
 # same workload, alternating run by run so both see the same machine. Writes
 # bench/results/tls-<UTC time>.json and tls-latest.{json,md}: throughput,
-# produce latency and consume rate per listener, and SASL_SSL ÷ PLAINTEXT.
+# produce latency (of a full-speed burst: time queued in the client
+# included) and consume rate per listener, and SASL_SSL ÷ PLAINTEXT.
 #
 #   bench/tls.sh                     # 1,000,000 × 100 B, 3 runs each (about 2 minutes)
 #   bench/tls.sh --records 200000 --runs 1
@@ -85,7 +86,7 @@ out.mkdir(parents=True, exist_ok=True)
 for name in (f"tls-{stamp}.json", "tls-latest.json"):
     (out / name).write_text(json.dumps(result, indent=1) + "\n")
 lines = [f"# What TLS and SASL cost ({stamp})", "",
-         f"`bench/tls.sh`: one broker, `ferry bench` (librdkafka) producing {records:,} × {size} B with acks=all and reading them back, "
+         f"`bench/tls.sh`: one broker, `ferry bench` (librdkafka) producing at full speed {records:,} × {size} B with acks=all and reading them back, "
          f"{len(runs['PLAINTEXT'])} runs per listener alternating; medians. SASL_SSL is TLS 1.3 (rustls) with SCRAM-SHA-512.", "",
          "| figure | PLAINTEXT | SASL_SSL | SASL_SSL ÷ PLAINTEXT |", "|---|---|---|---|"]
 for f in figures:
