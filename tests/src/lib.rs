@@ -385,6 +385,36 @@ pub mod kafka {
         out
     }
 
+    /// Reads partition 0 from its log start until nothing arrives for
+    /// `idle`: offset → value. Consume errors are shown and the reading goes
+    /// on: the test may have killed a broker the client still knows (the
+    /// group coordinator, say), which fetching from the leader never needs.
+    pub fn read_from_log_start(bootstrap: &str, topic: &str, idle: Duration) -> BTreeMap<i64, String> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "ferry-tests-log-start-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let mut out = BTreeMap::new();
+        let mut last = Instant::now();
+        while last.elapsed() < idle {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                    assert!(out.insert(m.offset(), v).is_none(), "offset {} delivered twice", m.offset());
+                    last = Instant::now();
+                }
+                Some(Err(e)) => eprintln!("consume error (reading goes on): {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
     pub fn read_partition_from(bootstrap: &str, topic: &str, partition: i32, from: i64, idle: Duration) -> BTreeMap<i64, String> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)

@@ -9,46 +9,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ferry_tests::cluster::{admin, in_sync, leaders, wait_for_leaders, wait_until};
-use ferry_tests::kafka::{produce_all, producer};
+use ferry_tests::kafka::{produce_all, producer, read_from_log_start};
 use ferry_tests::{segment_bytes, segment_files, Ferry};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// The partition's log start and high watermark as `bootstrap` answers.
 fn watermarks(bootstrap: &str, topic: &str) -> Option<(i64, i64)> {
     admin(bootstrap).inner().fetch_watermarks(topic, 0, Duration::from_secs(3)).ok()
-}
-
-/// Partition 0 from its log start until nothing arrives for 5 s: offset →
-/// value. The group coordinator (the lowest registered node id, for now)
-/// may be the broker this test killed: its errors are shown and the
-/// reading goes on, as it needs no group.
-fn read_from_start(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<i64, String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "cluster-snapshot-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let mut out = std::collections::BTreeMap::new();
-    let mut last = std::time::Instant::now();
-    while last.elapsed() < Duration::from_secs(5) {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                assert!(out.insert(m.offset(), v).is_none(), "offset {} delivered twice", m.offset());
-                last = std::time::Instant::now();
-            }
-            Some(Err(e)) => eprintln!("consume error (retried): {e}"),
-            None => {}
-        }
-    }
-    out
 }
 
 /// The base offset of a replica's first segment file.
@@ -124,7 +91,7 @@ async fn a_follower_behind_the_leaders_log_start_installs_a_snapshot() {
     let survivors = [behind, third].map(|id| brokers[at(id)].bootstrap()).join(",");
     wait_until("the snapshot follower to lead", Duration::from_secs(30), || leaders(&survivors, "snap") == vec![behind]);
     let (start, end) = watermarks(&survivors, "snap").expect("watermarks");
-    let read = read_from_start(&survivors, "snap");
+    let read = read_from_log_start(&survivors, "snap", Duration::from_secs(5));
     let expected: Vec<&(i64, String)> = acked.iter().filter(|(o, _)| *o >= start).collect();
     assert!(expected.len() >= 1_000, "too few records left above the log start: {}", expected.len());
     for (offset, v) in &expected {

@@ -73,7 +73,7 @@ async fn memory_topic_is_bounded_and_empty_after_restart() {
     let offsets = produce_all(&p, "metrics", &values).await;
     assert_eq!(offsets.last(), Some(&999));
     // Bounded: the oldest batches were dropped.
-    let read = read_partition_from_earliest(&ferry.bootstrap(), "metrics");
+    let read = ferry_tests::kafka::read_from_log_start(&ferry.bootstrap(), "metrics", Duration::from_secs(2));
     assert!(!read.is_empty() && read.len() < 1000, "memory topic kept {} records", read.len());
     assert_eq!(read.values().last().map(String::as_str), Some("metric-0999"));
     assert!(!ferry.partition_dir("metrics", 0).exists(), "memory topic wrote a partition directory");
@@ -81,32 +81,6 @@ async fn memory_topic_is_bounded_and_empty_after_restart() {
     let p2 = producer(&ferry.bootstrap(), &[("acks", "1")]);
     let offsets = produce_all(&p2, "metrics", &["after-restart".to_string()]).await;
     assert_eq!(offsets, vec![0], "memory topic starts empty after a restart");
-}
-
-fn read_partition_from_earliest(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<i64, String> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "r")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let mut out = std::collections::BTreeMap::new();
-    let start = std::time::Instant::now();
-    let mut last = start;
-    while last.elapsed() < Duration::from_secs(2) && start.elapsed() < Duration::from_secs(20) {
-        if let Some(r) = c.poll(Duration::from_millis(100)) {
-            let m = r.expect("consume");
-            out.insert(m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-            last = std::time::Instant::now();
-        }
-    }
-    out
 }
 
 #[tokio::test]
