@@ -390,42 +390,34 @@ pub mod kafka {
     /// on: the test may have killed a broker the client still knows (the
     /// group coordinator, say), which fetching from the leader never needs.
     pub fn read_from_log_start(bootstrap: &str, topic: &str, idle: Duration) -> BTreeMap<i64, String> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", "ferry-tests-log-start-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-        c.assign(&tpl).expect("assign");
-        let mut out = BTreeMap::new();
-        let mut last = Instant::now();
-        while last.elapsed() < idle {
-            match c.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                    assert!(out.insert(m.offset(), v).is_none(), "offset {} delivered twice", m.offset());
-                    last = Instant::now();
-                }
-                Some(Err(e)) => eprintln!("consume error (reading goes on): {e}"),
-                None => {}
-            }
-        }
-        out
+        let c = assigned(bootstrap, "ferry-tests-log-start-reader", topic, 0, Offset::Beginning);
+        poll_values(&c, idle, |e| eprintln!("consume error (reading goes on): {e}"))
     }
 
     pub fn read_partition_from(bootstrap: &str, topic: &str, partition: i32, from: i64, idle: Duration) -> BTreeMap<i64, String> {
+        let c = assigned(bootstrap, "ferry-tests-reader", topic, partition, Offset::Offset(from));
+        poll_values(&c, idle, |e| panic!("consume error: {e}"))
+    }
+
+    /// A consumer reading one partition from `from` (the earliest offset
+    /// when `from` is out of range), committing nothing.
+    fn assigned(bootstrap: &str, group: &str, topic: &str, partition: i32, from: Offset) -> BaseConsumer {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("group.id", "ferry-tests-reader")
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from)).expect("tpl");
+        tpl.add_partition_offset(topic, partition, from).expect("tpl");
         c.assign(&tpl).expect("assign");
+        c
+    }
+
+    /// Offset → value of what arrives until nothing does for `idle`; each
+    /// offset once.
+    fn poll_values(c: &BaseConsumer, idle: Duration, on_error: impl Fn(rdkafka::error::KafkaError)) -> BTreeMap<i64, String> {
         let mut out = BTreeMap::new();
         let mut last = Instant::now();
         while last.elapsed() < idle {
@@ -435,7 +427,7 @@ pub mod kafka {
                     assert!(out.insert(m.offset(), v).is_none(), "offset {} delivered twice", m.offset());
                     last = Instant::now();
                 }
-                Some(Err(e)) => panic!("consume error: {e}"),
+                Some(Err(e)) => on_error(e),
                 None => {}
             }
         }
