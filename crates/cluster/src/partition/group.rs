@@ -594,10 +594,13 @@ impl PartitionGroup {
         }
         let store = self.raw.mut_store();
         store.index.compact(index);
-        self.mark_file.rewrite(store.index.marks()).map_err(ClusterError::Storage)?;
-        store.log.compact(anchor.offset).map_err(replica_error)?;
-        tracing::debug!(group = self.id, index, offset = anchor.offset, "dropped the head of the partition's log");
+        let offset = anchor.offset;
+        // The anchor serves snapshots from here on, even if deleting the
+        // segments fails (the next open deletes them).
         store.anchor = Some(anchor);
+        self.mark_file.rewrite(store.index.marks()).map_err(ClusterError::Storage)?;
+        store.log.compact(offset).map_err(replica_error)?;
+        tracing::debug!(group = self.id, index, offset, "dropped the head of the partition's log");
         Ok(())
     }
 
