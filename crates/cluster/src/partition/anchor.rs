@@ -84,7 +84,7 @@ impl AnchorFile {
     }
 
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        super::files::remove(&self.path);
     }
 }
 

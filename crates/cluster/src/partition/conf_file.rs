@@ -67,7 +67,7 @@ impl ConfFile {
     }
 
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        super::files::remove(&self.path);
     }
 }
 

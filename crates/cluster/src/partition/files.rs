@@ -26,3 +26,8 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, String> {
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
+
+/// Removes the file; one already gone is fine.
+pub fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}

@@ -44,7 +44,7 @@ impl HardStateFile {
     }
 
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        super::files::remove(&self.path);
     }
 }
 
