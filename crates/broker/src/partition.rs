@@ -187,7 +187,7 @@ impl Partition {
     /// Writes a COMMIT or ABORT marker for the producer's transaction and
     /// returns its offset (wait for [`Partition::wait_durable`] after it).
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, now_ms: i64) -> EngineResult<i64> {
-        self.refuse_if_replicated("transaction markers through Raft come with the replicated coordinators")?;
+        self.refuse_if_replicated("markers go through the partition's Raft group")?;
         let mut inner = self.inner.lock();
         inner.producers.check_marker(producer_id, epoch)?;
         let mut batch = ferry_log::batch::control_batch(producer_id, epoch, commit, 0, now_ms);
@@ -201,6 +201,12 @@ impl Partition {
     /// Lets the producer write transactional data here (AddPartitionsToTxn).
     pub fn allow_txn(&self, producer_id: i64, epoch: i16, now_ms: i64) -> EngineResult<()> {
         self.inner.lock().producers.allow_txn(producer_id, epoch, now_ms)
+    }
+
+    /// Whether AddPartitionsToTxn's word for this producer and epoch is here
+    /// (on a cluster the leader asks the coordinator for it when it is not).
+    pub fn txn_allowed(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner.lock().producers.txn_allowed(producer_id, epoch)
     }
 
     /// DeleteRecords: moves the log start up to `offset` (-1: the high

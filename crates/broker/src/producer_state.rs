@@ -237,6 +237,12 @@ impl ProducerStateTable {
         Ok(())
     }
 
+    /// Whether the coordinator's word that this partition is in the
+    /// producer's ongoing transaction is already here.
+    pub fn txn_allowed(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.txn_allowed_epoch == Some(epoch))
+    }
+
     /// First offset of the oldest open transaction: the last stable offset
     /// is this, or the high watermark when nothing is open.
     pub fn first_unstable_offset(&self) -> Option<i64> {

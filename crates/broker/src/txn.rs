@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use ferry_log::meta::MetaLog;
 use ferry_log::storage::Storage;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -100,6 +101,10 @@ pub enum TxnError {
     Storage(String),
     #[error("limit reached: {0}")]
     LimitReached(String),
+    /// A marker could not be written yet (no leader, a leader unreachable):
+    /// the transaction stays Prepare* and is completed on a retry.
+    #[error("transaction markers not written yet: {0}")]
+    MarkersPending(String),
 }
 
 /// Why an operator's abort ([`TxnCoordinator::abort`]) did not happen.
@@ -145,6 +150,24 @@ impl Default for TxnConfig {
 
 type Entry = Arc<tokio::sync::Mutex<TxnMeta>>;
 
+/// One COMMIT or ABORT marker for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+}
+
+/// Writes markers on a cluster, where a partition's leader may be another
+/// broker and its log is a Raft log: resolves once the marker is committed
+/// (on a majority of replicas). The Kafka front end provides it; a single
+/// node writes markers into its own partitions.
+pub trait MarkerWriter: Send + Sync + std::fmt::Debug {
+    fn write_marker(&self, marker: Marker) -> BoxFuture<'static, Result<(), String>>;
+}
+
 #[derive(Debug)]
 pub struct TxnCoordinator {
     config: TxnConfig,
@@ -154,6 +177,8 @@ pub struct TxnCoordinator {
     /// (for OffsetFetch's require_stable).
     pending_by_group: Mutex<HashMap<String, HashSet<(String, i32)>>>,
     pub producer_ids: ProducerIdManager,
+    /// Set on a cluster: where markers go instead of this broker's partitions.
+    marker_writer: std::sync::OnceLock<Arc<dyn MarkerWriter>>,
 }
 
 /// Crash points for tests: `FERRY_FAILPOINT=txn-after-prepare` (or
@@ -189,11 +214,32 @@ impl TxnCoordinator {
             entries: Mutex::new(entries),
             pending_by_group: Mutex::new(pending_by_group),
             producer_ids,
+            marker_writer: std::sync::OnceLock::new(),
         })
     }
 
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    /// On a cluster: markers go through `writer` to each partition's leader.
+    pub fn route_markers(&self, writer: Arc<dyn MarkerWriter>) {
+        let _ = self.marker_writer.set(writer);
+    }
+
+    /// A partition leader's question (KIP-890's verification, Kafka's
+    /// AddPartitionsToTxn with verifyOnly): is this partition in the
+    /// producer's ongoing transaction? Nothing changes.
+    pub async fn verify_partition(&self, tid: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), TxnError> {
+        let entry = self.entry(tid).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let meta = entry.lock().await;
+        Self::check_producer(&meta, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing || !meta.partitions.contains(&(topic.to_string(), partition)) {
+            return Err(TxnError::InvalidTxnState(format!(
+                "{topic}-{partition} is not in an ongoing transaction of transactional id {tid}"
+            )));
+        }
+        Ok(())
     }
 
     async fn persist(&self, meta: &TxnMeta) -> Result<(), TxnError> {
@@ -406,27 +452,7 @@ impl TxnCoordinator {
             self.persist(meta).await?;
         }
         failpoint("txn-after-prepare");
-        let now = now_ms();
-        let mut waits = Vec::new();
-        for (i, (t, p)) in meta.partitions.iter().enumerate() {
-            if i == 1 {
-                failpoint("txn-between-markers");
-            }
-            let Some(partition) = engine.topic(t).and_then(|topic| topic.partition(*p)) else {
-                warn!(topic = %t, partition = p, "partition of a transaction is gone; no marker written");
-                continue;
-            };
-            let offset = partition
-                .write_marker(meta.producer_id, meta.epoch, commit, now)
-                .map_err(|e| TxnError::Storage(format!("marker on {t}-{p}: {e}")))?;
-            waits.push(async move { partition.wait_durable(offset + 1).await });
-        }
-        if !waits.is_empty() {
-            engine.notify_data_arrived();
-        }
-        for r in join_all(waits).await {
-            r.map_err(|e| TxnError::Storage(e.to_string()))?;
-        }
+        self.write_markers(engine, meta, commit).await?;
         if commit {
             let mut by_group: BTreeMap<String, Vec<((String, i32), CommittedOffset)>> = BTreeMap::new();
             for ((g, t, p), v) in &meta.pending_offsets {
@@ -450,6 +476,39 @@ impl TxnCoordinator {
         meta.last_update_ms = now_ms();
         self.persist(meta).await?;
         info!(transactional_id = %meta.transactional_id, producer_id = meta.producer_id, epoch = meta.epoch, outcome = if commit { "commit" } else { "abort" }, partitions = meta.partitions.len(), "transaction completed");
+        Ok(())
+    }
+
+    /// A marker on every partition of the transaction, each durable (on a
+    /// cluster: committed on a majority of its replicas) before this returns.
+    async fn write_markers(&self, engine: &Engine, meta: &TxnMeta, commit: bool) -> Result<(), TxnError> {
+        let now = now_ms();
+        let writer = self.marker_writer.get();
+        let mut waits: Vec<BoxFuture<'static, Result<(), TxnError>>> = Vec::new();
+        for (i, (t, p)) in meta.partitions.iter().enumerate() {
+            if i == 1 {
+                failpoint("txn-between-markers");
+            }
+            if let Some(writer) = writer {
+                let marker = Marker { topic: t.clone(), partition: *p, producer_id: meta.producer_id, epoch: meta.epoch, commit };
+                let (t, p) = (t.clone(), *p);
+                waits.push(writer.write_marker(marker).map(move |r| r.map_err(|e| TxnError::MarkersPending(format!("{t}-{p}: {e}")))).boxed());
+                continue;
+            }
+            let Some(partition) = engine.topic(t).and_then(|topic| topic.partition(*p)) else {
+                warn!(topic = %t, partition = p, "partition of a transaction is gone; no marker written");
+                continue;
+            };
+            let offset = partition
+                .write_marker(meta.producer_id, meta.epoch, commit, now)
+                .map_err(|e| TxnError::Storage(format!("marker on {t}-{p}: {e}")))?;
+            waits.push(async move { partition.wait_durable(offset + 1).await.map_err(|e| TxnError::Storage(e.to_string())) }.boxed());
+        }
+        if !waits.is_empty() {
+            engine.notify_data_arrived();
+        }
+        // Every marker is tried, so a retry has fewer left to write.
+        join_all(waits).await.into_iter().collect::<Result<Vec<()>, TxnError>>()?;
         Ok(())
     }
 

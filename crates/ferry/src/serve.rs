@@ -67,8 +67,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let engine = Arc::new(engine);
-    // Transactions left in Prepare* by a crash are finished before any client is served.
-    engine.txns.recover(&engine).await;
+    // Transactions left in Prepare* by a crash are finished before any
+    // client is served. On a cluster their markers go through partition
+    // leaders, known only once the cluster runs: see below.
+    if settings.cluster.is_none() {
+        engine.txns.recover(&engine).await;
+    }
 
     let cluster = match &settings.cluster {
         Some(c) => {
@@ -173,6 +177,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let authorizer = ferry_auth::acl::Authorizer::open(&settings.data_dir, config).context("cannot open the ACL store")?;
         info!(acls = authorizer.describe(&ferry_auth::acl::AclFilter::any()).len(), "ACLs enabled");
         ctx.acls = Some(Arc::new(authorizer));
+    }
+    if cluster.is_some() {
+        ferry_kafka::route_markers(&ctx);
+        // Retried each second by the transaction ticker until leaders answer.
+        let recovering = engine.clone();
+        tokio::spawn(async move { recovering.txns.recover(&recovering).await });
     }
     let server = tokio::spawn(serve_listeners(listeners, ctx, shutdown_rx));
     wait_for_signal().await;

@@ -21,4 +21,5 @@ mod server;
 pub mod tls;
 pub mod versions;
 
+pub use handlers::markers::route_markers;
 pub use server::{serve, serve_listeners, Context, Listener, ServerConfig, Transport};

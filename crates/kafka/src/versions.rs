@@ -35,6 +35,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::DescribeTransactions, 0, 0),
+    // Between brokers: the coordinator's markers to a partition's leader.
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     // All the versions kafka-protocol 0.18 has; Kafka 4.x serves the same

@@ -95,6 +95,9 @@ impl Partition {
     pub fn replica_prepare(&self, batch: &mut [u8], base_offset: i64, leader_epoch: i32, now_ms: i64) -> EngineResult<ReplicaPrepared> {
         let mut header = BatchHeader::parse(batch).map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
         let mut inner = self.inner.lock();
+        if header.is_control() {
+            return Self::prepare_marker(&mut inner, batch, &header, base_offset, leader_epoch, now_ms);
+        }
         if header.producer_id >= 0 {
             if let SequenceCheck::Duplicate { base_offset, last_offset } = inner.producers.check(&header)? {
                 return Ok(ReplicaPrepared::Duplicate { base_offset, last_offset });
@@ -111,6 +114,20 @@ impl Partition {
             m.records_in.inc_by(header.record_count as u64);
             m.bytes_in.inc_by(batch.len() as u64);
         }
+        Ok(ReplicaPrepared::Append)
+    }
+
+    /// Leader: a transaction marker from the coordinator (never from a
+    /// client: Produce refuses control batches). Counted at once, like a
+    /// data batch, so the producer's next transaction starts after it.
+    fn prepare_marker(inner: &mut Inner, batch: &mut [u8], header: &BatchHeader, base_offset: i64, leader_epoch: i32, now_ms: i64) -> EngineResult<ReplicaPrepared> {
+        inner.producers.check_marker(header.producer_id, header.producer_epoch)?;
+        let kind = ferry_log::batch::control_type(batch).ok_or_else(|| EngineError::CorruptMessage("control batch without a marker".into()))?;
+        set_base_offset(batch, base_offset);
+        set_leader_epoch(batch, leader_epoch);
+        note_epoch(&mut inner.epochs, leader_epoch, base_offset);
+        inner.producers.record_marker(header.producer_id, header.producer_epoch, kind, base_offset, now_ms);
+        inner.recorded_through = base_offset + header.last_offset_delta as i64 + 1;
         Ok(ReplicaPrepared::Append)
     }
 

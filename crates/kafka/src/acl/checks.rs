@@ -73,6 +73,7 @@ pub fn refuse(ctx: &Context, body: RequestKind) -> Result<RequestKind, Box<Respo
                 .with_error_message(Some(str_bytes("Cluster authorization failed."))).into(),
         ),
         RequestKind::AlterClientQuotas(r) if !cluster(ctx, Op::AlterConfigs) => Some(alter_quotas_refused(r).into()),
+        RequestKind::WriteTxnMarkers(r) if !cluster(ctx, Op::ClusterAction) => Some(crate::handlers::markers::refused(r, CLUSTER).into()),
         RequestKind::ElectLeaders(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::elect::refused(r, CLUSTER).into()),
         RequestKind::AlterPartitionReassignments(r) if !cluster(ctx, Op::Alter) => Some(crate::handlers::reassign::alter_refused(r, CLUSTER).into()),
         RequestKind::ListPartitionReassignments(_) if !cluster(ctx, Op::Describe) => {

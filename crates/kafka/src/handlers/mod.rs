@@ -11,6 +11,7 @@ mod groups;
 mod leader_epoch;
 mod list_offsets;
 mod log_dirs;
+pub(crate) mod markers;
 mod metadata;
 mod produce;
 mod quorum;
@@ -101,7 +102,8 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             let started = Instant::now();
             let metrics = ctx.metrics.clone();
             let latency = metrics.as_ref().and_then(|m| m.produce_latency(r.acks).cloned());
-            let appended = produce::append(ctx, r, version);
+            let refused = markers::verify_transactional(ctx, &r).await;
+            let appended = produce::append(ctx, r, version, &refused);
             return Dispatched::Waiting(Box::pin(async move {
                 let reply = match produce::finish(appended).await {
                     produce::Outcome::Respond(resp) => encode(&metrics, ApiKey::Produce, version, cid, resp.into(), throttle_ms),
@@ -180,6 +182,13 @@ pub async fn dispatch(ctx: &Context, peer: std::net::SocketAddr, header: Request
             return Dispatched::Ordered(Box::pin(async move {
                 let resp = txn::end_txn(&ctx, r, version).await;
                 encode(&ctx.metrics, ApiKey::EndTxn, version, cid, resp.into(), throttle_ms)
+            }));
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            let ctx = ctx.clone();
+            return Dispatched::Ordered(Box::pin(async move {
+                let resp = markers::write_txn_markers(&ctx, r).await;
+                encode(&ctx.metrics, ApiKey::WriteTxnMarkers, version, cid, resp.into(), throttle_ms)
             }));
         }
         RequestKind::DeleteRecords(r) => {

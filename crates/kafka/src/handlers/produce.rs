@@ -2,6 +2,7 @@
 //! acks=0 answers nothing, acks=1 answers once the write reached the OS,
 //! acks=all answers only after fsync (shared through group commit).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +70,9 @@ pub struct Appended {
 /// Validates and appends every partition's batches. Runs in the
 /// connection's reader, in request order, so pipelined produces land in the
 /// order they were sent; the wait for durability happens in [`finish`].
-pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
+/// `refused`: partitions whose transactional batch the coordinator did not
+/// confirm (see `markers::verify_transactional`), answered with that error.
+pub fn append(ctx: &Context, req: ProduceRequest, version: i16, refused: &HashMap<(String, i32), (i16, String)>) -> Appended {
     let acks = req.acks;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<PartResult>)> = Vec::new();
     let mut any_appended = false;
@@ -114,6 +117,10 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
                         };
                         let now = now_ms();
                         let records = p.records.as_deref().unwrap_or(&[]);
+                        if let Some((code, message)) = refused.get(&(topic.name.clone(), p.index)) {
+                            results.push(PartResult::failed(p.index, *code, message.clone()));
+                            continue;
+                        }
                         if partition.is_replicated() {
                             results.push(append_replicated(ctx, &partition, p.index, records, rules, now, acks));
                             continue;
@@ -351,7 +358,7 @@ fn append_replicated(ctx: &Context, partition: &Partition, index: i32, records: 
 }
 
 /// The Kafka error code and message for a refused replicated append.
-fn append_error(e: &AppendError) -> (i16, String) {
+pub(super) fn append_error(e: &AppendError) -> (i16, String) {
     let code = match e {
         AppendError::NotLeader { .. } | AppendError::UnknownGroup | AppendError::Stopped => codes::NOT_LEADER_OR_FOLLOWER,
         AppendError::Replica(ReplicaError::Refused(inner)) => match inner.downcast_ref::<EngineError>() {

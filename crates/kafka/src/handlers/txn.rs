@@ -35,6 +35,9 @@ pub fn code(e: &TxnError, fenced_known: bool) -> i16 {
         TxnError::Group(g) => codes::for_group_error(g),
         TxnError::Storage(_) => codes::COORDINATOR_NOT_AVAILABLE,
         TxnError::LimitReached(_) => codes::POLICY_VIOLATION,
+        // Retriable for EndTxn and InitProducerId in every client: the
+        // retry finds the transaction still Prepare* and completes it.
+        TxnError::MarkersPending(_) => codes::CONCURRENT_TRANSACTIONS,
     }
 }
 
@@ -66,26 +69,37 @@ pub async fn init_producer_id(ctx: &Context, req: InitProducerIdRequest, version
 }
 
 pub async fn add_partitions(ctx: &Context, req: AddPartitionsToTxnRequest, version: i16) -> AddPartitionsToTxnResponse {
-    // v0–3: one transaction at the top level; v4+: a batch of them.
-    let transactions: Vec<(TransactionalId, i64, i16, Vec<(TopicName, Vec<i32>)>)> = if version <= 3 {
+    // v0–3: one transaction at the top level; v4+ (between brokers): a
+    // batch of them, each maybe only a partition leader's verification.
+    let transactions: Vec<(TransactionalId, i64, i16, bool, Vec<(TopicName, Vec<i32>)>)> = if version <= 3 {
         vec![(
             req.v3_and_below_transactional_id,
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
+            false,
             req.v3_and_below_topics.into_iter().map(|t| (t.name, t.partitions)).collect(),
         )]
     } else {
         req.transactions
             .into_iter()
-            .map(|t| (t.transactional_id, t.producer_id.0, t.producer_epoch, t.topics.into_iter().map(|t| (t.name, t.partitions)).collect()))
+            .map(|t| (t.transactional_id, t.producer_id.0, t.producer_epoch, t.verify_only, t.topics.into_iter().map(|t| (t.name, t.partitions)).collect()))
             .collect()
     };
     let mut results = Vec::new();
-    for (tid, pid, epoch, topics) in transactions {
+    for (tid, pid, epoch, verify_only, topics) in transactions {
         let wanted: Vec<(String, i32)> =
             topics.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.to_string(), *p))).collect();
-        let outcome = ctx.engine.txns.add_partitions(&ctx.engine, tid.as_str(), pid, epoch, &wanted).await;
+        let mut verified: Vec<((String, i32), Result<(), TxnError>)> = Vec::new();
+        if verify_only {
+            for (t, p) in &wanted {
+                verified.push(((t.clone(), *p), ctx.engine.txns.verify_partition(tid.as_str(), pid, epoch, t, *p).await));
+            }
+        }
+        let outcome = if verify_only { Ok(()) } else { ctx.engine.txns.add_partitions(&ctx.engine, tid.as_str(), pid, epoch, &wanted).await };
         let per_partition = |t: &str, p: i32| -> i16 {
+            if let Some((_, answer)) = verified.iter().find(|((vt, vp), _)| vt == t && *vp == p) {
+                return answer.as_ref().err().map_or(codes::NONE, |e| code(e, true));
+            }
             match &outcome {
                 Ok(()) => codes::NONE,
                 Err(TxnError::UnknownTopicOrPartition(ut, up)) if ut == t && *up == p => codes::UNKNOWN_TOPIC_OR_PARTITION,

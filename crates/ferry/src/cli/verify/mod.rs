@@ -211,16 +211,10 @@ fn check_faults(args: &mut VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The semantics to run; on a cluster exactly-once waits for replicated transactions.
+/// The semantics to run.
 fn semantics_to_run(args: &VerifyArgs) -> anyhow::Result<Vec<Semantics>> {
-    let on_cluster = args.brokers > 1;
     Ok(match args.semantics {
-        Semantics::All if on_cluster => {
-            eprintln!("verify: exactly-once is skipped on a cluster: transactions on replicated partitions are not taken yet");
-            vec![Semantics::AtMostOnce, Semantics::AtLeastOnce]
-        }
         Semantics::All => vec![Semantics::AtMostOnce, Semantics::AtLeastOnce, Semantics::ExactlyOnce],
-        Semantics::ExactlyOnce if on_cluster => bail!("exactly-once does not run on a cluster yet: transactions on replicated partitions are not taken"),
         s => vec![s],
     })
 }
