@@ -62,6 +62,15 @@ pub fn producer_batch(values: &[&[u8]], producer_id: i64, epoch: i16, base_seque
     b
 }
 
+/// A transactional batch of a producer (the attributes' transactional bit set).
+pub fn transactional_batch(values: &[&[u8]], producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+    let mut b = producer_batch(values, producer_id, epoch, base_sequence);
+    b[22] |= 0x10;
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// A Produce v8 frame writing `batch` to partition 0 of `topic`.
 pub fn produce_frame(topic: &str, batch: Vec<u8>, acks: i16, correlation_id: i32) -> Vec<u8> {
     produce_frame_at(8, topic, batch, acks, correlation_id)

@@ -15,6 +15,7 @@ mod cluster_leadership;
 mod cluster_partition;
 mod cluster_reassign;
 mod cluster_snapshot;
+mod cluster_transactions;
 mod cluster_replication;
 mod compaction;
 mod console_api;
