@@ -19,6 +19,11 @@
 #   FERRY_EOS_KGO_TIMEOUT  go test -timeout for franz-go-kgo (default 40m)
 #   FERRY_EOS_KGO_UNSAFE=1 sets KGO_TEST_UNSAFE (franz-go also ends+begins
 #                      transactions with EndBeginTxnUnsafe)
+#   FERRY_EOS_BROKERS=3  each test runs against three brokers of one cluster
+#                      (topics with three replicas). Broker 1 coordinates every
+#                      transaction and group; a kill request SIGKILLs and
+#                      restarts broker 2, which leads a third of the partitions,
+#                      so markers and transactional batches meet a leader change.
 # Each test gets a fresh broker (fresh data dir) on a free loopback port. Logs:
 # tests/eos/.logs/<test>.log (client) and <test>.ferry.log (broker).
 #
@@ -91,7 +96,7 @@ cleanup() {
     kill -- "-$CLIENT_PID" 2>/dev/null || kill "$CLIENT_PID" 2>/dev/null || true
     wait "$CLIENT_PID" 2>/dev/null || true
   fi
-  stop_broker
+  stop_test_brokers
   if [[ "${FERRY_EOS_KEEP:-}" == 1 ]]; then say "eos: kept work dir $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -151,6 +156,68 @@ PORT=""
 DATA=""
 BLOG=""
 
+# FERRY_EOS_BROKERS=3: brokers 1 and 3 run beside lib.sh's broker, which is
+# broker 2 (the one kill requests restart, with its cluster flags kept).
+EOS_BROKERS="${FERRY_EOS_BROKERS:-1}"
+CLUSTER_PIDS=()
+BOOTSTRAP=""
+COORDINATOR_LOG=""
+start_test_brokers() {
+  if ((EOS_BROKERS == 1)); then
+    start_broker || return 1
+    BOOTSTRAP="127.0.0.1:$PORT" COORDINATOR_LOG="$BLOG"
+    return 0
+  fi
+  local i voters="" ports=() raft_ports=() saved_flags=("${BROKER_FLAGS[@]}") base_data="$DATA" base_log="$BLOG"
+  for ((i = 1; i <= EOS_BROKERS; i++)); do
+    ports[i]="$(free_port)"
+    raft_ports[i]="$(free_port)"
+    voters+="${voters:+,}$i@127.0.0.1:${raft_ports[i]}"
+  done
+  BOOTSTRAP=""
+  for ((i = 1; i <= EOS_BROKERS; i++)); do BOOTSTRAP+="${BOOTSTRAP:+,}127.0.0.1:${ports[i]}"; done
+  for ((i = 1; i <= EOS_BROKERS; i++)); do
+    PORT="${ports[i]}" DATA="$base_data/$i" BLOG="${base_log%.log}.$i.log"
+    BROKER_FLAGS=("${saved_flags[@]}" --node-id "$i" --cluster-listen "127.0.0.1:${raft_ports[i]}" --cluster-voters "$voters" --http-listen none)
+    mkdir -p "$DATA"
+    : >"$BLOG"
+    ((i == 1)) && COORDINATOR_LOG="$BLOG"
+    ((i == 2)) && continue
+    # Not waited for: one broker alone cannot elect a metadata leader.
+    NO_COLOR=1 "$FERRY" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${BROKER_FLAGS[@]}" >>"$BLOG" 2>&1 &
+    CLUSTER_PIDS+=($!)
+  done
+  PORT="${ports[2]}" DATA="$base_data/2" BLOG="${base_log%.log}.2.log"
+  BROKER_FLAGS=("${saved_flags[@]}" --node-id 2 --cluster-listen "127.0.0.1:${raft_ports[2]}" --cluster-voters "$voters" --http-listen none)
+  start_broker || { BROKER_FLAGS=("${saved_flags[@]}"); stop_cluster_others; return 1; }
+  for _ in $(seq 300); do
+    local registered=0
+    for ((i = 1; i <= EOS_BROKERS; i++)); do
+      grep -q "broker registered in the cluster metadata" "${base_log%.log}.$i.log" 2>/dev/null && registered=$((registered + 1))
+    done
+    if ((registered == EOS_BROKERS)); then
+      say "eos: $EOS_BROKERS-broker cluster up at $BOOTSTRAP (broker 2, pid $BROKER_PID, takes the kills)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  say "eos: the $EOS_BROKERS brokers did not all register within 30 s"
+  return 1
+}
+
+stop_cluster_others() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  CLUSTER_PIDS=()
+}
+
+stop_test_brokers() {
+  stop_broker
+  stop_cluster_others
+  BROKER_FLAGS=(--group-initial-rebalance-delay-ms 500)
+}
+
 # ---------------------------------------------------------------- tests
 test_timeout() {
   if [[ -n "${FERRY_EOS_TIMEOUT:-}" ]]; then echo "$FERRY_EOS_TIMEOUT"; return; fi
@@ -174,7 +241,7 @@ client_cmd() { # TEST -> CMD
     python-ctp) CMD=("$VENV/bin/python" -u "$HERE/python/eos_ctp.py") ;;
     python-abort) CMD=("$VENV/bin/python" -u "$HERE/python/eos_abort.py") ;;
     franz-go-kgo)
-      CMD=(env "KGO_SEEDS=127.0.0.1:$PORT" KGO_TEST_RF=1)
+      CMD=(env "KGO_SEEDS=$BOOTSTRAP" "KGO_TEST_RF=$EOS_BROKERS")
       [[ -z "${FERRY_EOS_KGO_RECORDS:-}" ]] || CMD+=("KGO_TEST_RECORDS=$FERRY_EOS_KGO_RECORDS")
       [[ "${FERRY_EOS_KGO_UNSAFE:-}" != 1 ]] || CMD+=(KGO_TEST_UNSAFE=1)
       CMD+=(bash -c 'cd "$1" && exec go test -count=1 -v -timeout "$2" -run "$3" ./pkg/kgo' _
@@ -189,7 +256,7 @@ run_test() { # TEST; sets rc
   mkdir -p "$dir" "$WORK/$t/state"
   KILLS=0
   client_cmd "$t"
-  FERRY_BOOTSTRAP="127.0.0.1:$PORT" FERRY_CONTROL_DIR="$dir" FERRY_EOS_TIMEOUT="$limit" \
+  FERRY_BOOTSTRAP="$BOOTSTRAP" FERRY_CONTROL_DIR="$dir" FERRY_EOS_TIMEOUT="$limit" \
     FERRY_EOS_RUN_ID="$(date +%s)" FERRY_EOS_STATE_DIR="$WORK/$t/state" \
     setsid timeout -k 5 $((limit + 30)) "${CMD[@]}" </dev/null >"$LOGS/$t.log" 2>&1 &
   CLIENT_PID=$!
@@ -207,8 +274,8 @@ kgo_summary() { # prints franz-go's per-test results
 
 txn_summary() { # the broker's completed transactions in this test
   local c a
-  c=$(grep -c 'transaction completed.*outcome="\?commit' "$BLOG" 2>/dev/null || true)
-  a=$(grep -c 'transaction completed.*outcome="\?abort' "$BLOG" 2>/dev/null || true)
+  c=$(grep -c 'transaction completed.*outcome="\?commit' "$COORDINATOR_LOG" 2>/dev/null || true)
+  a=$(grep -c 'transaction completed.*outcome="\?abort' "$COORDINATOR_LOG" 2>/dev/null || true)
   echo "broker log: ${c:-0} committed, ${a:-0} aborted transactions"
 }
 
@@ -248,19 +315,21 @@ for t in "${TESTS[@]}"; do
   BLOG="$LOGS/$t.ferry.log"
   mkdir -p "$DATA"
   : >"$BLOG"
-  if ! start_broker; then
+  if ! start_test_brokers; then
+    stop_test_brokers
     FAILED=$((FAILED + 1))
     RESULTS+=("FAIL $t (broker did not start, see $BLOG)")
     say "FAIL $t (broker did not start)"
     continue
   fi
-  say "eos: $t: ferry pid $BROKER_PID on 127.0.0.1:$PORT"
+  say "eos: $t: ferry pid $BROKER_PID on 127.0.0.1:$PORT (bootstrap $BOOTSTRAP)"
   s=$SECONDS
   run_test "$t"
   dt=$((SECONDS - s))
   crashed=""
   if ! kill -0 "$BROKER_PID" 2>/dev/null; then crashed=" [broker died during the test]"; fi
-  stop_broker
+  for pid in "${CLUSTER_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || crashed=" [a broker died during the test]"; done
+  stop_test_brokers
   extra=", $(txn_summary)"
   ((KILLS == 0)) || extra+=", broker killed+restarted ${KILLS}x"
   if [[ "$t" == franz-go-kgo ]]; then kgo_summary; fi

@@ -22,10 +22,31 @@ pub fn leader_of(ctx: &Context, cluster: &Cluster, topic: &str, partition: i32) 
     if !replicated {
         return replicas.first().map(|id| (*id, 0));
     }
-    if let Some(s) = cluster.group_status(group).filter(|s| s.leader_id != 0) {
+    let own = cluster.group_status(group);
+    if let Some(s) = own.filter(|s| s.leader_id != 0) {
         return Some((s.leader_id, s.term as i32));
     }
-    state.partition_leaders.get(&group).map(|l| (l.leader, l.epoch as i32))
+    let reported = state.partition_leaders.get(&group).map(|l| (l.leader, l.epoch as i32));
+    // The last report may name this broker from before its restart; its own
+    // replica, knowing no leader yet, knows better.
+    match (own, reported) {
+        (Some(_), Some((leader, _))) if leader == cluster.node_id() => None,
+        _ => reported,
+    }
+}
+
+/// Like [`check_leader`], and OFFSET_NOT_AVAILABLE while the leader has not
+/// applied an entry of its own term: its high watermark may be behind the
+/// one clients were already given (Kafka answers ListOffsets so while a new
+/// leader's high watermark has not reached its epoch's start).
+pub fn check_leader_settled(ctx: &Context, topic: &str, partition: i32) -> Result<(), i16> {
+    check_leader(ctx, topic, partition)?;
+    let Some(cluster) = &ctx.cluster else { return Ok(()) };
+    let Some((group, _)) = cluster.state().partition(topic, partition) else { return Ok(()) };
+    match cluster.group_status(group) {
+        Some(s) if s.is_leader && !s.settled => Err(codes::OFFSET_NOT_AVAILABLE),
+        _ => Ok(()),
+    }
 }
 
 /// The in-sync replicas the partition's leader last reported (Kafka's

@@ -14,6 +14,8 @@ pub const NOT_CONTROLLER: i16 = 41;
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+/// Retriable: a new leader whose high watermark is not current yet.
+pub const OFFSET_NOT_AVAILABLE: i16 = 78;
 pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const MESSAGE_TOO_LARGE: i16 = 10;

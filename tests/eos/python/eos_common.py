@@ -151,9 +151,33 @@ def end_offsets(topic, partitions, read_committed=True, client_id="eos-py-end-")
     (read_committed: the last stable offset; read_uncommitted: the high watermark)."""
     c = verify_consumer(client_id, read_committed)
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+        return {p: watermark_end(c, TopicPartition(topic, p)) for p in range(partitions)}
     finally:
         c.close()
+
+
+# What a cluster answers while a partition elects a leader (a broker was just
+# killed and restarted, FERRY_EOS_BROKERS=3); a client asks again, as Kafka's
+# own clients do for these errors.
+ELECTION_ERRORS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                   KafkaError.OFFSET_NOT_AVAILABLE, KafkaError._TIMED_OUT,
+                   KafkaError._UNKNOWN_PARTITION)  # librdkafka's word for a partition listed without a leader
+
+
+def watermark_end(consumer, tp, timeout=30.0):
+    """The partition's end offset from ListOffsets, asked again while its leader is being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))[1]
+        except KafkaException as e:
+            if e.args[0].code() not in ELECTION_ERRORS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            try:
+                consumer.list_topics(tp.topic, timeout=5)  # a fresh leader; the cached one is gone
+            except KafkaException:
+                pass
 
 
 def read_all(topic, partitions, read_committed, timeout, sink, end=None, drain=0.0, client_id="eos-py-verify-"):
@@ -169,7 +193,7 @@ def read_all(topic, partitions, read_committed, timeout, sink, end=None, drain=0
     })
     try:
         if end is None:
-            end = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+            end = {p: watermark_end(c, TopicPartition(topic, p)) for p in range(partitions)}
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         done = {p for p in range(partitions) if end[p] == 0}
         pos = {p: 0 for p in range(partitions)}

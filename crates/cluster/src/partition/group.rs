@@ -294,7 +294,9 @@ impl PartitionGroup {
 
     pub fn status(&self) -> GroupStatus {
         let raft = &self.raw.raft;
-        GroupStatus { leader_id: raft.leader_id, term: raft.term, is_leader: raft.state == StateRole::Leader, high_watermark: self.high_watermark }
+        let is_leader = raft.state == StateRole::Leader;
+        let settled = is_leader && raft.raft_log.term(raft.raft_log.applied).is_ok_and(|t| t == raft.term);
+        GroupStatus { leader_id: raft.leader_id, term: raft.term, is_leader, high_watermark: self.high_watermark, settled }
     }
 
     /// The messages to send. A snapshot counts as delivered once handed

@@ -135,4 +135,8 @@ pub struct GroupStatus {
     pub term: u64,
     pub is_leader: bool,
     pub high_watermark: i64,
+    /// This broker leads and has applied an entry of its own term, so its
+    /// high watermark is current. A leader just elected may still carry the
+    /// one it saved at its last term change, which can be far behind.
+    pub settled: bool,
 }

@@ -32,7 +32,7 @@ pub async fn handle(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsRespon
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                         return base.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
                     };
-                    if let Err(code) = crate::cluster::check_leader(ctx, t.name.as_str(), p.partition_index) {
+                    if let Err(code) = crate::cluster::check_leader_settled(ctx, t.name.as_str(), p.partition_index) {
                         return base.with_error_code(code);
                     }
                     let offsets = partition.offsets();
