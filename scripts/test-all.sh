@@ -31,6 +31,9 @@ FERRY_BIN="$PWD/target/release/ferry" FERRY_COMPAT_BROKERS=3 tests/compat/run.sh
 step "exactly-once with the Java client, Kafka Streams and confluent-kafka (Python)"
 FERRY_BIN="$PWD/target/release/ferry" tests/eos/run.sh
 
+step "exactly-once again on three brokers, a partition leader SIGKILLed"
+FERRY_BIN="$PWD/target/release/ferry" FERRY_EOS_BROKERS=3 tests/eos/run.sh
+
 step "console in headless Chromium"
 FERRY_BIN="$PWD/target/release/ferry" tests/console/run.sh
 
