@@ -3,7 +3,8 @@
 # console.test.js drives Debian's chromium with playwright-core (which
 # cannot download a browser here) against the page at /: topics and lag
 # appear, the lag chart follows a commit, Abort on an open transaction
-# aborts it in the broker.
+# aborts it in the broker. Then login.test.js against a broker with ACLs
+# on: no page without a login, and a user sees what it may describe.
 #
 # Usage: FERRY_BIN=target/release/ferry tests/console/run.sh
 # Env:
@@ -65,6 +66,26 @@ start_broker || exit 1
 status=0
 FERRY_BOOTSTRAP="127.0.0.1:$PORT" FERRY_HTTP="127.0.0.1:$HTTP_PORT" SCREENSHOT_DIR="$SHOTS" \
   timeout 120 node "$HERE/console.test.js" || status=$?
+if ((status != 0)); then
+  lib_say "FAILED (exit $status); broker log tail:"
+  tail -n 30 "$BLOG" | sed 's/^/    /' || true
+  exit "$status"
+fi
+stop_broker
+
+# ACLs on: alice may describe the topic `public` only; the PLAINTEXT
+# listener's anonymous principal is a super user (it makes the topics).
+PORT="$(free_port)"
+HTTP_PORT="$(free_port)"
+DATA="$WORK/data-acls"
+BLOG="$WORK/ferry-acls.log"
+BROKER_FLAGS=(--http-listen "127.0.0.1:$HTTP_PORT" --acls-enable true --super-users "User:ANONYMOUS")
+mkdir -p "$DATA"
+printf 'alice-pw\n' | "$FERRY" user add alice --password-stdin --data-dir "$DATA" >/dev/null
+start_broker || exit 1
+"$FERRY" acl add --allow-principal User:alice --operation Describe --topic public --bootstrap-server "127.0.0.1:$PORT" >/dev/null
+FERRY_BOOTSTRAP="127.0.0.1:$PORT" FERRY_HTTP="127.0.0.1:$HTTP_PORT" FERRY_LOGIN_USER=alice FERRY_LOGIN_PASSWORD=alice-pw \
+  timeout 120 node "$HERE/login.test.js" || status=$?
 if ((status != 0)); then
   lib_say "FAILED (exit $status); broker log tail:"
   tail -n 30 "$BLOG" | sed 's/^/    /' || true

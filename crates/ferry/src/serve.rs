@@ -100,6 +100,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         authenticator: Arc::new(authenticator),
         failed_authentication_delay: Duration::from_millis(settings.connection_failed_authentication_delay_ms),
     };
+    let acls = match settings.acls.clone() {
+        Some(config) => {
+            let authorizer = ferry_auth::acl::Authorizer::open(&settings.data_dir, config).context("cannot open the ACL store")?;
+            info!(acls = authorizer.describe(&ferry_auth::acl::AclFilter::any()).len(), "ACLs enabled");
+            Some(Arc::new(authorizer))
+        }
+        None => None,
+    };
     let listeners = bind_listeners(&settings, tls.as_ref(), &sasl).await?;
     let server_config = listeners[0].config.clone();
     // Before "ready": an explicit --http-listen that is taken stops the start.
@@ -117,7 +125,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let tls_reloader = tls.map(|t| tokio::spawn(ferry_kafka::tls::keep_fresh(t)));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let http = start_http(http_listener, &engine, metrics, &settings, cluster.clone(), &shutdown_rx);
+    // With ACLs on, the console and its API take a login from the user store.
+    let console_auth = acls.clone().map(|acls| ferry_http::ConsoleAuth { users: users.clone(), acls });
+    let http = start_http(http_listener, &engine, metrics, &settings, cluster.clone(), console_auth, &shutdown_rx);
     let retention_engine = engine.clone();
     let interval = Duration::from_millis(settings.log_retention_check_interval_ms);
     let retention = tokio::spawn(async move {
@@ -173,11 +183,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         info!(entities = quotas.len(), "client quotas loaded");
     }
     ctx.quotas = Some(Arc::new(quotas));
-    if let Some(config) = settings.acls.clone() {
-        let authorizer = ferry_auth::acl::Authorizer::open(&settings.data_dir, config).context("cannot open the ACL store")?;
-        info!(acls = authorizer.describe(&ferry_auth::acl::AclFilter::any()).len(), "ACLs enabled");
-        ctx.acls = Some(Arc::new(authorizer));
-    }
+    ctx.acls = acls.clone();
     if cluster.is_some() {
         ferry_kafka::route_markers(&ctx);
         // Retried each second by the transaction ticker until leaders answer.
@@ -247,11 +253,12 @@ fn start_http(
     metrics: Option<Arc<Metrics>>,
     settings: &Settings,
     cluster: Option<Arc<Cluster>>,
+    auth: Option<ferry_http::ConsoleAuth>,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let (Some(listener), Some(metrics)) = (listener, metrics) else { return None };
     let me = ferry_http::Advertised { node_id: settings.node_id, host: settings.advertised_host.clone(), port: settings.advertised_port };
-    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, me, cluster, shutdown.clone())))
+    Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, me, cluster, auth, shutdown.clone())))
 }
 
 async fn wait_for_signal() {

@@ -1,5 +1,6 @@
 //! Routing: one function per endpoint, each answering a whole body.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,11 +9,13 @@ use ferry_broker::Engine;
 use ferry_cluster::Cluster;
 use ferry_metrics::{Metrics, CONTENT_TYPE};
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, ORIGIN};
+use ferry_auth::acl::{Operation, ResourceType};
+use hyper::header::{HeaderValue, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::login::{self, Access, ConsoleAuth, LoginRefused};
 use crate::{scrape, views};
 
 /// This broker as Kafka clients reach it (its advertised listener).
@@ -31,22 +34,44 @@ pub struct State {
     pub advertised: Advertised,
     /// The metadata group, on a cluster (`--cluster-voters`).
     pub cluster: Option<Arc<Cluster>>,
+    /// Set when ACLs are on: every path needs a login.
+    pub auth: Option<ConsoleAuth>,
 }
 
 const ENDPOINTS: &str = "no such endpoint; see /api/topics, /api/groups, /api/transactions, /api/cluster, /api/fsync, /metrics";
 
-pub async fn route<B>(req: Request<B>, state: State) -> Response<Full<Bytes>> {
+pub async fn route<B>(req: Request<B>, state: State, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let access = match login::access(state.auth.as_ref(), &req, peer).await {
+        Ok(access) => access,
+        Err(refused) => return login_required(refused),
+    };
     if let Some(tid) = abort_target(req.uri().path()) {
-        return abort(&req, &state, tid).await;
+        return abort(&req, &state, &access, tid).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
     }
+    let cluster_wide = matches!(req.uri().path(), "/metrics" | "/api/cluster" | "/api/fsync");
+    if cluster_wide && !access.may_describe_cluster() {
+        return error(StatusCode::FORBIDDEN, "DESCRIBE on the cluster is not allowed");
+    }
     match req.uri().path() {
         "/metrics" => metrics(&state).await,
-        "/api/topics" => json(&views::topics(&state.engine, &state.metrics)),
-        "/api/groups" => json(&views::groups(&state.engine)),
-        "/api/transactions" => json(&views::transactions(&state.engine).await),
+        "/api/topics" => {
+            let mut topics = views::topics(&state.engine, &state.metrics);
+            topics.retain(|t| access.may_describe(ResourceType::Topic, &t.name));
+            json(&topics)
+        }
+        "/api/groups" => {
+            let mut groups = views::groups(&state.engine);
+            groups.retain(|g| access.may_describe(ResourceType::Group, &g.group_id));
+            json(&groups)
+        }
+        "/api/transactions" => {
+            let mut txns = views::transactions(&state.engine).await;
+            txns.retain(|t| access.may_describe(ResourceType::TransactionalId, &t.transactional_id));
+            json(&txns)
+        }
         "/api/cluster" => json(&views::cluster(&state.engine, &state.advertised, state.cluster.as_deref())),
         "/api/fsync" => fsync(&state),
         "/" => body(StatusCode::OK, "text/html; charset=utf-8", Bytes::from_static(CONSOLE.as_bytes())),
@@ -70,7 +95,9 @@ fn abort_target(path: &str) -> Option<&str> {
 
 /// Aborts an ongoing transaction as its timeout would: the producer is
 /// fenced, ABORT markers are written, the LSO moves.
-async fn abort<B>(req: &Request<B>, state: &State, encoded_id: &str) -> Response<Full<Bytes>> {
+/// With ACLs on it takes WRITE on the transactional id: the right that lets
+/// a producer fence the id's previous producer (InitProducerId).
+async fn abort<B>(req: &Request<B>, state: &State, access: &Access, encoded_id: &str) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "POST to abort a transaction");
     }
@@ -80,6 +107,9 @@ async fn abort<B>(req: &Request<B>, state: &State, encoded_id: &str) -> Response
     let Some(tid) = percent_decode(encoded_id) else {
         return error(StatusCode::BAD_REQUEST, "the transactional id is not valid percent-encoded UTF-8");
     };
+    if !access.may(Operation::Write, ResourceType::TransactionalId, &tid) {
+        return error(StatusCode::FORBIDDEN, "WRITE on the transactional id is not allowed");
+    }
     match state.engine.txns.abort(&state.engine, &tid).await {
         Ok(meta) => {
             info!(transactional_id = %tid, "transaction aborted over HTTP");
@@ -94,10 +124,11 @@ async fn abort<B>(req: &Request<B>, state: &State, encoded_id: &str) -> Response
     }
 }
 
-/// There is no login yet (ACLs do not exist), so a page on another site
-/// must not be able to make an operator's browser abort transactions: a
-/// browser sends Origin on every cross-site POST, and it must name this
-/// host. curl and scripts send none.
+/// Without ACLs there is no login, and with them a browser resends Basic
+/// credentials to this host on its own, so a page on another site must not
+/// be able to make an operator's browser abort transactions: a browser
+/// sends Origin on every cross-site POST, and it must name this host. curl
+/// and scripts send none.
 fn same_origin<B>(req: &Request<B>) -> bool {
     let Some(origin) = req.headers().get(ORIGIN) else { return true };
     let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
@@ -153,6 +184,17 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
             error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the answer")
         }
     }
+}
+
+/// 401 with a Basic challenge: the browser asks for a user and password.
+fn login_required(refused: LoginRefused) -> Response<Full<Bytes>> {
+    let message = match refused {
+        LoginRefused::Missing => "log in with a user of the broker's SASL user store",
+        LoginRefused::Invalid => "unknown user or wrong password",
+    };
+    let mut resp = error(StatusCode::UNAUTHORIZED, message);
+    resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Ferry console\", charset=\"UTF-8\""));
+    resp
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api::{route, Advertised, State};
+use crate::login::ConsoleAuth;
 
 /// The default `--http-listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9644";
@@ -70,16 +71,18 @@ pub async fn bind(listen: HttpListen) -> Result<Option<TcpListener>, HttpError> 
 }
 
 /// Serves HTTP until `shutdown` turns true. `cluster` is the metadata
-/// group on a cluster (for `/api/cluster`), None on a single broker.
+/// group on a cluster (for `/api/cluster`), None on a single broker;
+/// `auth`, present when ACLs are on, makes every path need a login.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     advertised: Advertised,
     cluster: Option<Arc<Cluster>>,
+    auth: Option<ConsoleAuth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let state = State { engine, metrics, advertised, cluster };
+    let state = State { engine, metrics, advertised, cluster, auth };
     if let Ok(addr) = listener.local_addr() {
         info!(http_listen = %addr, "serving /metrics, /api and the console over HTTP");
     }
@@ -100,7 +103,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, state).await) }
+                async move { Ok::<_, Infallible>(route(req, state, peer).await) }
             });
             if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 debug!(%peer, error = %e, "HTTP connection ended with an error");

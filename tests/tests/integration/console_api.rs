@@ -1,14 +1,16 @@
 //! The JSON API the console reads, against the real binary: aborting an
 //! open transaction over HTTP (fenced producer, ABORT markers, the LSO
 //! released), the per-topic counts the rates come from, the fsync
-//! histogram, the broker list, and the console's files.
+//! histogram, the broker list, and the console's files; with ACLs on, a
+//! login from the user store and only what the user may describe.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferry_tests::kafka::{produce_all, producer, read_keyed};
-use ferry_tests::{free_port, Ferry};
+use ferry_tests::{ferry_bin, free_port, Ferry};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
@@ -114,4 +116,69 @@ async fn counts_fsyncs_brokers_and_the_console_files() {
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(needle), "{path} holds {needle}");
     }
+}
+
+/// `Authorization: Basic ...` for `user:password`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn topic_names(addr: &str, login: &str) -> Vec<String> {
+    let (status, body) = http(addr, "GET", "/api/topics", &[login]);
+    assert_eq!(status, 200, "{body}");
+    let topics: Value = serde_json::from_str(&body).expect("JSON");
+    let mut names: Vec<String> = topics.as_array().expect("array").iter().map(|t| t["name"].as_str().expect("name").to_string()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn with_acls_the_console_takes_a_login_and_shows_what_the_user_may_describe() {
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let args = ["--http-listen", &http_addr, "--acls-enable", "true", "--super-users", "User:ANONYMOUS;User:root"];
+    let mut ferry = Ferry::unstarted(free_port(), &args, &[]);
+    for user in ["alice", "root"] {
+        let mut child = Command::new(ferry_bin())
+            .args(["user", "add", user, "--password-stdin", "--data-dir"])
+            .arg(&ferry.data_dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("ferry user add");
+        child.stdin.take().expect("stdin").write_all(format!("{user}-pw\n").as_bytes()).expect("password");
+        assert!(child.wait().expect("ferry user add").success());
+    }
+    ferry.spawn_and_wait();
+    let p = producer(&ferry.bootstrap(), &[]);
+    for topic in ["public", "private"] {
+        produce_all(&p, topic, &["v".to_string()]).await;
+    }
+    let out = Command::new(ferry_bin())
+        .args(["acl", "add", "--allow-principal", "User:alice", "--operation", "Describe", "--topic", "public", "--bootstrap-server", &ferry.bootstrap()])
+        .output()
+        .expect("ferry acl add");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for path in ["/", "/api/topics", "/metrics"] {
+        let (status, body) = http(&http_addr, "GET", path, &[]);
+        assert_eq!(status, 401, "{path} without a login: {body}");
+    }
+    let (status, _) = http(&http_addr, "GET", "/api/topics", &[&basic("alice", "wrong")]);
+    assert_eq!(status, 401, "a wrong password");
+    let (status, _) = http(&http_addr, "GET", "/api/topics", &[&basic("mallory", "alice-pw")]);
+    assert_eq!(status, 401, "an unknown user");
+
+    let (root, alice) = (basic("root", "root-pw"), basic("alice", "alice-pw"));
+    assert_eq!(topic_names(&http_addr, &root), ["private", "public"], "a super user sees every topic");
+    assert_eq!(topic_names(&http_addr, &alice), ["public"], "alice sees the topic she may describe");
+    let (status, page) = http(&http_addr, "GET", "/", &[&alice]);
+    assert!(status == 200 && page.contains("<html"), "the console itself after the login");
+    for path in ["/metrics", "/api/cluster", "/api/fsync"] {
+        assert_eq!(http(&http_addr, "GET", path, &[&alice]).0, 403, "{path}: alice may not describe the cluster");
+        assert_eq!(http(&http_addr, "GET", path, &[&root]).0, 200, "{path}: root may");
+    }
+    let (status, body) = http(&http_addr, "POST", "/api/transactions/some-id/abort", &[&alice]);
+    assert_eq!(status, 403, "aborting takes WRITE on the transactional id: {body}");
+    let (status, _) = http(&http_addr, "POST", "/api/transactions/some-id/abort", &[&root]);
+    assert_eq!(status, 404, "root may, and the id is unknown");
 }

@@ -61,8 +61,16 @@ function duration(s) {
 function push(list, item) { list.push(item); if (list.length > HISTORY) list.shift(); }
 async function get(path) {
   const r = await fetch(path, { cache: "no-store" });
+  // With ACLs on, a user who may not DESCRIBE the cluster gets 403 for the
+  // cluster-wide panels: they say so, the rest of the page still works.
+  if (r.status === 403) return null;
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
+}
+function hidden(id, text) {
+  const section = document.getElementById(id);
+  section.hidden = true;
+  document.getElementById("notice").textContent = text;
 }
 
 // ---------------------------------------------------------------- charts
@@ -117,6 +125,7 @@ function drawChart(canvas, series, fmt, span) {
 
 // ---------------------------------------------------------------- sections
 function renderCluster(c) {
+  if (c === null) return hidden("brokers-section", "Brokers and fsync latency need DESCRIBE on the cluster.");
   document.getElementById("cluster-mode").textContent = c.mode === "cluster"
     ? "cluster of " + c.brokers.length + ", answered by node " + c.node_id : "single node";
   const led = new Map();
@@ -149,7 +158,7 @@ function renderTopics(topics, cluster) {
   });
   state.prevTopics = { at: now, counts: new Map(topics.map(t => [t.name, t])) };
   fillTable("topics", rows);
-  const placed = new Map(cluster.partitions.map(p => [p.topic + "\u0000" + p.partition, p]));
+  const placed = new Map((cluster ? cluster.partitions : []).map(p => [p.topic + "\u0000" + p.partition, p]));
   fillTable("partitions", topics.flatMap(t => t.partitions.map(p => {
     const c = placed.get(t.name + "\u0000" + p.partition);
     const inSync = c ? c.in_sync_replicas.length + "/" + c.replicas.length : null;
@@ -295,6 +304,7 @@ function quantile(buckets, total, q) {
 }
 
 function renderFsync(snap) {
+  if (snap === null) return hidden("fsync-section", "Brokers and fsync latency need DESCRIBE on the cluster.");
   const now = performance.now(), prev = state.prevFsync;
   state.prevFsync = { at: now, snap };
   if (prev) {
