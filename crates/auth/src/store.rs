@@ -140,6 +140,28 @@ impl UserStore {
     }
 }
 
+impl UserStore {
+    /// The store as its file holds it (what a cluster replicates).
+    pub fn export(&self) -> Result<String, StoreError> {
+        let bytes = encode(&self.users.read())?;
+        String::from_utf8(bytes).map_err(|e| StoreError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    /// Replaces every user with what `content` (an exported store) holds,
+    /// written through before it is visible. Empty content is no users.
+    pub fn import(&self, content: &str) -> Result<(), StoreError> {
+        let _writer = self.writing.lock();
+        let users = if content.trim().is_empty() { Users::new() } else { decode(&self.path, content.as_bytes())? };
+        write_atomically(&self.path, &encode(&users)?)?;
+        *self.users.write() = users;
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.read().is_empty()
+    }
+}
+
 /// The checks Kafka makes on an upsertion, plus Ferry's size bounds.
 pub fn check_upsert(user: &str, iterations: i64, salt: &[u8], salted_password: &[u8]) -> Result<(), StoreError> {
     check_name(user)?;

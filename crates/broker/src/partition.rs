@@ -71,6 +71,10 @@ struct Inner {
     /// epoch that wrote a batch, ascending: what OffsetForLeaderEpoch reads
     /// (Kafka's leader-epoch cache).
     epochs: Vec<(i32, i64)>,
+    /// Counts markers and producer-state rebuilds: a leader's verification
+    /// that saw another value before asking the coordinator may not grant
+    /// what it was told (a marker may have ended the transaction meanwhile).
+    txn_events: u64,
 }
 
 /// Where an append landed, and whether it was a retry of an earlier one.
@@ -110,7 +114,7 @@ impl Partition {
         Partition {
             topic,
             index,
-            inner: Mutex::new(Inner { log, producers, recorded_through, epochs: Vec::new() }),
+            inner: Mutex::new(Inner { log, producers, recorded_through, epochs: Vec::new(), txn_events: 0 }),
             sync_running: AtomicBool::new(false),
             durable_tx,
             metrics,
@@ -120,12 +124,12 @@ impl Partition {
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         let hw = match self.replica_high_watermark.load(Ordering::Acquire) {
             NOT_REPLICATED => inner.log.next_offset(),
             committed => committed.min(inner.log.next_offset()),
         };
-        let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
+        let lso = inner.producers.first_unstable_offset(hw).unwrap_or(hw).min(hw);
         PartitionOffsets {
             log_start_offset: inner.log.log_start_offset().max(self.replica_log_start.load(Ordering::Acquire)),
             high_watermark: hw,
@@ -195,6 +199,7 @@ impl Partition {
         let info = Self::append_locked(&mut inner, &mut batch, &header, now_ms)?;
         let kind = if commit { ControlType::Commit } else { ControlType::Abort };
         inner.producers.record_marker(producer_id, epoch, kind, info.base_offset, now_ms);
+        inner.txn_events += 1;
         Ok(info.base_offset)
     }
 
@@ -203,10 +208,24 @@ impl Partition {
         self.inner.lock().producers.allow_txn(producer_id, epoch, now_ms)
     }
 
-    /// Whether AddPartitionsToTxn's word for this producer and epoch is here
-    /// (on a cluster the leader asks the coordinator for it when it is not).
-    pub fn txn_allowed(&self, producer_id: i64, epoch: i16) -> bool {
-        self.inner.lock().producers.txn_allowed(producer_id, epoch)
+    /// Whether AddPartitionsToTxn's word for this producer and epoch is
+    /// here (on a cluster the leader asks the coordinator for it when it is
+    /// not), and the marker count to hand to [`Partition::allow_txn_since`].
+    pub fn txn_allowed(&self, producer_id: i64, epoch: i16) -> (bool, u64) {
+        let inner = self.inner.lock();
+        (inner.producers.txn_allowed(producer_id, epoch), inner.txn_events)
+    }
+
+    /// The coordinator confirmed the partition is in the producer's
+    /// transaction: allowed, unless a marker (or a rebuild) came since
+    /// `txn_events` was read, which may have ended that transaction.
+    pub fn allow_txn_since(&self, producer_id: i64, epoch: i16, txn_events: u64, now_ms: i64) -> EngineResult<bool> {
+        let mut inner = self.inner.lock();
+        if inner.txn_events != txn_events {
+            return Ok(false);
+        }
+        inner.producers.allow_txn(producer_id, epoch, now_ms)?;
+        Ok(true)
     }
 
     /// DeleteRecords: moves the log start up to `offset` (-1: the high
@@ -358,10 +377,13 @@ impl Partition {
         }
         self.sync_sealed_segments()?;
         let (plan, inputs) = {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
+            let hw = match &inner.log {
+                PartitionLog::Disk(log) => log.next_offset(),
+                PartitionLog::Memory(_) => return Ok(None),
+            };
+            let lso = inner.producers.first_unstable_offset(hw).unwrap_or(hw).min(hw);
             let PartitionLog::Disk(log) = &inner.log else { return Ok(None) };
-            let hw = log.next_offset();
-            let lso = inner.producers.first_unstable_offset().unwrap_or(hw).min(hw);
             let Some(plan) = log.plan_clean(now_ms, lso) else { return Ok(None) };
             let inputs = CleanInputs {
                 now_ms,

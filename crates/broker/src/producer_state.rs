@@ -65,6 +65,12 @@ pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
     /// first offset → producer id, for every open transaction.
     open_txns: BTreeMap<i64, i64>,
+    /// marker offset → first offset of the transaction it closed, while the
+    /// marker may still be above the high watermark (a replicated leader
+    /// counts a marker when it proposes it): the last stable offset stays
+    /// at the transaction's start until the marker is committed, so it
+    /// never goes back if a new leader truncates the marker away.
+    closing: BTreeMap<i64, i64>,
     aborted: Vec<AbortedTxn>,
     max_producers: usize,
 }
@@ -200,6 +206,7 @@ impl ProducerStateTable {
         entry.last_update_ms = now_ms;
         if let Some(first) = entry.txn_first_offset.take() {
             self.open_txns.remove(&first);
+            self.closing.insert(marker_offset, first);
             if kind == ControlType::Abort {
                 self.aborted.push(AbortedTxn { producer_id, first_offset: first, last_offset: marker_offset });
             }
@@ -243,10 +250,27 @@ impl ProducerStateTable {
         self.producers.get(&producer_id).is_some_and(|e| e.txn_allowed_epoch == Some(epoch))
     }
 
-    /// First offset of the oldest open transaction: the last stable offset
-    /// is this, or the high watermark when nothing is open.
-    pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.open_txns.keys().next().copied()
+    /// First offset of the oldest transaction not yet closed by a marker
+    /// below `high_watermark`: the last stable offset is this, or the high
+    /// watermark when there is none.
+    pub fn first_unstable_offset(&mut self, high_watermark: i64) -> Option<i64> {
+        self.closing = self.closing.split_off(&high_watermark);
+        let closing = self.closing.values().min().copied();
+        match (self.open_txns.keys().next().copied(), closing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The producer's current epoch here, if it is known.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// Every producer AddPartitionsToTxn (or a leader's verification) let
+    /// write transactional data here, with the epoch it was let in for.
+    pub fn allowances(&self) -> Vec<(i64, i16)> {
+        self.producers.iter().filter_map(|(id, e)| e.txn_allowed_epoch.map(|epoch| (*id, epoch))).collect()
     }
 
     /// Aborted transactions overlapping `[from, to]`.
@@ -353,9 +377,10 @@ mod tests {
         t.allow_txn(9, 0, 0).unwrap();
         assert_eq!(t.check(&b).unwrap(), SequenceCheck::Append);
         t.record_batch(&b, 0);
-        assert_eq!(t.first_unstable_offset(), Some(10));
+        assert_eq!(t.first_unstable_offset(12), Some(10));
         t.record_marker(9, 0, ControlType::Abort, 12, 0);
-        assert_eq!(t.first_unstable_offset(), None);
+        assert_eq!(t.first_unstable_offset(12), Some(10), "the marker is not below the high watermark yet");
+        assert_eq!(t.first_unstable_offset(13), None);
         assert_eq!(t.aborted_in(0, 100), vec![AbortedTxn { producer_id: 9, first_offset: 10, last_offset: 12 }]);
         // After the marker, more transactional data needs a new AddPartitions.
         assert!(matches!(t.check(&header(9, 0, 2, 1, 13, true)), Err(EngineError::InvalidTxnState(_))));

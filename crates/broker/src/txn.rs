@@ -546,21 +546,26 @@ impl TxnCoordinator {
     pub async fn tick(&self, engine: &Engine) {
         let now = now_ms();
         let entries: Vec<Entry> = self.entries.lock().values().cloned().collect();
-        for entry in entries {
-            let Ok(mut meta) = entry.try_lock() else { continue };
+        // Concurrently: on a cluster one transaction whose leader is out of
+        // reach takes seconds to give up, and must not hold up the others.
+        let due = entries.into_iter().filter_map(|entry| entry.try_lock_owned().ok()).filter(|meta| {
+            matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence)
+                || (meta.state == TxnState::Ongoing && now - meta.txn_start_ms > meta.timeout_ms as i64)
+        });
+        let work = due.map(|mut meta| async move {
             let result = match meta.state {
-                TxnState::Ongoing if now - meta.txn_start_ms > meta.timeout_ms as i64 => {
+                TxnState::Ongoing => {
                     info!(transactional_id = %meta.transactional_id, timeout_ms = meta.timeout_ms, "transaction timed out; aborting it and fencing its producer");
                     self.fence_and_abort(engine, &mut meta).await
                 }
                 TxnState::PrepareCommit => self.complete(engine, &mut meta, true).await,
-                TxnState::PrepareAbort | TxnState::PrepareEpochFence => self.complete(engine, &mut meta, false).await,
-                _ => Ok(()),
+                _ => self.complete(engine, &mut meta, false).await,
             };
             if let Err(e) = result {
                 warn!(transactional_id = %meta.transactional_id, error = %e, "completing transaction failed; will retry");
             }
-        }
+        });
+        join_all(work).await;
         let expiration = self.config.transactional_id_expiration_ms;
         self.entries.lock().retain(|_, e| match e.try_lock() {
             Ok(m) => !(matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort) && now - m.last_update_ms > expiration),

@@ -29,7 +29,7 @@ pub use node::{LogStore, MetadataNode, NodeOptions};
 pub use error::ClusterError;
 pub use secret::ClusterSecret;
 pub use handle::{Cluster, RaftStatus};
-pub use state::{Applied, BrokerInfo, ClusterState, Command, PartitionLeader, StateError, TopicPlacement};
+pub use state::{Applied, BrokerInfo, ClusterState, Command, PartitionLeader, SecurityStore, StateError, TopicPlacement, MAX_SECURITY_STORE_BYTES};
 
 /// The metadata group's id on the wire. Partition groups will take others.
 pub const METADATA_GROUP: u64 = 0;

@@ -62,9 +62,24 @@ pub struct ClusterState {
     /// metadata group (Kafka's observers).
     #[serde(default)]
     pub observers: std::collections::BTreeSet<u64>,
+    /// The brokers' security stores (`users`, `acls`), each whole as the
+    /// file a broker keeps, so every broker holds the same users and ACLs.
+    #[serde(default)]
+    pub security: BTreeMap<String, SecurityStore>,
     /// The last applied entry of the metadata log.
     pub applied_index: u64,
 }
+
+/// One security store's content and how many times it was replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityStore {
+    pub version: u64,
+    pub content: String,
+}
+
+/// The largest security store the metadata log takes (each change carries
+/// the whole store).
+pub const MAX_SECURITY_STORE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -97,6 +112,11 @@ pub enum Command {
     ReassignPartition { name: String, partition: i32, target: Option<Vec<u64>> },
     /// The partition's leader: the group's voters are now `replicas`.
     ReassignmentDone { group: u64, replicas: Vec<u64> },
+    /// A broker changed a security store (users, ACLs): its whole new
+    /// content, taken only if the store is still at `base_version`, so two
+    /// brokers changing it at once never lose each other's change (the one
+    /// refused redoes its change on the newer content).
+    PutSecurityStore { store: String, base_version: u64, content: String },
 }
 
 /// Why the state machine refused a command; every broker refuses alike.
@@ -116,6 +136,10 @@ pub enum StateError {
     InvalidReplicaAssignment(String),
     #[error("{0}")]
     NoReassignmentInProgress(String),
+    #[error("security store {store} changed meanwhile (now version {version})")]
+    SecurityStoreChanged { store: String, version: u64 },
+    #[error("{0}")]
+    SecurityStoreTooLarge(String),
 }
 
 /// What a command did, for the broker that proposed it.
@@ -143,6 +167,20 @@ impl ClusterState {
                 let placement = TopicPlacement { id: *id, replicas, groups, configs: configs.clone(), moving: BTreeMap::new(), first_replicas: BTreeMap::new() };
                 self.topics.insert(name.clone(), placement.clone());
                 Ok(Applied::TopicCreated(placement))
+            }
+            Command::PutSecurityStore { store, base_version, content } => {
+                if content.len() > MAX_SECURITY_STORE_BYTES {
+                    return Err(StateError::SecurityStoreTooLarge(format!(
+                        "security store {store} of {} bytes is over the {MAX_SECURITY_STORE_BYTES} allowed",
+                        content.len()
+                    )));
+                }
+                let current = self.security.entry(store.clone()).or_default();
+                if current.version != *base_version {
+                    return Err(StateError::SecurityStoreChanged { store: store.clone(), version: current.version });
+                }
+                *current = SecurityStore { version: base_version + 1, content: content.clone() };
+                Ok(Applied::Done)
             }
             Command::DeleteTopic { name } => {
                 let topic = self.topics.remove(name).ok_or_else(|| StateError::UnknownTopic(name.clone()))?;

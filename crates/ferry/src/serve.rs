@@ -185,6 +185,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ctx.quotas = Some(Arc::new(quotas));
     ctx.acls = acls.clone();
     if cluster.is_some() {
+        // Users and ACLs are the cluster's: followed from the metadata group.
+        ctx.security = Some(Arc::new(ferry_kafka::security_replica::SecurityReplica::default()));
+        tokio::spawn(ferry_kafka::security_replica::follow(ctx.clone()));
+    }
+    if cluster.is_some() {
+        warn_if_brokers_cannot_call_each_other(&settings, acls.as_deref());
         ferry_kafka::route_markers(&ctx);
         // Retried each second by the transaction ticker until leaders answer.
         let recovering = engine.clone();
@@ -259,6 +265,20 @@ fn start_http(
     let (Some(listener), Some(metrics)) = (listener, metrics) else { return None };
     let me = ferry_http::Advertised { node_id: settings.node_id, host: settings.advertised_host.clone(), port: settings.advertised_port };
     Some(tokio::spawn(ferry_http::serve(listener, engine.clone(), metrics, me, cluster, auth, shutdown.clone())))
+}
+
+/// Brokers send each other transaction markers and verifications as a
+/// Kafka client without credentials on the first listener (there is no
+/// inter-broker listener yet): that takes a PLAINTEXT first listener and,
+/// with ACLs on, the anonymous principal allowed to.
+fn warn_if_brokers_cannot_call_each_other(settings: &Settings, acls: Option<&ferry_auth::acl::Authorizer>) {
+    use ferry_auth::acl::{Operation, ResourceType, Session, CLUSTER_NAME};
+    let plaintext = settings.listeners[0].protocol == ferry_kafka::listener::SecurityProtocol::Plaintext;
+    let anonymous = Session { principal: "User:ANONYMOUS".into(), host: "127.0.0.1".into() };
+    let allowed = acls.is_none_or(|a| a.authorize(&anonymous, Operation::ClusterAction, ResourceType::Cluster, CLUSTER_NAME));
+    if !plaintext || !allowed {
+        warn!("transactions on replicated partitions need the brokers to reach each other's first listener as an anonymous Kafka client (WriteTxnMarkers, AddPartitionsToTxn): make the first --listen PLAINTEXT (on a network only brokers reach) and, with ACLs on, let User:ANONYMOUS act as the cluster; until then transactions wait");
+    }
 }
 
 async fn wait_for_signal() {

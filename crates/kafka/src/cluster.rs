@@ -90,6 +90,8 @@ pub fn error_code(e: &ClusterError) -> i16 {
         ClusterError::Refused(StateError::UnknownPartition(_)) => codes::UNKNOWN_TOPIC_OR_PARTITION,
         ClusterError::Refused(StateError::InvalidReplicaAssignment(_)) => codes::INVALID_REPLICA_ASSIGNMENT,
         ClusterError::Refused(StateError::NoReassignmentInProgress(_)) => codes::NO_REASSIGNMENT_IN_PROGRESS,
+        ClusterError::Refused(StateError::SecurityStoreChanged { .. }) => codes::REQUEST_TIMED_OUT,
+        ClusterError::Refused(StateError::SecurityStoreTooLarge(_)) => codes::POLICY_VIOLATION,
         ClusterError::NoLeader(_) | ClusterError::Stopped => codes::NOT_CONTROLLER,
         ClusterError::Timeout(_) => codes::REQUEST_TIMED_OUT,
         ClusterError::TooManyPending(_) => codes::THROTTLING_QUOTA_EXCEEDED,

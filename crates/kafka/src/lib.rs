@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 pub mod quota;
 pub mod sasl;
+pub mod security_replica;
 mod server;
 pub mod tls;
 pub mod versions;

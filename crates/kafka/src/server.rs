@@ -80,6 +80,8 @@ pub struct Context {
     pub mute: Arc<crate::quota::Mute>,
     /// Who this connection is (set by the connection, updated after SASL).
     pub session: Arc<ferry_auth::acl::Session>,
+    /// On a cluster: users and ACLs replicated through the metadata group.
+    pub security: Option<Arc<crate::security_replica::SecurityReplica>>,
 }
 
 impl Context {
@@ -88,7 +90,7 @@ impl Context {
         let metrics = engine.config.metrics.clone().map(|m| Arc::new(WireMetrics::new(m)));
         let session = Arc::new(ferry_auth::acl::Session { principal: ANONYMOUS.to_string(), host: "0.0.0.0".to_string() });
         let mute = Arc::new(crate::quota::Mute::default());
-        Context { engine, config, metrics, cluster: None, users: None, acls: None, quotas: None, mute, session }
+        Context { engine, config, metrics, cluster: None, users: None, acls: None, quotas: None, mute, session, security: None }
     }
 }
 

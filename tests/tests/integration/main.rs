@@ -14,6 +14,7 @@ mod cluster_join;
 mod cluster_leadership;
 mod cluster_partition;
 mod cluster_reassign;
+mod cluster_security;
 mod cluster_snapshot;
 mod cluster_transactions;
 mod cluster_replication;

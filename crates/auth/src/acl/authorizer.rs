@@ -206,6 +206,29 @@ impl Authorizer {
         Ok(removed)
     }
 
+    /// Every ACL as the store's file holds them (what a cluster replicates).
+    pub fn export(&self) -> Result<String, StoreError> {
+        let bytes = super::store::encode(self.replicated_path(), &self.acls.lock())?;
+        String::from_utf8(bytes).map_err(|e| StoreError::Corrupt { path: self.replicated_path().to_path_buf(), reason: e.to_string() })
+    }
+
+    /// Replaces every ACL with what `content` (an export) holds. Empty
+    /// content is no ACLs.
+    pub fn import(&self, content: &str) -> Result<(), StoreError> {
+        let next = if content.trim().is_empty() { BTreeSet::new() } else { super::store::decode(self.replicated_path(), content.as_bytes())? };
+        let mut current = self.acls.lock();
+        self.commit(&mut current, next)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.acls.lock().is_empty()
+    }
+
+    /// Named in errors about replicated content.
+    fn replicated_path(&self) -> &Path {
+        self.store.as_ref().map_or(Path::new("replicated ACLs"), |s| s.path())
+    }
+
     /// Writes the new set through, then swaps the index checks read.
     fn commit(&self, current: &mut BTreeSet<AclBinding>, next: BTreeSet<AclBinding>) -> Result<(), StoreError> {
         if let Some(store) = &self.store {

@@ -42,14 +42,19 @@ impl AclStore {
     }
 
     pub fn save(&self, acls: &BTreeSet<AclBinding>) -> Result<(), StoreError> {
-        let file = FileFormat { version: FORMAT_VERSION, acls: acls.iter().cloned().collect() };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
-        bytes.push(b'\n');
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.path, &encode(&self.path, acls)?)
     }
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeSet<AclBinding>, StoreError> {
+/// The file's bytes for `acls`.
+pub(super) fn encode(path: &Path, acls: &BTreeSet<AclBinding>) -> Result<Vec<u8>, StoreError> {
+    let file = FileFormat { version: FORMAT_VERSION, acls: acls.iter().cloned().collect() };
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeSet<AclBinding>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { path: path.to_path_buf(), reason };
     let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if file.version != FORMAT_VERSION {

@@ -127,6 +127,7 @@ impl Partition {
         set_leader_epoch(batch, leader_epoch);
         note_epoch(&mut inner.epochs, leader_epoch, base_offset);
         inner.producers.record_marker(header.producer_id, header.producer_epoch, kind, base_offset, now_ms);
+        inner.txn_events += 1;
         inner.recorded_through = base_offset + header.last_offset_delta as i64 + 1;
         Ok(ReplicaPrepared::Append)
     }
@@ -149,6 +150,9 @@ impl Partition {
         disk(&mut inner)?.append_verbatim(payload, &headers, now_ms)?;
         for (h, bytes) in &batches {
             note_epoch(&mut inner.epochs, ferry_log::batch::leader_epoch(bytes).unwrap_or(0), h.base_offset);
+            if h.is_control() {
+                inner.txn_events += 1;
+            }
             if h.base_offset >= inner.recorded_through {
                 inner.producers.replay(h, bytes, now_ms);
                 inner.recorded_through = h.last_offset() + 1;
@@ -198,8 +202,14 @@ impl Partition {
         Self::rebuild_producers(&mut self.inner.lock(), now_ms)
     }
 
-    /// Producer state and epoch cache from what the log holds now.
+    /// Producer state and epoch cache from what the log holds now. The
+    /// coordinator's allowances are not in the log: they carry over for
+    /// producers still at the epoch they were given for (a marker that
+    /// cleared one was counted, so its allowance is already gone), and
+    /// every verification in flight must start again (`txn_events`).
     fn rebuild_producers(inner: &mut Inner, now_ms: i64) -> EngineResult<()> {
+        let allowances = inner.producers.allowances();
+        inner.txn_events += 1;
         let mut producers = ProducerStateTable::new(MAX_PRODUCERS_PER_PARTITION);
         let mut epochs = Vec::new();
         let log = disk(inner)?;
@@ -209,6 +219,11 @@ impl Partition {
             true
         })?;
         inner.recorded_through = log.next_offset();
+        for (producer_id, epoch) in allowances {
+            if producers.epoch_of(producer_id).is_none_or(|current| current <= epoch) {
+                let _ = producers.allow_txn(producer_id, epoch, now_ms);
+            }
+        }
         inner.producers = producers;
         inner.epochs = epochs;
         Ok(())
@@ -241,7 +256,7 @@ impl Partition {
     pub fn replica_retention_target(&self, now_ms: i64) -> EngineResult<Option<i64>> {
         let committed = self.replica_high_watermark.load(Ordering::Acquire);
         let mut inner = self.inner.lock();
-        let stable = inner.producers.first_unstable_offset().unwrap_or(committed).min(committed);
+        let stable = inner.producers.first_unstable_offset(committed).unwrap_or(committed).min(committed);
         let log = disk(&mut inner)?;
         let wanted = log.retention_cut(now_ms).unwrap_or(0).max(self.replica_log_start.load(Ordering::Acquire));
         let target = wanted.min(stable);

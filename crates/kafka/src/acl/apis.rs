@@ -16,7 +16,7 @@ use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, Del
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest, DescribeAclsResponse};
 
-use crate::codes::{CLUSTER_AUTHORIZATION_FAILED, INVALID_REQUEST, KAFKA_STORAGE_ERROR, NONE, SECURITY_DISABLED, UNKNOWN_SERVER_ERROR};
+use crate::codes::{CLUSTER_AUTHORIZATION_FAILED, INVALID_REQUEST, KAFKA_STORAGE_ERROR, NONE, SECURITY_DISABLED};
 use crate::handlers::str_bytes;
 use crate::server::Context;
 
@@ -70,10 +70,11 @@ pub async fn create(ctx: &Context, r: CreateAclsRequest) -> CreateAclsResponse {
     };
     let parsed: Vec<Result<AclBinding, AclError>> = r.creations.iter().map(binding).collect();
     let valid: Vec<AclBinding> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-    let written = match tokio::task::spawn_blocking(move || authorizer.create(valid)).await {
+    let work = std::sync::Arc::new(move || authorizer.create(valid.clone()));
+    let written = match crate::security_replica::change(ctx, crate::security_replica::ACLS, work).await {
         Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => return all(KAFKA_STORAGE_ERROR, e.to_string()),
-        Err(e) => return all(UNKNOWN_SERVER_ERROR, format!("creating ACLs failed: {e}")),
+        Err((code, message)) => return all(code, message),
     };
     let mut written = written.into_iter();
     let results = parsed
@@ -145,10 +146,11 @@ pub async fn delete(ctx: &Context, r: DeleteAclsRequest) -> DeleteAclsResponse {
     };
     let parsed: Vec<Result<AclFilter, AclError>> = r.filters.iter().map(delete_filter).collect();
     let valid: Vec<AclFilter> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-    let removed = match tokio::task::spawn_blocking(move || authorizer.delete(&valid)).await {
+    let work = std::sync::Arc::new(move || authorizer.delete(&valid));
+    let removed = match crate::security_replica::change(ctx, crate::security_replica::ACLS, work).await {
         Ok(Ok(removed)) => removed,
         Ok(Err(e)) => return all(KAFKA_STORAGE_ERROR, e.to_string()),
-        Err(e) => return all(UNKNOWN_SERVER_ERROR, format!("deleting ACLs failed: {e}")),
+        Err((code, message)) => return all(code, message),
     };
     let mut removed = removed.into_iter();
     let results = parsed

@@ -83,6 +83,12 @@ fn retriable(code: i16) -> bool {
 
 async fn write_once(ctx: &Context, m: &Marker) -> Result<(), Refusal> {
     let cluster = ctx.cluster.as_ref().ok_or((codes::UNKNOWN_SERVER_ERROR, "not a cluster".to_string()))?;
+    if cluster.state().partition(&m.topic, m.partition).is_none() {
+        // Deleted during the transaction: nothing is left to mark (as a
+        // single node skips a partition that is gone, and Kafka drops it).
+        tracing::warn!(topic = %m.topic, partition = m.partition, "partition of a transaction is gone; no marker written");
+        return Ok(());
+    }
     match crate::cluster::leader_of(ctx, cluster, &m.topic, m.partition) {
         None => Err((codes::NOT_LEADER_OR_FOLLOWER, format!("{}-{} has no leader", m.topic, m.partition))),
         Some((leader, _)) if leader == cluster.node_id() => write_here(ctx, m).await,
@@ -212,24 +218,30 @@ pub async fn verify_transactional(ctx: &Context, req: &ProduceRequest) -> HashMa
                 continue;
             }
             let Some(partition) = ctx.engine.topic(t.name.as_str()).and_then(|topic| topic.partition(p.index)) else { continue };
-            if !partition.is_replicated() || crate::cluster::check_leader(ctx, t.name.as_str(), p.index).is_err() {
+            if crate::cluster::check_leader(ctx, t.name.as_str(), p.index).is_err() {
                 continue;
             }
-            if !partition.txn_allowed(header.producer_id, header.producer_epoch) {
-                unverified.push((partition, header.producer_id, header.producer_epoch));
+            let (allowed, txn_events) = partition.txn_allowed(header.producer_id, header.producer_epoch);
+            if !allowed {
+                unverified.push((partition, header.producer_id, header.producer_epoch, txn_events));
             }
         }
     }
     if unverified.is_empty() {
         return refused;
     }
-    let asked: Vec<(String, i32, i64, i16)> = unverified.iter().map(|(p, pid, epoch)| (p.topic.clone(), p.index, *pid, *epoch)).collect();
+    let asked: Vec<(String, i32, i64, i16)> = unverified.iter().map(|(p, pid, epoch, _)| (p.topic.clone(), p.index, *pid, *epoch)).collect();
     let answers = match crate::cluster::coordinator(ctx) {
         Some((id, _, _)) if id as u64 == cluster.node_id() => {
             let mut answers = Vec::new();
             for (topic, partition, pid, epoch) in &asked {
-                let answer = ctx.engine.txns.verify_partition(tid.as_str(), *pid, *epoch, topic, *partition).await;
-                answers.push(answer.map_err(|e| (super::txn::code(&e, true), e.to_string())));
+                let verified = ctx.engine.txns.verify_partition(tid.as_str(), *pid, *epoch, topic, *partition);
+                // The transaction's lock may be held by a completion waiting on markers.
+                let answer = match tokio::time::timeout(CALL_TIMEOUT, verified).await {
+                    Ok(answer) => answer.map_err(|e| (super::txn::code(&e, true), e.to_string())),
+                    Err(_) => Err((codes::NOT_ENOUGH_REPLICAS, "the transaction is busy completing; retry".to_string())),
+                };
+                answers.push(answer);
             }
             answers
         }
@@ -237,20 +249,34 @@ pub async fn verify_transactional(ctx: &Context, req: &ProduceRequest) -> HashMa
         None => asked.iter().map(|_| Err((codes::NOT_ENOUGH_REPLICAS, "no transaction coordinator is known".to_string()))).collect(),
     };
     let now = now_ms();
-    for ((partition, pid, epoch), answer) in unverified.into_iter().zip(answers) {
+    for ((partition, pid, epoch, txn_events), answer) in unverified.into_iter().zip(answers) {
         let key = (partition.topic.clone(), partition.index);
-        match answer {
-            Ok(()) => {
-                if let Err(e) = partition.allow_txn(pid, epoch, now) {
-                    refused.insert(key, (codes::for_engine_error(&e), e.to_string()));
-                }
+        match answer.map(|()| partition.allow_txn_since(pid, epoch, txn_events, now)) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                refused.insert(key, (codes::NOT_ENOUGH_REPLICAS, "a transaction marker arrived during the verification; retry".to_string()));
             }
-            Err(refusal) => {
-                refused.insert(key, refusal);
+            Ok(Err(e)) => {
+                refused.insert(key, (codes::for_engine_error(&e), e.to_string()));
+            }
+            Err((code, message)) => {
+                refused.insert(key, (produce_code(code), message));
             }
         }
     }
     refused
+}
+
+/// What a producer is told when the coordinator did not confirm: its own
+/// errors as Produce carries them, and anything else (the coordinator out
+/// of reach, or refusing this broker's call) as NOT_ENOUGH_REPLICAS, which
+/// every producer retries, never as the producer's own authorization error.
+fn produce_code(coordinator_code: i16) -> i16 {
+    match coordinator_code {
+        codes::INVALID_TXN_STATE | codes::INVALID_PRODUCER_EPOCH | codes::INVALID_PRODUCER_ID_MAPPING => coordinator_code,
+        codes::PRODUCER_FENCED => codes::INVALID_PRODUCER_EPOCH,
+        _ => codes::NOT_ENOUGH_REPLICAS,
+    }
 }
 
 /// AddPartitionsToTxn v4 with verifyOnly, to the coordinator on another

@@ -146,10 +146,14 @@ pub async fn alter(ctx: &Context, r: AlterUserScramCredentialsRequest) -> AlterU
         return AlterUserScramCredentialsResponse::default()
             .with_results(users.iter().map(|u| result(u, UNKNOWN_SERVER_ERROR, Some(NO_STORE.into()))).collect());
     };
-    let results = tokio::task::spawn_blocking(move || apply(&store, r)).await;
-    let results = match results {
+    let users: Vec<String> = r.deletions.iter().map(|d| d.name.to_string()).chain(r.upsertions.iter().map(|u| u.name.to_string())).collect();
+    let work = std::sync::Arc::new(move || apply(&store, r.clone()));
+    let results = match crate::security_replica::change(ctx, crate::security_replica::USERS, work).await {
         Ok(rs) => rs.into_iter().map(|(user, code, message)| result(&user, code, message)).collect(),
-        Err(e) => vec![result("", UNKNOWN_SERVER_ERROR, Some(format!("altering users failed: {e}")))],
+        Err((code, message)) => {
+            let unique: std::collections::BTreeSet<&String> = users.iter().collect();
+            unique.into_iter().map(|u| result(u, code, Some(message.clone()))).collect()
+        }
     };
     AlterUserScramCredentialsResponse::default().with_results(results)
 }
