@@ -282,6 +282,18 @@ pub fn segment_bytes(dir: &Path) -> u64 {
 /// Sends raw bytes and reads one length-prefixed frame back, or None if the
 /// broker closed the connection.
 /// The body of a plain HTTP/1.1 GET (None when the broker does not answer 200).
+/// `ferry user add NAME --password-stdin` on a stopped broker's data dir.
+pub fn add_user(data_dir: &Path, name: &str, password: &str) {
+    let mut child = Command::new(ferry_bin())
+        .args(["user", "add", name, "--password-stdin", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ferry user add");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("password");
+    assert!(child.wait().expect("ferry user add").success(), "ferry user add {name}");
+}
+
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;

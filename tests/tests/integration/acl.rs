@@ -2,8 +2,7 @@
 //! admin a super user on the PLAINTEXT listener (User:ANONYMOUS there),
 //! users alice and root on SASL_PLAINTEXT, ACLs changed with `ferry acl`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferry_tests::cluster::create_topic;
@@ -19,14 +18,7 @@ fn broker() -> (Ferry, u16) {
     let args = ["--listen", &listen, "--sasl-enabled-mechanisms", "PLAIN", "--acls-enable", "true", "--super-users", "User:ANONYMOUS;User:root"];
     let mut ferry = Ferry::unstarted(port, &args, &[]);
     for user in ["alice", "root"] {
-        let mut child = Command::new(ferry_bin())
-            .args(["user", "add", user, "--password-stdin", "--data-dir"])
-            .arg(&ferry.data_dir)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("ferry user add");
-        child.stdin.take().expect("stdin").write_all(format!("{user}-pw\n").as_bytes()).expect("password");
-        assert!(child.wait().expect("ferry user add").success());
+        ferry_tests::add_user(&ferry.data_dir, user, &format!("{user}-pw"));
     }
     ferry.spawn_and_wait();
     (ferry, sasl)

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferry_tests::kafka::{produce_all, producer, read_keyed};
@@ -139,14 +139,7 @@ async fn with_acls_the_console_takes_a_login_and_shows_what_the_user_may_describ
     let args = ["--http-listen", &http_addr, "--acls-enable", "true", "--super-users", "User:ANONYMOUS;User:root"];
     let mut ferry = Ferry::unstarted(free_port(), &args, &[]);
     for user in ["alice", "root"] {
-        let mut child = Command::new(ferry_bin())
-            .args(["user", "add", user, "--password-stdin", "--data-dir"])
-            .arg(&ferry.data_dir)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("ferry user add");
-        child.stdin.take().expect("stdin").write_all(format!("{user}-pw\n").as_bytes()).expect("password");
-        assert!(child.wait().expect("ferry user add").success());
+        ferry_tests::add_user(&ferry.data_dir, user, &format!("{user}-pw"));
     }
     ferry.spawn_and_wait();
     let p = producer(&ferry.bootstrap(), &[]);
