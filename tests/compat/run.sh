@@ -45,8 +45,9 @@
 #                       SASL_SSL), go-sasl-plaintext java-sasl-plaintext
 #                       (PLAIN over SASL_PLAINTEXT). A wrong password is
 #                       refused first with an authentication error:
-#                       java-sasl and confluent-kafka-sasl (SCRAM-SHA-512),
-#                       go-sasl (SCRAM-SHA-256), kcat-sasl (PLAIN).
+#                       java-sasl, confluent-kafka-sasl, kafka-python-sasl
+#                       and node-sasl (SCRAM-SHA-512), go-sasl
+#                       (SCRAM-SHA-256), kcat-sasl (PLAIN).
 #           quotas:     java-quotas confluent-kafka-quotas (client quotas set
 #                       and described with Kafka's kafka-configs.sh and the
 #                       Java AdminClient; a Java producer, and a confluent-kafka
@@ -236,8 +237,10 @@ client_cmd() { # sets CMD
     confluent-kafka-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_PROPS"
       bash -c '"$1" "$2/python/test_sasl_refused.py" && "$1" "$2/python/test_confluent_kafka.py"' _ "$py" "$HERE") ;;
     # kafka-python and kafkajs: SCRAM-SHA-512, then SCRAM-SHA-256 (both of each client's mechanisms).
+    # The wrong password first (SCRAM-SHA-512), as for the other families.
     kafka-python-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT"
-      bash -c 'for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$3 sasl_mechanism=$m" "$1" "$2" || exit 1; done' _ "$py" "$HERE/python/test_kafka_python.py"
+      bash -c 'FERRY_CLIENT_PROPS="$3 sasl_mechanism=SCRAM-SHA-512" "$1" "${2%/*}/test_kafka_python_sasl_refused.py" || exit 1
+        for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$3 sasl_mechanism=$m" "$1" "$2" || exit 1; done' _ "$py" "$HERE/python/test_kafka_python.py"
       "security_protocol=SASL_SSL ssl_cafile=$TLS/ca.pem sasl_plain_username=$SASL_USER sasl_plain_password=$SASL_PASSWORD") ;;
     kcat-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT" FERRY_CLIENT_PROPS="$SASL_SSL_LIBRDKAFKA sasl.mechanism=PLAIN $SASL_LOGIN"
       bash -c 'bash "$1/kcat/test_sasl_refused.sh" && bash "$1/kcat/test_kcat.sh"' _ "$HERE") ;;
@@ -246,7 +249,8 @@ client_cmd() { # sets CMD
     go-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN $SASL_LOGIN"
       "$HERE/go/franz-go-compat") ;;
     node-sasl) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PORT"
-      bash -c 'for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$2 sasl.mechanism=$m" node "$1" || exit 1; done' _ "$HERE/node/test_kafkajs.js" "$SASL_SSL_LIBRDKAFKA $SASL_LOGIN") ;;
+      bash -c 'FERRY_CLIENT_PROPS="$2 sasl.mechanism=SCRAM-SHA-512" node "${1%/*}/test_kafkajs_sasl_refused.js" || exit 1
+        for m in SCRAM-SHA-512 SCRAM-SHA-256; do FERRY_CLIENT_PROPS="$2 sasl.mechanism=$m" node "$1" || exit 1; done' _ "$HERE/node/test_kafkajs.js" "$SASL_SSL_LIBRDKAFKA $SASL_LOGIN") ;;
     java-sasl-plaintext) CMD=(env FERRY_BOOTSTRAP="127.0.0.1:$SASL_PLAINTEXT_PORT" FERRY_CLIENT_PROPS="security.protocol=SASL_PLAINTEXT sasl.mechanism=PLAIN
       sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule\u0020required\u0020username=\"$SASL_USER\"\u0020password=\"$SASL_PASSWORD\";"
       java -jar "$jar") ;;

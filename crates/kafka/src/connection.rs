@@ -367,9 +367,13 @@ async fn answer_sasl(screened: Screened, peer: SocketAddr, identity: &mut Identi
             identity.sasl = Some(principal);
             (Some(reply), true)
         }
-        Screened::Refuse(reply, reason) => {
+        Screened::Refuse(reply, reason, close_delay) => {
             info!(%peer, %reason, "closing connection: SASL authentication refused");
-            (reply, false)
+            if let Some(reply) = reply {
+                let _ = tx.send(Pending::Ready(reply)).await;
+            }
+            tokio::time::sleep(close_delay).await;
+            return false;
         }
         // Only `screen` passes requests on; the caller handles those.
         Screened::Pass(..) => (None, true),

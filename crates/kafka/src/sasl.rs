@@ -54,8 +54,11 @@ pub enum Screened {
     Answer(Reply),
     /// Authenticated as `principal` with `mechanism`; send the answer.
     Authenticated { reply: Reply, principal: String, mechanism: String },
-    /// Send the answer (if any), then close.
-    Refuse(Option<Reply>, String),
+    /// Send the answer (if any), then close after the delay: an answer goes
+    /// out at once and the close waits, as in Kafka
+    /// (`connection.failed.authentication.delay.ms` delays the close), so a
+    /// client reads the error before the connection ends.
+    Refuse(Option<Reply>, String, Duration),
 }
 
 /// One connection's authentication.
@@ -98,7 +101,7 @@ impl SaslGate {
             (State::Handshake, RequestKind::ApiVersions(r)) => Screened::Pass(header, Box::new(RequestKind::ApiVersions(r))),
             (State::Handshake, RequestKind::SaslHandshake(r)) => self.handshake(&header, r.mechanism.as_str()),
             (State::Authenticate(_), RequestKind::SaslAuthenticate(r)) => self.authenticate(&header, r.auth_bytes).await,
-            _ => Screened::Refuse(None, format!("{api:?} is not expected at this point of SASL authentication")),
+            _ => Screened::Refuse(None, format!("{api:?} is not expected at this point of SASL authentication"), Duration::ZERO),
         }
     }
 
@@ -114,7 +117,7 @@ impl SaslGate {
                 self.state = if header.request_api_version == 0 { State::RawTokens(exchange) } else { State::Authenticate(exchange) };
                 Screened::Answer(answer(0))
             }
-            Err(e) => Screened::Refuse(Some(answer(UNSUPPORTED_SASL_MECHANISM)), e.to_string()),
+            Err(e) => Screened::Refuse(Some(answer(UNSUPPORTED_SASL_MECHANISM)), e.to_string(), Duration::ZERO),
         }
     }
 
@@ -151,8 +154,8 @@ impl SaslGate {
             Ok(Step::Done { user, reply }) => self.authenticated(answer(0, None, reply), &user),
             Err(e) => {
                 let code = if matches!(e, AuthError::Setup(_)) { ILLEGAL_SASL_STATE } else { SASL_AUTHENTICATION_FAILED };
-                self.refuse_after_delay(&e).await;
-                Screened::Refuse(Some(answer(code, Some(e.to_string()), Vec::new())), e.to_string())
+                self.log_refusal(&e);
+                Screened::Refuse(Some(answer(code, Some(e.to_string()), Vec::new())), e.to_string(), self.config.failed_authentication_delay)
             }
         }
     }
@@ -174,18 +177,17 @@ impl SaslGate {
             Ok(Step::Done { user, reply }) => self.authenticated(frame(&reply), &user),
             // v0 has no way to say why: Kafka closes the connection too.
             Err(e) => {
-                self.refuse_after_delay(&e).await;
-                Screened::Refuse(None, e.to_string())
+                self.log_refusal(&e);
+                Screened::Refuse(None, e.to_string(), self.config.failed_authentication_delay)
             }
         }
     }
 
-    async fn refuse_after_delay(&self, e: &AuthError) {
+    fn log_refusal(&self, e: &AuthError) {
         match e {
             AuthError::Failed { mechanism, refusal } => info!(%mechanism, ?refusal, "SASL authentication failed"),
             other => warn!(error = %other, "SASL authentication failed"),
         }
-        tokio::time::sleep(self.config.failed_authentication_delay).await;
     }
 }
 
