@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_cluster::{ClusterError, Command, StateError};
+use ferry_cluster::{ClusterError, Command, StateError, MAX_SECURITY_STORE_BYTES};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
@@ -51,19 +51,33 @@ pub async fn change<R: Send + 'static>(ctx: &Context, store: &'static str, work:
     let _one_at_a_time = replica.changing.lock().await;
     for _ in 0..MAX_TRIES {
         let base = catch_up(ctx, replica, store)?;
+        let before = export(ctx, store)?;
         let answer = run(work.clone()).await?;
         let content = export(ctx, store)?;
+        if content == before {
+            return Ok(answer);
+        }
+        if content.len() > MAX_SECURITY_STORE_BYTES {
+            import(ctx, store, &before)?;
+            return Err((codes::POLICY_VIOLATION, format!("the {store} store would be {} bytes, over the {MAX_SECURITY_STORE_BYTES} a cluster replicates", content.len())));
+        }
         let proposal = Command::PutSecurityStore { store: store.to_string(), base_version: base, content };
         match cluster.propose(proposal).await {
             Ok(_) => {
                 replica.imported.lock().insert(store, base + 1);
                 return Ok(answer);
             }
-            Err(ClusterError::Refused(StateError::SecurityStoreChanged { .. })) => continue,
+            Err(ClusterError::Refused(StateError::SecurityStoreChanged { version, .. })) => {
+                // Another change got in first: wait until it is visible here,
+                // take it, and redo this one on it.
+                import(ctx, store, &before)?;
+                let mut states = cluster.watch_state();
+                let visible = states.wait_for(|s| s.security.get(store).is_some_and(|b| b.version >= version));
+                let _ = tokio::time::timeout(Duration::from_secs(5), visible).await;
+            }
             Err(e) => {
-                // Back to what the cluster holds: the change did not happen.
-                replica.imported.lock().insert(store, 0);
-                let _ = catch_up(ctx, replica, store);
+                // The change did not happen: back to what this broker had.
+                import(ctx, store, &before)?;
                 return Err((crate::cluster::error_code(&e), format!("the {store} change was not replicated: {e}")));
             }
         }
@@ -72,17 +86,19 @@ pub async fn change<R: Send + 'static>(ctx: &Context, store: &'static str, work:
 }
 
 /// Imports the cluster's store when it is newer than this broker's; the
-/// replicated version either way.
+/// version this broker's store is at afterwards.
 fn catch_up(ctx: &Context, replica: &SecurityReplica, store: &'static str) -> Result<u64, Refusal> {
     let Some(cluster) = &ctx.cluster else { return Ok(0) };
-    let replicated = cluster.state().security.get(store).cloned().unwrap_or_default();
+    let state = cluster.state();
+    let replicated_version = state.security.get(store).map_or(0, |b| b.version);
     let imported = replica.imported.lock().get(store).copied().unwrap_or(0);
-    if replicated.version > imported {
-        import(ctx, store, &replicated.content)?;
-        replica.imported.lock().insert(store, replicated.version);
-        info!(store, version = replicated.version, "security store taken from the cluster");
+    if replicated_version > imported {
+        let content = state.security.get(store).map(|b| b.content.as_str()).unwrap_or_default();
+        import(ctx, store, content)?;
+        replica.imported.lock().insert(store, replicated_version);
+        info!(store, version = replicated_version, "security store taken from the cluster");
     }
-    Ok(replicated.version)
+    Ok(replicated_version.max(imported))
 }
 
 fn export(ctx: &Context, store: &str) -> Result<String, Refusal> {
@@ -131,9 +147,18 @@ pub async fn follow(ctx: Context) {
 /// content (first offer wins); otherwise a newer version is imported.
 async fn seed_or_catch_up(ctx: &Context, replica: &SecurityReplica, store: &'static str) -> Result<(), Refusal> {
     let Some(cluster) = &ctx.cluster else { return Ok(()) };
-    let never_written = cluster.state().security.get(store).is_none_or(|s| s.version == 0);
-    if never_written && !is_empty(ctx, store) && !replica.seeded.lock().contains(&store) {
+    let state = cluster.state();
+    // Not before this broker's own registration is applied here: until
+    // then the state may still be replaying and look never written.
+    let caught_up = state.brokers.contains_key(&cluster.node_id());
+    let never_written = state.security.get(store).is_none_or(|s| s.version == 0);
+    if caught_up && never_written && !is_empty(ctx, store) && !replica.seeded.lock().contains(&store) {
         let content = export(ctx, store)?;
+        if content.len() > MAX_SECURITY_STORE_BYTES {
+            replica.seeded.lock().push(store);
+            warn!(store, bytes = content.len(), "this broker's security store is too large for the cluster to take");
+            return Ok(());
+        }
         let proposal = Command::PutSecurityStore { store: store.to_string(), base_version: 0, content };
         match cluster.propose(proposal).await {
             Ok(_) => {
