@@ -133,7 +133,7 @@ fn check(data: &[u8]) {
             let _ = read_slice(&slice, 1 << 20, i64::MAX, true);
         }
         consume(&log, start);
-        let _ = producers.first_unstable_offset();
+        let _ = producers.first_unstable_offset(end);
         let _ = producers.aborted_in(start, end);
         let _ = producers.aborted_in(i64::MIN, i64::MAX);
         let _ = producers.summaries();
