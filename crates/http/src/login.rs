@@ -68,7 +68,13 @@ pub enum LoginRefused {
 pub async fn access<B>(auth: Option<&ConsoleAuth>, req: &Request<B>, peer: SocketAddr) -> Result<Access, LoginRefused> {
     let Some(auth) = auth else { return Ok(Access::Open) };
     let header = req.headers().get(AUTHORIZATION).ok_or(LoginRefused::Missing)?;
-    let checked = header.to_str().ok().and_then(basic_credentials).filter(|(user, password)| password_matches(&auth.users, user, password));
+    let credentials = header.to_str().ok().and_then(basic_credentials);
+    // The check costs a PBKDF2: off the runtime's workers.
+    let users = auth.users.clone();
+    let checked = tokio::task::spawn_blocking(move || credentials.filter(|(user, password)| password_matches(&users, user, password)))
+        .await
+        .ok()
+        .flatten();
     match checked {
         Some((user, _)) => {
             let session = Session { principal: format!("User:{user}"), host: peer.ip().to_string() };

@@ -117,7 +117,9 @@ pub fn append(ctx: &Context, req: ProduceRequest, version: i16, refused: &HashMa
                         };
                         let now = now_ms();
                         let records = p.records.as_deref().unwrap_or(&[]);
-                        if let Some((code, message)) = refused.get(&(topic.name.clone(), p.index)) {
+                        // Nearly always empty: no key is built on the hot path then.
+                        let refusal = if refused.is_empty() { None } else { refused.get(&(topic.name.clone(), p.index)) };
+                        if let Some((code, message)) = refusal {
                             results.push(PartResult::failed(p.index, *code, message.clone()));
                             continue;
                         }
